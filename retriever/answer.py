@@ -1,0 +1,160 @@
+"""Question -> retrieval -> grounded prompt -> SLM -> cleaned, cited answer."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from retriever.generation import GenerationParams, Generator
+from retriever.prompt import NOT_FOUND, build_prompt
+from retriever.search import HybridSearcher, Mode
+from retriever.types import Hit
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# Phrases by which a model says it found nothing.
+_ABSTAIN_PATTERNS = re.compile(
+    r"could not find|couldn't find|cannot find|can't find|not (?:mentioned|stated|found|"
+    r"provided|specified) in the (?:sources|documents|context)|no information",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class Source:
+    n: int
+    document_id: str
+    path: str
+    title: str
+    page: int | None
+    text: str
+    score: float
+
+    @classmethod
+    def from_hit(cls, n: int, hit: Hit) -> Source:
+        c = hit.chunk
+        return cls(n, c.document_id, c.path, c.title, c.page, c.text, round(hit.score, 6))
+
+
+@dataclass
+class Answer:
+    answer: str
+    abstained: bool
+    sources: list[Source]
+    citations: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "abstained": self.abstained,
+            "citations": self.citations,
+            "sources": [vars(s) for s in self.sources],
+            "timings": self.timings,
+        }
+
+
+def clean_answer(text: str, n_sources: int) -> tuple[str, list[int]]:
+    """Drop repeated sentences (small models loop) and citations of sources never given."""
+    text = text.strip()
+    kept: list[str] = []
+    seen: set[str] = set()
+    for sentence in _SENTENCE_END.split(text):
+        key = _CITATION.sub("", sentence).strip().lower()
+        if not key and kept:  # a citation after the full stop belongs to that sentence
+            kept[-1] += " " + sentence.strip()
+            continue
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        kept.append(sentence.strip())
+    text = " ".join(kept)
+
+    def check(match: re.Match[str]) -> str:
+        return match.group(0) if 1 <= int(match.group(1)) <= n_sources else ""
+
+    text = _CITATION.sub(check, text)
+    text = re.sub(r"\s+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+    cited = sorted({int(m) for m in _CITATION.findall(text)})
+    return text, cited
+
+
+def _rate(tokens: int, ms: float) -> float:
+    return round(tokens / (ms / 1000), 1) if tokens > 0 and ms > 0 else 0.0
+
+
+def says_not_found(text: str) -> bool:
+    return not text.strip() or bool(_ABSTAIN_PATTERNS.search(text))
+
+
+class AnswerService:
+    def __init__(
+        self,
+        searcher: HybridSearcher,
+        generator: Generator,
+        params: GenerationParams,
+        top_k: int = 4,
+        mode: Mode = "hybrid",
+        min_relevance: float = 0.2,
+    ) -> None:
+        self.searcher = searcher
+        self.generator = generator
+        self.params = params
+        self.top_k = top_k
+        self.mode = mode
+        self.min_relevance = min_relevance
+
+    def ask(
+        self,
+        question: str,
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        collections: Sequence[str] | None = None,
+    ) -> Answer:
+        start = time.perf_counter()
+        result = self.searcher.search(question, top_k or self.top_k, mode or self.mode, collections)
+        retrieve_ms = (time.perf_counter() - start) * 1000
+        timings: dict[str, float] = {"retrieve_ms": round(retrieve_ms, 1)}
+
+        weak = (
+            result.best_dense_similarity is not None
+            and result.best_dense_similarity < self.min_relevance
+        )
+        if not result.hits or weak:
+            timings.update(generate_ms=0.0, tokens=0, tokens_per_s=0.0)
+            nearest = [Source.from_hit(i, h) for i, h in enumerate(result.hits, start=1)]
+            return Answer(NOT_FOUND, True, nearest, [], timings)
+
+        prompt = build_prompt(
+            question,
+            result.hits,
+            self.generator.count_tokens,
+            self.generator.context_size,
+            self.params.max_tokens,
+        )
+        start = time.perf_counter()
+        first_token_ms = None
+        pieces: list[str] = []
+        for piece in self.generator.stream(prompt.messages, self.params):
+            if first_token_ms is None:
+                first_token_ms = (time.perf_counter() - start) * 1000
+            pieces.append(piece)
+        generate_ms = (time.perf_counter() - start) * 1000
+        raw = "".join(pieces)
+        tokens = self.generator.count_tokens(raw) if raw else 0
+        timings.update(
+            generate_ms=round(generate_ms, 1),
+            first_token_ms=round(first_token_ms or generate_ms, 1),
+            prompt_tokens=prompt.prompt_tokens,
+            tokens=tokens,
+            # Decode rate: tokens after the first, over the time after the first.
+            tokens_per_s=_rate(tokens - 1, generate_ms - (first_token_ms or 0.0)),
+        )
+        text, cited = clean_answer(raw, len(prompt.hits))
+        sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
+        if says_not_found(text):
+            return Answer(NOT_FOUND, True, sources, [], timings)
+        return Answer(text, False, sources, cited, timings)

@@ -1,0 +1,111 @@
+"""Composition root for the retrieval side: picks backends from settings, loads lazily."""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import cached_property
+
+from retriever.answer import AnswerService
+from retriever.embedder import Embedder, SentenceTransformerEmbedder
+from retriever.generation import (
+    CTransformersGenerator,
+    FakeGenerator,
+    GenerationParams,
+    Generator,
+    LlamaCppGenerator,
+)
+from retriever.keyword import KeywordIndex
+from retriever.models import bundled_embedder_path, bundled_llm_path, resolve_model_path
+from retriever.search import HybridSearcher
+from retriever.settings import Settings
+from retriever.store import ChromaStore
+
+
+class Components:
+    """Each part is built on first use, so `ingest` never loads the SLM."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        generator: Generator | None = None,
+    ) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        if embedder is not None:
+            self.__dict__["embedder"] = embedder
+        if generator is not None:
+            self.__dict__["generator"] = generator
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            path = resolve_model_path(
+                self.settings.embed_model,
+                None if self.settings.embed_model else bundled_embedder_path(),
+            )
+            return SentenceTransformerEmbedder(path, batch_size=self.settings.embed_batch_size)
+
+    @cached_property
+    def store(self) -> ChromaStore:
+        with self._lock:
+            return ChromaStore(self.settings.chroma_dir)
+
+    @cached_property
+    def keyword(self) -> KeywordIndex:
+        with self._lock:
+            return KeywordIndex(self.settings.keyword_path)
+
+    @cached_property
+    def searcher(self) -> HybridSearcher:
+        s = self.settings
+        return HybridSearcher(
+            self.embedder,
+            self.store,
+            self.keyword,
+            candidates_k=s.candidates_k,
+            rrf_k=s.rrf_k,
+            dense_weight=s.dense_weight,
+            bm25_weight=s.bm25_weight,
+        )
+
+    @cached_property
+    def generator(self) -> Generator:
+        with self._lock:
+            return build_generator(self.settings)
+
+    @cached_property
+    def answers(self) -> AnswerService:
+        s = self.settings
+        params = GenerationParams(
+            max_tokens=s.llm_max_tokens,
+            temperature=s.llm_temperature,
+            repeat_penalty=s.llm_repeat_penalty,
+        )
+        return AnswerService(
+            self.searcher,
+            self.generator,
+            params,
+            top_k=s.top_k,
+            mode=s.retrieval_mode,
+            min_relevance=s.min_relevance,
+        )
+
+    def warm_up(self) -> None:
+        """Load the models now, so the first question is not the slow one."""
+        self.embedder.embed(["warm up"])
+        self.generator.count_tokens("warm up")
+        _ = self.store, self.keyword
+
+
+def build_generator(settings: Settings) -> Generator:
+    backend = settings.llm_backend
+    if backend == "fake":
+        return FakeGenerator(settings.llm_context)
+    bundled = None if settings.llm_model else bundled_llm_path()
+    path = resolve_model_path(settings.llm_model, bundled)
+    threads = settings.llm_threads or os.cpu_count() or 1
+    if backend == "ctransformers":
+        return CTransformersGenerator(path, settings.llm_context, threads)
+    return LlamaCppGenerator(path, settings.llm_context, threads)

@@ -1,0 +1,151 @@
+"""SLM runtimes behind one small interface: llama.cpp (default), ctransformers (legacy), fake."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+Message = dict[str, str]
+
+
+class GenerationError(RuntimeError):
+    pass
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int = 200
+    temperature: float = 0.0
+    repeat_penalty: float = 1.15
+    stop: list[str] = field(default_factory=list)
+
+
+class Generator(Protocol):
+    name: str
+    context_size: int
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]: ...
+
+
+class LlamaCppGenerator:
+    """llama-cpp-python, in process. The chat template comes from the GGUF's metadata."""
+
+    def __init__(self, model_path: Path, context_size: int = 2048, threads: int = 0) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise GenerationError(
+                "llama-cpp-python is not installed: `pip install llama-cpp-python`"
+            ) from exc
+        import os
+
+        self.name = model_path.name
+        self.context_size = context_size
+        self.llm = Llama(
+            model_path=str(model_path),
+            n_ctx=context_size,
+            n_threads=threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+        # A llama.cpp context is not thread-safe: one generation at a time per instance.
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        with self._lock:
+            chunks = self.llm.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=params.max_tokens,
+                temperature=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                stop=params.stop or None,
+                stream=True,
+            )
+            for chunk in chunks:
+                delta = chunk["choices"][0]["delta"]  # type: ignore[index]
+                text = delta.get("content")  # type: ignore[union-attr]
+                if text:
+                    yield str(text)
+
+
+class CTransformersGenerator:
+    """Legacy GGML models through ctransformers. It cannot load current GGUF files."""
+
+    def __init__(self, model_path: Path, context_size: int = 2048, threads: int = 0) -> None:
+        try:
+            from ctransformers import AutoModelForCausalLM
+        except ImportError as exc:
+            raise GenerationError(
+                "the ctransformers backend needs the 'legacy' extra: `pip install enclave[legacy]`"
+            ) from exc
+        self.name = model_path.name
+        self.context_size = context_size
+        try:
+            self.llm = AutoModelForCausalLM.from_pretrained(
+                str(model_path),
+                model_type="llama",
+                context_length=context_size,
+                threads=threads or -1,
+            )
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise GenerationError(
+                f"ctransformers could not load {model_path.name}: {exc}. It reads legacy GGML "
+                'files only; use llm_backend = "llamacpp" for GGUF models.'
+            ) from exc
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text))
+
+    def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        # Legacy models carry no chat template: a plain role-prefixed transcript.
+        prompt = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
+        prompt += "Assistant:"
+        with self._lock:
+            yield from self.llm(
+                prompt,
+                max_new_tokens=params.max_tokens,
+                temperature=params.temperature,
+                repetition_penalty=params.repeat_penalty,
+                stop=params.stop or None,
+                stream=True,
+            )
+
+
+class FakeGenerator:
+    """Deterministic stand-in at the model boundary, for fast unit tests.
+
+    Replies with queued texts (`enqueue`), else quotes the first sentence of source [1];
+    `history` records every message list it was given.
+    """
+
+    def __init__(self, context_size: int = 2048) -> None:
+        self.name = "fake"
+        self.context_size = context_size
+        self.queue: list[str] = []
+        self.history: list[list[Message]] = []
+
+    def enqueue(self, *replies: str) -> None:
+        self.queue.extend(replies)
+
+    def count_tokens(self, text: str) -> int:
+        return len(re.findall(r"\w+|[^\w\s]", text))
+
+    def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        self.history.append(messages)
+        if self.queue:
+            reply = self.queue.pop(0)
+        else:
+            match = re.search(r"\[1\][^\n]*\n([^\n.]+\.)", messages[-1]["content"])
+            reply = f"{match.group(1).strip()} [1]" if match else "I don't know."
+        words = reply.split(" ")[: params.max_tokens]
+        for i, word in enumerate(words):
+            yield word if i == 0 else " " + word

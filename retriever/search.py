@@ -1,0 +1,141 @@
+"""Hybrid search: dense (Chroma) and BM25 (FTS5) candidates fused by reciprocal rank."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from retriever.embedder import Embedder
+from retriever.keyword import KeywordIndex
+from retriever.store import ChromaStore
+from retriever.types import Chunk, Hit
+
+Mode = Literal["hybrid", "dense", "bm25"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    mode: Mode
+    best_dense_similarity: float | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[tuple[Sequence[str], float]], k: int = 60
+) -> list[tuple[str, float]]:
+    """Fuse ranked id lists, each with a weight: score(id) = sum of weight / (k + rank)."""
+    scores: dict[str, float] = {}
+    for ids, weight in rankings:
+        for rank, cid in enumerate(ids, start=1):
+            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def collapse_near_duplicates(hits: list[Hit], threshold: float = 0.9) -> list[Hit]:
+    """Drop a hit whose words overlap an earlier (better) hit's by Jaccard >= threshold."""
+    kept: list[Hit] = []
+    seen: list[frozenset[str]] = []
+    for hit in hits:
+        words = _word_set(hit.chunk.text)
+        duplicate = any(
+            words and len(words & other) / len(words | other) >= threshold for other in seen
+        )
+        if not duplicate:
+            kept.append(hit)
+            seen.append(words)
+    return kept
+
+
+class HybridSearcher:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: ChromaStore,
+        keyword: KeywordIndex,
+        candidates_k: int = 30,
+        rrf_k: int = 60,
+        dense_weight: float = 1.0,
+        bm25_weight: float = 1.0,
+    ) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.keyword = keyword
+        self.candidates_k = candidates_k
+        self.rrf_k = rrf_k
+        self.dense_weight = dense_weight
+        self.bm25_weight = bm25_weight
+
+    def search(
+        self,
+        query: str,
+        k: int,
+        mode: Mode = "hybrid",
+        collections: Sequence[str] | None = None,
+        candidates_k: int | None = None,
+    ) -> SearchResult:
+        """Top-k hits; `collections` (None: all) is applied inside both indexes' queries."""
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; use one of {', '.join(MODES)}")
+        n = max(k, candidates_k or self.candidates_k)
+        timings: dict[str, float] = {}
+        dense: list[tuple[Chunk, float]] = []
+        bm25: list[tuple[str, float]] = []
+
+        if mode in ("dense", "hybrid"):
+            start = time.perf_counter()
+            vector = self.embedder.embed([query])[0]
+            timings["embed_ms"] = (time.perf_counter() - start) * 1000
+            start = time.perf_counter()
+            dense = self.store.query(vector, n, collections)
+            timings["dense_ms"] = (time.perf_counter() - start) * 1000
+        if mode in ("bm25", "hybrid"):
+            start = time.perf_counter()
+            bm25 = self.keyword.search(query, n, collections)
+            timings["bm25_ms"] = (time.perf_counter() - start) * 1000
+
+        best_dense = dense[0][1] if dense else None
+        chunks = {chunk.id: chunk for chunk, _ in dense}
+        similarity = {chunk.id: sim for chunk, sim in dense}
+        dense_rank = {chunk.id: rank for rank, (chunk, _) in enumerate(dense, start=1)}
+        bm25_rank = {cid: rank for rank, (cid, _) in enumerate(bm25, start=1)}
+
+        if mode == "dense":
+            ranked = [(chunk.id, sim) for chunk, sim in dense]
+        elif mode == "bm25":
+            ranked = list(bm25)
+        else:
+            ranked = reciprocal_rank_fusion(
+                [
+                    ([c.id for c, _ in dense], self.dense_weight),
+                    ([cid for cid, _ in bm25], self.bm25_weight),
+                ],
+                k=self.rrf_k,
+            )
+
+        missing = [cid for cid, _ in ranked if cid not in chunks]
+        chunks.update(self.store.get(missing))
+        hits = [
+            Hit(
+                chunk=chunks[cid],
+                score=score,
+                dense_similarity=similarity.get(cid),
+                dense_rank=dense_rank.get(cid),
+                bm25_rank=bm25_rank.get(cid),
+            )
+            for cid, score in ranked
+            if cid in chunks  # an FTS row whose vector is gone (mid-delete) is skipped
+        ]
+        hits = collapse_near_duplicates(hits)[:k]
+        return SearchResult(
+            hits=hits, mode=mode, best_dense_similarity=best_dense, timings_ms=timings
+        )

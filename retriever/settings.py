@@ -1,0 +1,152 @@
+"""Typed settings: defaults -> enclave.toml -> ENCLAVE_* environment variables.
+
+Every field is documented in README.md (a test checks it). A field `name` is set in TOML as
+`name = ...` and in the environment as `ENCLAVE_NAME`, except `data_dir`, which is `ENCLAVE_DATA`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_ENV = "ENCLAVE_CONFIG"
+ENV_PREFIX = "ENCLAVE_"
+# Environment names that differ from ENCLAVE_<FIELD>.
+ENV_ALIASES = {"data_dir": "ENCLAVE_DATA"}
+
+
+class SettingsError(ValueError):
+    """A setting has an invalid value; the message names the setting and where it came from."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Storage
+    data_dir: Path = Field(
+        Path("data"), description="Directory holding every index and the registry."
+    )
+    default_collection: str = Field(
+        "default", description="Collection for files outside the inbox."
+    )
+
+    # Embedding and chunking
+    embed_model: str = Field(
+        "", description="Path of a sentence-transformers model; empty: bundled."
+    )
+    embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
+    chunk_tokens: int = Field(200, ge=32, le=512, description="Chunk size in embedder tokens.")
+    chunk_overlap_tokens: int = Field(32, ge=0, le=256, description="Overlap between chunks.")
+
+    # Retrieval
+    retrieval_mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid")
+    top_k: int = Field(4, ge=1, le=50, description="Sources given to the model.")
+    candidates_k: int = Field(30, ge=1, le=1000, description="Candidates per retriever.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
+    dense_weight: float = Field(1.0, ge=0, description="Weight of dense ranks in fusion.")
+    bm25_weight: float = Field(1.0, ge=0, description="Weight of BM25 ranks in fusion.")
+    min_relevance: float = Field(
+        0.2, ge=-1, le=1, description="Abstain when the best dense cosine is below this."
+    )
+
+    # Generation
+    llm_backend: Literal["llamacpp", "ctransformers", "fake"] = Field("llamacpp")
+    llm_model: str = Field(
+        "", description="Path of a GGUF (or GGML) model; empty: bundled SmolLM2."
+    )
+    llm_threads: int = Field(0, ge=0, le=256, description="CPU threads; 0: all cores.")
+    llm_context: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
+    llm_max_tokens: int = Field(200, ge=1, le=4096, description="Most new tokens per answer.")
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_repeat_penalty: float = Field(1.15, ge=1, le=2)
+
+    # Server
+    host: str = Field("127.0.0.1")
+    port: int = Field(8000, ge=1, le=65535)
+    max_upload_mb: int = Field(50, ge=1, le=4096, description="Largest accepted upload.")
+    max_question_chars: int = Field(2000, ge=10, le=100000)
+
+    @field_validator("default_collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("use letters, digits, '.', '_' or '-'")
+        return value
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.data_dir / "inbox"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def keyword_path(self) -> Path:
+        return self.data_dir / "keyword.sqlite3"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+
+def env_name(field: str) -> str:
+    return ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
+
+
+def load_settings(
+    config: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from defaults, then the TOML file, then the environment, then overrides."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+
+    config = config or environ.get(CONFIG_ENV)
+    if config:
+        path = Path(config)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, value in data.items():
+            values[key] = value
+            origin[key] = str(path)
+
+    for field in Settings.model_fields:
+        name = env_name(field)
+        if name in environ:
+            values[field] = environ[name]
+            origin[field] = f"environment variable {name}"
+
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+            origin[key] = "command line"
+
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            where = origin.get(field, "defaults")
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown setting '{field}' (from {where})")
+            else:
+                problems.append(f"invalid setting '{field}' (from {where}): {err['msg']}")
+        raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,112 @@
+"""Dense vector store: Chroma, embedded (PersistentClient) with telemetry off."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import retriever.privacy  # noqa: F401
+from retriever.types import Chunk
+
+COLLECTION = "enclave_chunks"
+
+
+def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
+    headings = str(meta.get("headings") or "")
+    page = meta.get("page")
+    return Chunk(
+        id=chunk_id,
+        document_id=str(meta["document_id"]),
+        index=int(meta.get("index", 0)),
+        text=text,
+        path=str(meta.get("path", "")),
+        title=str(meta.get("title", "")),
+        collection=str(meta.get("collection", "")),
+        page=int(page) if page is not None else None,
+        headings=tuple(headings.split(" > ")) if headings else (),
+    )
+
+
+def collection_filter(collections: Sequence[str] | None) -> dict[str, Any] | None:
+    """Chroma `where` clause restricting results to the given collections (None: no limit)."""
+    if collections is None:
+        return None
+    return {"collection": {"$in": list(collections)}}
+
+
+class ChromaStore:
+    def __init__(self, path: Path) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.client = chromadb.PersistentClient(
+            path=str(path),
+            settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
+        )
+        self.collection = self.client.get_or_create_collection(
+            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
+        self.max_batch = int(self.client.get_max_batch_size())
+
+    def upsert(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
+        for start in range(0, len(chunks), self.max_batch):
+            part = chunks[start : start + self.max_batch]
+            self.collection.upsert(
+                ids=[c.id for c in part],
+                embeddings=embeddings[start : start + len(part)].tolist(),
+                documents=[c.text for c in part],
+                metadatas=[c.metadata() for c in part],
+            )
+
+    def delete_document(self, document_id: str) -> None:
+        self.collection.delete(where={"document_id": document_id})
+
+    def delete_ids(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.collection.delete(ids=list(ids))
+
+    def ids_for_document(self, document_id: str) -> list[str]:
+        return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
+
+    def all_document_ids(self) -> set[str]:
+        result = self.collection.get(include=["metadatas"])
+        return {str(m["document_id"]) for m in result["metadatas"] or []}
+
+    def count(self) -> int:
+        return int(self.collection.count())
+
+    def get(self, ids: Sequence[str]) -> dict[str, Chunk]:
+        if not ids:
+            return {}
+        result = self.collection.get(ids=list(ids), include=["documents", "metadatas"])
+        docs = result["documents"] or []
+        metas = result["metadatas"] or []
+        return {
+            cid: chunk_from_record(cid, text, dict(meta))
+            for cid, text, meta in zip(result["ids"], docs, metas, strict=True)
+        }
+
+    def query(
+        self, vector: np.ndarray, k: int, collections: Sequence[str] | None = None
+    ) -> list[tuple[Chunk, float]]:
+        """Nearest chunks with their cosine similarity, best first."""
+        if collections is not None and not collections:
+            return []
+        result = self.collection.query(
+            query_embeddings=[vector.tolist()],
+            n_results=k,
+            where=collection_filter(collections),
+            include=["documents", "metadatas", "distances"],
+        )
+        ids = result["ids"][0]
+        docs = (result["documents"] or [[]])[0]
+        metas = (result["metadatas"] or [[]])[0]
+        dists = (result["distances"] or [[]])[0]
+        return [
+            (chunk_from_record(cid, text, dict(meta)), 1.0 - float(dist))
+            for cid, text, meta, dist in zip(ids, docs, metas, dists, strict=True)
+        ]

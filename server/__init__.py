@@ -1,0 +1,1 @@
+"""Flask app (REST API + minimal UI) and the `enclave` command line."""

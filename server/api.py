@@ -1,0 +1,160 @@
+"""REST API under /api/v1."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.utils import secure_filename
+
+from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
+from retriever.prompt import PromptTooLongError
+from retriever.search import MODES
+from server.errors import ApiError
+from server.openapi import openapi_document
+from server.state import state
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    return body
+
+
+def _require_ready() -> None:
+    st = state()
+    if st.load_error:
+        raise ApiError(503, "not_ready", f"the models failed to load: {st.load_error}")
+    if not st.ready.is_set():
+        raise ApiError(503, "not_ready", "the models are still loading; retry in a few seconds")
+
+
+@api.post("/ask")
+def ask() -> ResponseReturnValue:
+    body = _json_body()
+    settings = state().settings
+    question = body.get("question")
+    if question is None:
+        raise ApiError(400, "missing_question", "'question' is required")
+    if not isinstance(question, str):
+        raise ApiError(400, "invalid_question", "'question' must be a string")
+    question = question.strip()
+    if not question:
+        raise ApiError(400, "empty_question", "'question' must not be empty")
+    if len(question) > settings.max_question_chars:
+        raise ApiError(
+            400,
+            "question_too_long",
+            f"'question' is longer than {settings.max_question_chars} characters",
+        )
+    top_k = body.get("top_k", settings.top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
+        raise ApiError(400, "invalid_top_k", "'top_k' must be an integer from 1 to 50")
+    mode = body.get("mode", settings.retrieval_mode)
+    if mode not in MODES:
+        raise ApiError(400, "invalid_mode", f"'mode' must be one of {', '.join(MODES)}")
+    _require_ready()
+    try:
+        answer = state().components.answers.ask(question, top_k=top_k, mode=mode)
+    except PromptTooLongError as exc:
+        raise ApiError(400, "question_too_long", str(exc)) from None
+    return jsonify(answer.to_dict())
+
+
+@api.get("/documents")
+def list_documents() -> ResponseReturnValue:
+    registry = state().pipeline.registry
+    docs = [r.to_dict() for r in registry.list() if r.status != "deleted"]
+    return jsonify({"documents": docs, "counts": registry.counts()})
+
+
+@api.get("/documents/<document_id>")
+def get_document(document_id: str) -> ResponseReturnValue:
+    record = state().pipeline.registry.get(document_id)
+    if record is None or record.status == "deleted":
+        raise ApiError(404, "document_not_found", f"no document with id '{document_id}'")
+    return jsonify(record.to_dict())
+
+
+@api.post("/documents")
+def upload_document() -> ResponseReturnValue:
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise ApiError(400, "missing_file", "send the document as multipart form field 'file'")
+    name = secure_filename(upload.filename)
+    suffix = Path(name).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise ApiError(
+            415,
+            "unsupported_type",
+            f"'{suffix or name}' files are not supported; supported: "
+            + ", ".join(sorted(SUPPORTED_SUFFIXES)),
+        )
+    data = upload.read()
+    if not data:
+        raise ApiError(400, "empty_file", "the uploaded file is empty")
+    mismatch = sniff_mismatch(suffix, data[:4096])
+    if mismatch:
+        raise ApiError(415, "unsupported_type", mismatch)
+    _require_ready()
+    st = state()
+    # Server-chosen name: the client's file name is only a label, never a path.
+    folder = st.settings.uploads_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    target = folder / f"{digest[:16]}-{name}"
+    target.write_bytes(data)
+    stat = target.stat()
+    record = st.pipeline.registry.register(
+        str(target.resolve()), st.settings.default_collection, digest, stat.st_size, stat.st_mtime
+    )
+    st.submit(record.id, target)
+    return jsonify({"id": record.id, "status": record.status, "path": record.path}), 202
+
+
+@api.delete("/documents/<document_id>")
+def delete_document(document_id: str) -> ResponseReturnValue:
+    st = state()
+    record = st.pipeline.registry.get(document_id)
+    if record is None or record.status == "deleted":
+        raise ApiError(404, "document_not_found", f"no document with id '{document_id}'")
+    st.pipeline.delete(document_id)
+    uploaded = Path(record.path)
+    if uploaded.parent.resolve() == st.settings.uploads_dir.resolve():
+        uploaded.unlink(missing_ok=True)
+    return jsonify({"id": document_id, "status": "deleted"})
+
+
+@api.get("/health")
+def health() -> ResponseReturnValue:
+    st = state()
+    body: dict[str, Any] = {"time": time.time()}
+    if st.load_error:
+        body.update(status="error", error=st.load_error)
+        return jsonify(body), 503
+    if not st.ready.is_set():
+        body["status"] = "loading"
+        return jsonify(body), 503
+    components = st.components
+    body.update(
+        status="ok",
+        chunks=components.store.count(),
+        documents=st.pipeline.registry.counts(),
+        model=components.generator.name,
+        retrieval_mode=st.settings.retrieval_mode,
+    )
+    return jsonify(body)
+
+
+@api.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    return jsonify(openapi_document())

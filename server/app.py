@@ -1,0 +1,38 @@
+"""Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask, send_from_directory
+from flask.typing import ResponseReturnValue
+
+from retriever.components import Components
+from retriever.settings import Settings
+from server.api import api
+from server.errors import register_error_handlers
+from server.state import EnclaveState
+
+
+def create_app(
+    settings: Settings,
+    components: Components | None = None,
+    load: str = "now",
+) -> Flask:
+    """Build the app. `load`: "now" loads models before returning, "background" in a thread
+    (health answers 503 until done), "never" leaves that to the caller."""
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    st = EnclaveState(components or Components(settings))
+    app.extensions["enclave"] = st
+    register_error_handlers(app)
+    app.register_blueprint(api)
+
+    @app.get("/")
+    def index() -> ResponseReturnValue:
+        return send_from_directory(app.root_path + "/static", "index.html")
+
+    if load == "now":
+        st.load()
+    elif load == "background":
+        st.load_in_background()
+    return app

@@ -1,0 +1,184 @@
+"""The `enclave` command line: ingest, serve, ask, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import retriever.privacy  # noqa: F401  (offline switches before heavy imports)
+from retriever.settings import Settings, SettingsError, load_settings
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML settings file (or ENCLAVE_CONFIG)")
+    common.add_argument(
+        "--data", type=Path, help="data directory (or ENCLAVE_DATA; default ./data)"
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="enclave", description="Private question answering over your own documents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", parents=[common], help="index files or folders")
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--force", action="store_true", help="re-index even unchanged files")
+    p.add_argument("--json", action="store_true", help="end with one JSON summary line")
+
+    p = sub.add_parser("serve", parents=[common], help="run the web app and API")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
+
+    p = sub.add_parser("ask", parents=[common], help="answer one question")
+    p.add_argument("question")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+    p = sub.add_parser("status", parents=[common], help="documents by status, failures")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": args.data}
+    for name in ("host", "port"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    return load_settings(args.config, **overrides)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from ingest.lock import DataDirLock
+    from ingest.pipeline import FileOutcome, build_pipeline, discover
+    from retriever.components import Components
+
+    files = list(discover(args.paths))
+    with DataDirLock(settings.data_dir, "enclave ingest"):
+        pipeline = build_pipeline(Components(settings))
+        chunks = 0
+        bar = tqdm(total=len(files), unit="file", desc="Ingesting", file=sys.stderr, disable=None)
+
+        def progress(path: str, outcome: FileOutcome) -> None:
+            nonlocal chunks
+            chunks += outcome.chunks
+            bar.set_postfix(chunks=chunks, last=Path(path).name[:24], refresh=False)
+            bar.update(1)
+            if outcome.status == "failed":
+                bar.write(f"failed: {path}: {outcome.error}")
+
+        pipeline.resume_pending()
+        report = pipeline.ingest_file_list(files, progress=progress, force=args.force)
+        bar.close()
+    summary = report.to_dict()
+    print(
+        f"{summary['indexed']} indexed, {summary['unchanged']} unchanged, "
+        f"{summary['failed']} failed, {summary['skipped']} skipped; "
+        f"{summary['chunks']} chunks in {summary['seconds']} s"
+    )
+    if args.json:
+        print(json.dumps(summary))
+    return 1 if summary["failed"] else 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from waitress import serve
+
+    from ingest.lock import DataDirLock
+    from server.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with DataDirLock(settings.data_dir, "enclave serve"):
+        app = create_app(settings, load="background")
+        print(
+            f"Enclave serving on http://{settings.host}:{settings.port} "
+            f"(data: {settings.data_dir.resolve()})",
+            flush=True,
+        )
+        serve(app, host=settings.host, port=settings.port, threads=args.threads, ident="enclave")
+    return 0
+
+
+def _print_answer(body: dict[str, Any]) -> None:
+    print(body["answer"])
+    if body["sources"]:
+        print("\nSources:")
+    for s in body["sources"]:
+        page = f", page {s['page']}" if s["page"] else ""
+        print(f"  [{s['n']}] {s['title']}{page} ({s['path']})")
+    t = body["timings"]
+    print(
+        f"\nretrieve {t['retrieve_ms']:.0f} ms, generate {t['generate_ms']:.0f} ms, "
+        f"{t['tokens_per_s']} tokens/s"
+    )
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from retriever.components import Components
+
+    answer = Components(settings).answers.ask(args.question, top_k=args.top_k, mode=args.mode)
+    body = answer.to_dict()
+    if args.json:
+        print(json.dumps(body))
+    else:
+        _print_answer(body)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.registry import Registry
+
+    if not settings.registry_path.exists():
+        counts: dict[str, int] = {}
+        failed: list[dict[str, object]] = []
+    else:
+        registry = Registry(settings.registry_path)
+        counts = registry.counts()
+        failed = [{"path": r.path, "error": r.error} for r in registry.list("failed")]
+    body = {"data_dir": str(settings.data_dir.resolve()), "documents": counts, "failed": failed}
+    if args.json:
+        print(json.dumps(body))
+        return 0
+    print(f"data: {body['data_dir']}")
+    if not counts:
+        print("no documents yet: `enclave ingest PATH`")
+    for status, n in counts.items():
+        print(f"  {status:8} {n}")
+    for f in failed:
+        print(f"failed: {f['path']}: {f['error']}")
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "serve": cmd_serve, "ask": cmd_ask, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        return COMMANDS[args.command](args, settings)
+    except SettingsError as exc:
+        print(f"enclave: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"enclave: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

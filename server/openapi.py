@@ -1,0 +1,193 @@
+"""OpenAPI 3.1 description of /api/v1 (a test checks it matches the routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _json(_ERROR, "error") for s in statuses}
+
+
+_DOC_ID = {"name": "document_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "AskRequest": {
+        "type": "object",
+        "required": ["question"],
+        "properties": {
+            "question": {"type": "string", "minLength": 1},
+            "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
+            "mode": {"type": "string", "enum": ["hybrid", "dense", "bm25"]},
+        },
+    },
+    "Source": {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer"},
+            "document_id": {"type": "string"},
+            "path": {"type": "string"},
+            "title": {"type": "string"},
+            "page": {"type": ["integer", "null"]},
+            "text": {"type": "string"},
+            "score": {"type": "number"},
+        },
+    },
+    "AskResponse": {
+        "type": "object",
+        "required": ["answer", "abstained", "sources", "timings"],
+        "properties": {
+            "answer": {"type": "string"},
+            "abstained": {"type": "boolean"},
+            "citations": {"type": "array", "items": {"type": "integer"}},
+            "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
+            "timings": {
+                "type": "object",
+                "properties": {
+                    k: {"type": "number"}
+                    for k in ("retrieve_ms", "generate_ms", "tokens", "tokens_per_s")
+                },
+            },
+        },
+    },
+    "Document": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "path": {"type": "string"},
+            "collection": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "string", "enum": ["pending", "indexed", "failed", "deleted"]},
+            "chunks": {"type": "integer"},
+            "error": {"type": ["string", "null"]},
+        },
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    doc_ref = {"$ref": "#/components/schemas/Document"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Enclave API",
+            "version": "1",
+            "description": "Questions answered from your own documents by an on-prem model.",
+        },
+        "paths": {
+            "/api/v1/ask": {
+                "post": {
+                    "operationId": "ask",
+                    "summary": "Answer a question from the indexed documents, with sources",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/AskRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/AskResponse"}, "answer"),
+                        **_errors(400, 503),
+                    },
+                }
+            },
+            "/api/v1/documents": {
+                "get": {
+                    "operationId": "listDocuments",
+                    "summary": "List documents and their indexing status",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {"documents": {"type": "array", "items": doc_ref}},
+                            },
+                            "documents",
+                        )
+                    },
+                },
+                "post": {
+                    "operationId": "uploadDocument",
+                    "summary": "Upload a document; it is indexed in the background",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {"file": {"type": "string", "format": "binary"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "status": {"type": "string"},
+                                },
+                            },
+                            "accepted",
+                        ),
+                        **_errors(400, 413, 415, 503),
+                    },
+                },
+            },
+            "/api/v1/documents/{document_id}": {
+                "get": {
+                    "operationId": "getDocument",
+                    "summary": "One document's status",
+                    "parameters": [_DOC_ID],
+                    "responses": {"200": _json(doc_ref, "document"), **_errors(404)},
+                },
+                "delete": {
+                    "operationId": "deleteDocument",
+                    "summary": "Remove a document and its chunks from every index",
+                    "parameters": [_DOC_ID],
+                    "responses": {
+                        "200": _json({"type": "object"}, "deleted"),
+                        **_errors(404),
+                    },
+                },
+            },
+            "/api/v1/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "200 once the models are loaded, 503 before",
+                    "responses": {
+                        "200": _json({"type": "object"}, "ready"),
+                        "503": _json({"type": "object"}, "loading or failed"),
+                    },
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI document")},
+                }
+            },
+        },
+        "components": {"schemas": _SCHEMAS},
+    }

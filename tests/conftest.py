@@ -1,0 +1,47 @@
+"""Shared fixtures: a real embedder (loaded once), real Chroma and SQLite in temp dirs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import retriever.privacy  # noqa: F401
+from ingest.pipeline import IngestPipeline, build_pipeline
+from retriever.components import Components
+from retriever.embedder import SentenceTransformerEmbedder
+from retriever.generation import FakeGenerator
+from retriever.models import bundled_embedder_path
+from retriever.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "corpora" / "demo"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(bundled_embedder_path())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", llm_backend="fake")
+
+
+@pytest.fixture
+def components(settings: Settings, embedder: SentenceTransformerEmbedder) -> Components:
+    return Components(settings, embedder=embedder, generator=FakeGenerator())
+
+
+@pytest.fixture
+def pipeline(components: Components) -> Iterator[IngestPipeline]:
+    pipe = build_pipeline(components)
+    yield pipe
+    pipe.registry.close()
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

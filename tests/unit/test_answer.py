@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import pytest
+
+from retriever.answer import clean_answer, says_not_found
+from retriever.components import Components
+from retriever.generation import FakeGenerator
+from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
+from retriever.types import Chunk, Hit, chunk_id
+
+
+def _hit(i: int, words: int) -> Hit:
+    text = " ".join(f"word{i}_{j}" for j in range(words))
+    return Hit(Chunk(chunk_id("d", i, text), "d", i, text, "/d.md", f"Doc {i}", "c"), 1.0 / (i + 1))
+
+
+def _count(text: str) -> int:
+    return FakeGenerator().count_tokens(text)
+
+
+def test_prompt_never_overflows_and_keeps_the_question() -> None:
+    question = "What is the retention period for backups?"
+    hits = [_hit(i, 300) for i in range(6)]
+    built = build_prompt(question, hits, _count, context_size=1024, max_new_tokens=200)
+    assert built.prompt_tokens + 200 <= 1024
+    assert question in built.messages[-1]["content"]
+    assert 1 <= len(built.hits) < 6  # trimmed sources, not the question
+    assert "[1] Doc 0" in built.messages[-1]["content"]
+
+
+def test_prompt_numbers_sources_in_rank_order() -> None:
+    built = build_prompt("q?", [_hit(0, 5), _hit(1, 5)], _count, 2048, 100)
+    content = built.messages[-1]["content"]
+    assert content.index("[1] Doc 0") < content.index("[2] Doc 1")
+
+
+def test_question_too_long_for_context_is_an_error() -> None:
+    with pytest.raises(PromptTooLongError):
+        build_prompt("why " * 600, [_hit(0, 5)], _count, context_size=512, max_new_tokens=100)
+
+
+def test_clean_answer_removes_loops_and_invalid_citations() -> None:
+    text, cited = clean_answer("It is 25 days [1]. It is 25 days [1]. See also [7]. Done [2].", 2)
+    assert text == "It is 25 days [1]. See also. Done [2]."
+    assert cited == [1, 2]
+
+
+def test_not_found_detection() -> None:
+    assert says_not_found(NOT_FOUND)
+    assert says_not_found("")
+    assert not says_not_found("Annual leave is 25 days [1].")
+
+
+def test_answer_service_with_fake_model(components: Components) -> None:
+    chunk = Chunk(
+        chunk_id("p", 0, "x"),
+        "p",
+        0,
+        "Parental leave lasts 16 weeks at full pay. It can be split.",
+        "/hr/leave.md",
+        "Leave policy",
+        "default",
+    )
+    components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
+    components.keyword.add([chunk])
+    answer = components.answers.ask("How long is parental leave?")
+    assert not answer.abstained
+    assert answer.answer == "Parental leave lasts 16 weeks at full pay. [1]"
+    assert answer.citations == [1]
+    assert answer.sources[0].path == "/hr/leave.md"
+    assert set(answer.timings) >= {"retrieve_ms", "generate_ms", "tokens", "tokens_per_s"}
+    # The model saw the numbered source and the grounding instruction.
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    assert "[1] Leave policy" in fake.history[-1][-1]["content"]
+    assert "only the numbered sources" in fake.history[-1][0]["content"]
+
+
+def test_model_saying_not_found_becomes_an_abstention(components: Components) -> None:
+    chunk = Chunk(chunk_id("p", 0, "y"), "p", 0, "The canteen opens at 08:00.", "/f.txt", "F", "c")
+    components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
+    components.keyword.add([chunk])
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("I could not find the answer in the documents.")
+    answer = components.answers.ask("When does the canteen open?")
+    assert answer.abstained and answer.answer == NOT_FOUND
+    assert answer.sources  # the nearest sources are still shown
+
+
+def test_empty_index_abstains_without_calling_the_model(components: Components) -> None:
+    answer = components.answers.ask("Anything at all?")
+    assert answer.abstained and answer.sources == []
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator) and fake.history == []

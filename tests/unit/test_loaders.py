@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ingest.loaders import (
+    LoadError,
+    UnsupportedFileError,
+    is_ignored,
+    load_document,
+    sniff_mismatch,
+    table_rows_as_text,
+)
+from tests.conftest import DEMO, ROOT, write
+
+
+def _texts(path: Path) -> str:
+    return "\n".join(e.text for e in load_document(path).elements)
+
+
+@pytest.mark.parametrize(
+    "name, phrase",
+    [
+        ("network-operations-runbook.md", "ALM-4471"),
+        ("incident-escalation-policy.html", "P1"),
+        ("hr-leave-policy.docx", "25 working days"),
+        ("it-security-policy.pdf", "Kestrel Telecom"),
+        ("product-price-sheet.xlsx", "KT-FIB-500"),
+        ("customer-onboarding.pptx", "Onboarding"),
+        ("facilities-guide.txt", "badge"),
+        ("it-maintenance-announcement.eml", "maintenance"),
+    ],
+)
+def test_every_demo_format_yields_its_text(name: str, phrase: str) -> None:
+    assert phrase.lower() in _texts(DEMO / name).lower()
+
+
+def test_pdf_keeps_page_numbers() -> None:
+    pages = {e.page for e in load_document(DEMO / "it-security-policy.pdf").elements}
+    assert {1, 2, 3} <= pages
+
+
+def test_pptx_pages_are_slides() -> None:
+    pages = {e.page for e in load_document(DEMO / "customer-onboarding.pptx").elements}
+    assert len(pages) >= 5
+
+
+def test_markdown_heading_path(tmp_path: Path) -> None:
+    md = write(tmp_path / "guide.md", "# Guide\n\n## Install\n\n### Linux\n\nRun the installer.\n")
+    doc = load_document(md)
+    body = [e for e in doc.elements if not e.is_heading]
+    assert body[-1].headings == ("Guide", "Install", "Linux")
+    assert doc.title == "Guide"
+
+
+def test_docx_heading_path() -> None:
+    doc = load_document(DEMO / "hr-leave-policy.docx")
+    entitled = next(e for e in doc.elements if "25 working days" in e.text)
+    assert entitled.headings and "Annual leave" in entitled.headings
+
+
+def test_csv_rows_read_with_their_header(tmp_path: Path) -> None:
+    csv = write(tmp_path / "plans.csv", "code,name,price\nA-1,Basic,10\nB-2,Pro,25\n")
+    rows = [e.text for e in load_document(csv).elements]
+    assert any("code: B-2" in r and "price: 25" in r for r in rows)
+
+
+def test_table_rows_as_text() -> None:
+    html = "<table><tr><th>Plan</th><th>Price</th></tr><tr><td>X</td><td>9</td></tr></table>"
+    assert table_rows_as_text(html) == ["Plan: X; Price: 9"]
+
+
+def test_unsupported_and_mismatched_files(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedFileError, match="unsupported file type"):
+        load_document(write(tmp_path / "a.xyz", "hello"))
+    fake_pdf = write(tmp_path / "fake.pdf", "just text")
+    with pytest.raises(UnsupportedFileError, match="not a PDF"):
+        load_document(fake_pdf)
+    assert sniff_mismatch(".docx", b"hello") is not None
+    assert sniff_mismatch(".txt", b"ab\x00cd") is not None
+    assert sniff_mismatch(".md", b"# fine") is None
+
+
+def test_corrupt_pdf_gives_a_load_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\n" + b"\x00garbage" * 50)
+    with pytest.raises(LoadError):
+        load_document(broken)
+
+
+def test_temporary_and_hidden_files_are_ignored() -> None:
+    for name in ("~$report.docx", ".DS_Store", "upload.part", "x.tmp", "notes.md~"):
+        assert is_ignored(name), name
+    assert not is_ignored("report.docx")
+
+
+def test_parsing_needs_no_network() -> None:
+    """A fresh process with every non-loopback connection refused parses DOCX, HTML and text
+    (the formats for which unstructured loads its spaCy model)."""
+    script = textwrap.dedent(
+        f"""
+        import socket
+        real_connect = socket.socket.connect
+        def guarded(self, address):
+            host = address[0] if isinstance(address, tuple) else address
+            if isinstance(host, str) and not host.startswith(("127.", "::1", "/")):
+                raise OSError("network blocked by test: " + str(address))
+            return real_connect(self, address)
+        socket.socket.connect = guarded
+        socket.create_connection = lambda *a, **k: (_ for _ in ()).throw(OSError("blocked"))
+        from pathlib import Path
+        from ingest.loaders import load_document
+        from unstructured.nlp.tokenize import sent_tokenize
+        for name in ("hr-leave-policy.docx", "incident-escalation-policy.html",
+                     "facilities-guide.txt"):
+            assert load_document(Path({str(DEMO)!r}) / name).elements, name
+        assert len(sent_tokenize("One sentence. Another one.")) == 2
+        print("offline-ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert "offline-ok" in result.stdout, result.stderr[-2000:]

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.lock import DataDirBusyError, DataDirLock
+from ingest.pipeline import IngestPipeline
+from tests.conftest import write
+
+
+def _chunk_ids(pipeline: IngestPipeline, doc_id: str) -> set[str]:
+    dense = set(pipeline.store.ids_for_document(doc_id))
+    keyword = set(pipeline.keyword.ids_for_document(doc_id))
+    assert dense == keyword  # both indexes always hold the same chunks
+    return dense
+
+
+def test_ingest_is_idempotent_and_tracks_changes(pipeline: IngestPipeline, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    a = write(docs / "a.md", "# Alpha\n\nThe alpha server restarts at 03:00 every night.\n")
+    write(docs / "b.txt", "Badge access is possible from 06:00 to 22:00 on weekdays.\n")
+    write(docs / ".hidden.md", "never indexed")
+    report = pipeline.ingest([docs])
+    assert report.count("indexed") == 2 and report.count("failed") == 0
+    doc_a = pipeline.registry.get_by_path(str(a.resolve()))
+    assert doc_a is not None and doc_a.status == "indexed"
+    before = _chunk_ids(pipeline, doc_a.id)
+    total = pipeline.store.count()
+
+    again = pipeline.ingest([docs])
+    assert again.count("unchanged") == 2 and pipeline.store.count() == total
+
+    a.write_text("# Alpha\n\nThe alpha server now restarts at 04:30 on Sundays only.\n")
+    assert pipeline.ingest([a]).count("indexed") == 1
+    after = _chunk_ids(pipeline, doc_a.id)
+    assert after and not (after & before)  # stale chunks are gone
+    assert pipeline.store.count() == total
+
+    pipeline.delete(doc_a.id)
+    assert _chunk_ids(pipeline, doc_a.id) == set()
+    record = pipeline.registry.get(doc_a.id)
+    assert record is not None and record.status == "deleted"
+
+
+def test_bad_file_fails_with_a_reason_and_the_batch_goes_on(
+    pipeline: IngestPipeline, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    write(docs / "good.md", "# Good\n\nThis one is fine.\n")
+    bad = docs / "broken.pdf"
+    bad.write_bytes(b"not a pdf at all")
+    write(docs / "notes.xyz", "unsupported")
+    report = pipeline.ingest([docs])
+    assert report.count("indexed") == 1
+    assert report.count("failed") == 1 and report.count("skipped") == 1
+    failed = pipeline.registry.get_by_path(str(bad.resolve()))
+    assert failed is not None and failed.status == "failed" and "not a PDF" in (failed.error or "")
+
+
+def test_pending_documents_are_finished_on_resume(pipeline: IngestPipeline, tmp_path: Path) -> None:
+    # A crash after registration leaves the document pending, with no chunks.
+    doc = write(tmp_path / "c.md", "# Crash\n\nResumed documents are indexed once.\n")
+    pipeline.registry.register(str(doc.resolve()), "default", "stale-hash", 1, 0.0)
+    gone = tmp_path / "gone.md"
+    pipeline.registry.register(str(gone), "default", "x", 1, 0.0)
+    pipeline.resume_pending()
+    record = pipeline.registry.get_by_path(str(doc.resolve()))
+    assert record is not None and record.status == "indexed"
+    assert len(_chunk_ids(pipeline, record.id)) == record.chunks > 0
+    missing = pipeline.registry.get_by_path(str(gone))
+    assert missing is not None and missing.status == "deleted"
+
+
+def test_inbox_subfolders_are_collections(pipeline: IngestPipeline) -> None:
+    inbox = pipeline.inbox
+    doc = write(inbox / "hr" / "leave.md", "# Leave\n\nTwenty-five days.\n")
+    assert pipeline.collection_for(doc) == "hr"
+    assert pipeline.collection_for(write(inbox / "top.md", "x")) == "default"
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    with (
+        DataDirLock(tmp_path, "enclave serve"),
+        pytest.raises(DataDirBusyError, match="enclave serve"),
+    ):
+        DataDirLock(tmp_path, "enclave ingest").acquire()
+    with DataDirLock(tmp_path, "enclave ingest"):  # released: free again
+        pass
