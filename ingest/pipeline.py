@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from retriever.components import Components
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
 from retriever.store import ChromaStore
+from retriever.types import Chunk
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +151,7 @@ class IngestPipeline:
             chunks = self.chunker.chunk(
                 loaded.elements, record.id, record.path, loaded.title, record.collection
             )
-            vectors = self.embedder.embed([c.embedding_text() for c in chunks])
-            # Old chunks go first: a changed document must not keep stale passages.
-            self.remove_chunks(record.id)
-            self.store.upsert(chunks, vectors)
-            self.keyword.add(chunks)
+            self.write_chunks(chunks, replace=[record.id])
             self.registry.mark_indexed(record.id, len(chunks), loaded.title)
             return FileOutcome(record.path, "indexed", record.id, len(chunks))
         except LoadError as exc:
@@ -162,6 +159,16 @@ class IngestPipeline:
         except Exception as exc:  # a parser bug must not stop the batch
             log.exception("indexing %s failed", record.path)
             return self._fail(record, f"{type(exc).__name__}: {exc}")
+
+    def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
+        """Embed chunks (of any number of documents, in one batched pass) and write them to
+        both indexes, after removing the old chunks of the documents in `replace`."""
+        vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        # Old chunks go first: a changed document must not keep stale passages.
+        for document_id in replace:
+            self.remove_chunks(document_id)
+        self.store.upsert(chunks, vectors)
+        self.keyword.add(chunks)
 
     def _fail(self, record: DocumentRecord, error: str) -> FileOutcome:
         self.remove_chunks(record.id)

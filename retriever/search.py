@@ -41,18 +41,17 @@ def _word_set(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text.lower()))
 
 
-def collapse_near_duplicates(hits: list[Hit], threshold: float = 0.9) -> list[Hit]:
-    """Drop a hit whose words overlap an earlier (better) hit's by Jaccard >= threshold."""
+def collapse_duplicates(hits: list[Hit]) -> list[Hit]:
+    """Keep the best of hits with the same words (the same passage in two files, a re-saved
+    copy): a set signature keeps this linear, so it stays cheap at any k."""
     kept: list[Hit] = []
-    seen: list[frozenset[str]] = []
+    seen: set[frozenset[str]] = set()
     for hit in hits:
         words = _word_set(hit.chunk.text)
-        duplicate = any(
-            words and len(words & other) / len(words | other) >= threshold for other in seen
-        )
-        if not duplicate:
-            kept.append(hit)
-            seen.append(words)
+        if words and words in seen:
+            continue
+        seen.add(words)
+        kept.append(hit)
     return kept
 
 
@@ -135,7 +134,7 @@ class HybridSearcher:
             for cid, score in ranked
             if cid in chunks  # an FTS row whose vector is gone (mid-delete) is skipped
         ]
-        hits = collapse_near_duplicates(hits)[:k]
+        hits = collapse_duplicates(hits)[:k]
         return SearchResult(
             hits=hits, mode=mode, best_dense_similarity=best_dense, timings_ms=timings
         )

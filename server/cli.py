@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[common], help="documents by status, failures")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("eval", help="measure quality")
+    kinds = p.add_subparsers(dest="eval_kind", required=True)
+    p = kinds.add_parser("retrieval", parents=[common], help="retrieval metrics on a dataset")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--beir", type=Path, help="BEIR folder: corpus/queries.jsonl, qrels/")
+    source.add_argument("--qa", type=Path, help="folder with passages.jsonl and qa.jsonl")
+    p.add_argument("--split", default="test")
+    p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N queries")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
     return parser
 
 
@@ -164,7 +175,40 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "serve": cmd_serve, "ask": cmd_ask, "status": cmd_status}
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from server.evaluate import evaluate_beir, evaluate_qa
+
+    mode = args.mode or settings.retrieval_mode
+    bar: tqdm[Any] | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="doc", desc="Indexing", file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
+
+    if args.beir:
+        result = evaluate_beir(settings, args.beir, args.split, mode, args.limit, progress)
+    else:
+        result = evaluate_qa(settings, args.qa, mode, args.limit, progress)
+    if bar is not None:
+        bar.close()
+    for key, value in result.items():
+        print(f"{key:16} {value}")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "serve": cmd_serve,
+    "ask": cmd_ask,
+    "status": cmd_status,
+    "eval": cmd_eval,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

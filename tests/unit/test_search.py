@@ -67,7 +67,7 @@ def test_collection_filter_is_inside_both_queries(components: Components) -> Non
     assert components.searcher.search("salary", 5, "hybrid", collections=[]).hits == []
 
 
-def test_near_duplicates_collapse(components: Components) -> None:
+def test_duplicate_passages_collapse(components: Components) -> None:
     text = "Backups run nightly at 02:00 and are kept for 35 days."
     _index(components, [_chunk("x", 0, text, "c"), _chunk("y", 0, text, "c")])
     hits = components.searcher.search("when do backups run", 5, "hybrid").hits
