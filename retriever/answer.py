@@ -6,9 +6,10 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from retriever.generation import GenerationParams, Generator
+from retriever.grounding import Support, extract_answer, split_sentences, support_for
 from retriever.prompt import NOT_FOUND, build_prompt
 from retriever.search import HybridSearcher, Mode
 from retriever.types import Hit
@@ -46,6 +47,9 @@ class Answer:
     sources: list[Source]
     citations: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    supports: list[Support] = field(default_factory=list)
+    dropped: int = 0  # answer sentences removed because no source supported them
+    mode: str = "generative"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,12 @@ class Answer:
             "abstained": self.abstained,
             "citations": self.citations,
             "sources": [vars(s) for s in self.sources],
+            "supports": [
+                {"n": s.n, "start": s.span.start, "end": s.span.end, "score": s.score}
+                for s in self.supports
+            ],
+            "answer_mode": self.mode,
+            "unsupported_sentences_removed": self.dropped,
             "timings": self.timings,
         }
 
@@ -90,6 +100,40 @@ def says_not_found(text: str) -> bool:
     return not text.strip() or bool(_ABSTAIN_PATTERNS.search(text))
 
 
+AnswerMode = Literal["generative", "extractive"]
+ANSWER_MODES: tuple[AnswerMode, ...] = ("generative", "extractive")
+
+
+def verify(text: str, sources: Sequence[str], threshold: float) -> tuple[str, list[Support], int]:
+    """Keep the answer sentences a given source supports (each then cites it); drop the rest.
+
+    Returns the checked text, the support of each kept sentence and how many were dropped."""
+    kept: list[str] = []
+    supports: list[Support] = []
+    dropped = 0
+    for span in split_sentences(text):
+        cited = [int(n) for n in _CITATION.findall(span.text)]
+        found = support_for(span.text, sources, preferred=cited)
+        if found is None or found.score < threshold:
+            dropped += 1
+            continue
+        sentence = _CITATION.sub("", span.text).strip()
+        sentence = re.sub(r"\s+([.,;:!?])", r"\1", sentence)
+        end = sentence[-1] if sentence[-1] in ".!?" else "."
+        kept.append(f"{sentence.rstrip('.!?').rstrip()} [{found.n}]{end}")
+        supports.append(found)
+    return " ".join(kept), supports, dropped
+
+
+def quote(supports: Sequence[Support]) -> str:
+    quoted = []
+    for s in supports:
+        text = s.span.text
+        end = text[-1] if text[-1] in ".!?" else "."
+        quoted.append(f"{text.rstrip('.!?').rstrip()} [{s.n}]{end}")
+    return " ".join(quoted)
+
+
 class AnswerService:
     def __init__(
         self,
@@ -99,6 +143,8 @@ class AnswerService:
         top_k: int = 4,
         mode: Mode = "hybrid",
         min_relevance: float = 0.2,
+        answer_mode: AnswerMode = "generative",
+        support_threshold: float = 0.6,
     ) -> None:
         self.searcher = searcher
         self.generator = generator
@@ -106,6 +152,8 @@ class AnswerService:
         self.top_k = top_k
         self.mode = mode
         self.min_relevance = min_relevance
+        self.answer_mode = answer_mode
+        self.support_threshold = support_threshold
 
     def ask(
         self,
@@ -113,11 +161,13 @@ class AnswerService:
         top_k: int | None = None,
         mode: Mode | None = None,
         collections: Sequence[str] | None = None,
+        answer_mode: AnswerMode | None = None,
     ) -> Answer:
         start = time.perf_counter()
         result = self.searcher.search(question, top_k or self.top_k, mode or self.mode, collections)
         retrieve_ms = (time.perf_counter() - start) * 1000
         timings: dict[str, float] = {"retrieve_ms": round(retrieve_ms, 1)}
+        answer_mode = answer_mode or self.answer_mode
 
         weak = (
             result.best_dense_similarity is not None
@@ -126,7 +176,10 @@ class AnswerService:
         if not result.hits or weak:
             timings.update(generate_ms=0.0, tokens=0, tokens_per_s=0.0)
             nearest = [Source.from_hit(i, h) for i, h in enumerate(result.hits, start=1)]
-            return Answer(NOT_FOUND, True, nearest, [], timings)
+            return Answer(NOT_FOUND, True, nearest, [], timings, mode=answer_mode)
+
+        if answer_mode == "extractive":
+            return self._extractive(question, result.hits, timings)
 
         prompt = build_prompt(
             question,
@@ -153,8 +206,48 @@ class AnswerService:
             # Decode rate: tokens after the first, over the time after the first.
             tokens_per_s=_rate(tokens - 1, generate_ms - (first_token_ms or 0.0)),
         )
-        text, cited = clean_answer(raw, len(prompt.hits))
+        text, _ = clean_answer(raw, len(prompt.hits))
         sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
+        texts = [h.chunk.text for h in prompt.hits]
         if says_not_found(text):
-            return Answer(NOT_FOUND, True, sources, [], timings)
-        return Answer(text, False, sources, cited, timings)
+            return Answer(NOT_FOUND, True, sources, [], timings, mode="generative")
+        checked, supports, dropped = verify(text, texts, self.support_threshold)
+        if supports:
+            return Answer(
+                checked,
+                False,
+                sources,
+                _cited(supports),
+                timings,
+                supports=supports,
+                dropped=dropped,
+                mode="generative",
+            )
+        # Nothing the model wrote is backed by the sources: quote them instead.
+        fallback = self._extractive(question, prompt.hits, timings)
+        fallback.dropped = dropped
+        fallback.mode = "extractive_fallback"
+        return fallback
+
+    def _extractive(self, question: str, hits: Sequence[Hit], timings: dict[str, float]) -> Answer:
+        hits = list(hits)
+        sources = [Source.from_hit(i, h) for i, h in enumerate(hits, start=1)]
+        supports = extract_answer(question, [h.chunk.text for h in hits])
+        timings.setdefault("generate_ms", 0.0)
+        timings.setdefault("tokens", 0)
+        timings.setdefault("tokens_per_s", 0.0)
+        if not supports:
+            return Answer(NOT_FOUND, True, sources, [], timings, mode="extractive")
+        return Answer(
+            quote(supports),
+            False,
+            sources,
+            _cited(supports),
+            timings,
+            supports=supports,
+            mode="extractive",
+        )
+
+
+def _cited(supports: Sequence[Support]) -> list[int]:
+    return sorted({s.n for s in supports})

@@ -16,7 +16,13 @@ from retriever.generation import (
     LlamaCppGenerator,
 )
 from retriever.keyword import KeywordIndex
-from retriever.models import bundled_embedder_path, bundled_llm_path, resolve_model_path
+from retriever.models import (
+    ModelNotFoundError,
+    bundled_embedder_path,
+    bundled_llm_path,
+    resolve_model_path,
+)
+from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
 from retriever.settings import Settings
 from retriever.store import ChromaStore
@@ -68,7 +74,23 @@ class Components:
             rrf_k=s.rrf_k,
             dense_weight=s.dense_weight,
             bm25_weight=s.bm25_weight,
+            reranker=self.reranker,
+            rerank_candidates=s.rerank_candidates,
         )
+
+    @cached_property
+    def reranker(self) -> Reranker | None:
+        s = self.settings
+        if s.reranker == "cross-encoder":
+            if not s.reranker_model:
+                raise ModelNotFoundError(
+                    "reranker = 'cross-encoder' needs reranker_model: the path of a local "
+                    "cross-encoder (none ships with Enclave)"
+                )
+            return CrossEncoderReranker(resolve_model_path(s.reranker_model))
+        if s.reranker == "bi-encoder":
+            return BiEncoderReranker(self.embedder)
+        return None
 
     @cached_property
     def generator(self) -> Generator:
@@ -90,6 +112,8 @@ class Components:
             top_k=s.top_k,
             mode=s.retrieval_mode,
             min_relevance=s.min_relevance,
+            answer_mode=s.answer_mode,
+            support_threshold=s.support_threshold,
         )
 
     def warm_up(self) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
+from retriever.rerank import Reranker
 from retriever.store import ChromaStore
 from retriever.types import Chunk, Hit
 
@@ -65,6 +66,8 @@ class HybridSearcher:
         rrf_k: int = 60,
         dense_weight: float = 1.0,
         bm25_weight: float = 1.0,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 20,
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -73,6 +76,8 @@ class HybridSearcher:
         self.rrf_k = rrf_k
         self.dense_weight = dense_weight
         self.bm25_weight = bm25_weight
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
 
     def search(
         self,
@@ -134,7 +139,23 @@ class HybridSearcher:
             for cid, score in ranked
             if cid in chunks  # an FTS row whose vector is gone (mid-delete) is skipped
         ]
-        hits = collapse_duplicates(hits)[:k]
+        hits = collapse_duplicates(hits)
+        if self.reranker is not None and hits:
+            start = time.perf_counter()
+            hits = self._rerank(query, hits)
+            timings["rerank_ms"] = (time.perf_counter() - start) * 1000
+        hits = hits[:k]
         return SearchResult(
             hits=hits, mode=mode, best_dense_similarity=best_dense, timings_ms=timings
         )
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        """Reorder the first `rerank_candidates` hits by the reranker's score."""
+        assert self.reranker is not None
+        head, tail = hits[: self.rerank_candidates], hits[self.rerank_candidates :]
+        scores = self.reranker.score(query, [h.chunk.embedding_text() for h in head])
+        for hit, score in zip(head, scores, strict=True):
+            hit.extra["fused_score"] = hit.score
+            hit.score = score
+        head.sort(key=lambda h: -h.score)
+        return head + tail

@@ -50,8 +50,21 @@ class Settings(BaseModel):
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0, description="Weight of dense ranks in fusion.")
     bm25_weight: float = Field(1.0, ge=0, description="Weight of BM25 ranks in fusion.")
+    reranker: Literal["none", "cross-encoder", "bi-encoder"] = Field(
+        "none", description="Second-stage reranking of the fused candidates."
+    )
+    reranker_model: str = Field("", description="Local path of a cross-encoder model.")
+    rerank_candidates: int = Field(20, ge=1, le=500, description="Candidates reranked.")
     min_relevance: float = Field(
         0.2, ge=-1, le=1, description="Abstain when the best dense cosine is below this."
+    )
+
+    # Answering
+    answer_mode: Literal["generative", "extractive"] = Field(
+        "generative", description="generative: the SLM writes; extractive: quote sources."
+    )
+    support_threshold: float = Field(
+        0.6, ge=0, le=1, description="Share of an answer sentence's words a source must hold."
     )
 
     # Generation

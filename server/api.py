@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
 from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
+from retriever.answer import ANSWER_MODES
 from retriever.prompt import PromptTooLongError
 from retriever.search import MODES
 from server.errors import ApiError
@@ -38,6 +39,22 @@ def _require_ready() -> None:
         raise ApiError(503, "not_ready", "the models are still loading; retry in a few seconds")
 
 
+def _collections(value: Any) -> list[str] | None:
+    """`collection`: one name or a list of names; the search is limited to them."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n and len(n) <= 128 for n in names)
+    ):
+        raise ApiError(
+            400, "invalid_collection", "'collection' must be a name or a non-empty list of names"
+        )
+    return names
+
+
 @api.post("/ask")
 def ask() -> ResponseReturnValue:
     body = _json_body()
@@ -62,9 +79,17 @@ def ask() -> ResponseReturnValue:
     mode = body.get("mode", settings.retrieval_mode)
     if mode not in MODES:
         raise ApiError(400, "invalid_mode", f"'mode' must be one of {', '.join(MODES)}")
+    answer_mode = body.get("answer_mode", settings.answer_mode)
+    if answer_mode not in ANSWER_MODES:
+        raise ApiError(
+            400, "invalid_answer_mode", f"'answer_mode' must be one of {', '.join(ANSWER_MODES)}"
+        )
+    collections = _collections(body.get("collection"))
     _require_ready()
     try:
-        answer = state().components.answers.ask(question, top_k=top_k, mode=mode)
+        answer = state().components.answers.ask(
+            question, top_k=top_k, mode=mode, answer_mode=answer_mode, collections=collections
+        )
     except PromptTooLongError as exc:
         raise ApiError(400, "question_too_long", str(exc)) from None
     return jsonify(answer.to_dict())

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--top-k", type=int)
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--answer-mode", choices=["generative", "extractive"])
     p.add_argument("--json", action="store_true", help="print the API's JSON answer")
 
     p = sub.add_parser("status", parents=[common], help="documents by status, failures")
@@ -142,7 +143,9 @@ def _print_answer(body: dict[str, Any]) -> None:
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from retriever.components import Components
 
-    answer = Components(settings).answers.ask(args.question, top_k=args.top_k, mode=args.mode)
+    answer = Components(settings).answers.ask(
+        args.question, top_k=args.top_k, mode=args.mode, answer_mode=args.answer_mode
+    )
     body = answer.to_dict()
     if args.json:
         print(json.dumps(body))

@@ -36,6 +36,14 @@ _SCHEMAS: dict[str, Any] = {
             "question": {"type": "string", "minLength": 1},
             "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
             "mode": {"type": "string", "enum": ["hybrid", "dense", "bm25"]},
+            "answer_mode": {"type": "string", "enum": ["generative", "extractive"]},
+            "collection": {
+                "description": "Search only these collections (inbox subfolders).",
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                ],
+            },
         },
     },
     "Source": {
@@ -57,6 +65,22 @@ _SCHEMAS: dict[str, Any] = {
             "answer": {"type": "string"},
             "abstained": {"type": "boolean"},
             "citations": {"type": "array", "items": {"type": "integer"}},
+            "supports": {
+                "type": "array",
+                "description": "For each answer sentence: the source and the character span "
+                "of its supporting sentence in that source's text.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "n": {"type": "integer"},
+                        "start": {"type": "integer"},
+                        "end": {"type": "integer"},
+                        "score": {"type": "number"},
+                    },
+                },
+            },
+            "answer_mode": {"type": "string"},
+            "unsupported_sentences_removed": {"type": "integer"},
             "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
             "timings": {
                 "type": "object",

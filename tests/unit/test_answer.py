@@ -65,7 +65,7 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     components.keyword.add([chunk])
     answer = components.answers.ask("How long is parental leave?")
     assert not answer.abstained
-    assert answer.answer == "Parental leave lasts 16 weeks at full pay. [1]"
+    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
     assert answer.citations == [1]
     assert answer.sources[0].path == "/hr/leave.md"
     assert set(answer.timings) >= {"retrieve_ms", "generate_ms", "tokens", "tokens_per_s"}
@@ -93,3 +93,39 @@ def test_empty_index_abstains_without_calling_the_model(components: Components) 
     assert answer.abstained and answer.sources == []
     fake = components.generator
     assert isinstance(fake, FakeGenerator) and fake.history == []
+
+
+def _index_leave(components: Components) -> None:
+    chunk = Chunk(
+        chunk_id("l", 0, "z"),
+        "l",
+        0,
+        "Parental leave lasts 16 weeks at full pay. It may be split into two blocks.",
+        "/hr/leave.md",
+        "Leave policy",
+        "default",
+    )
+    components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
+    components.keyword.add([chunk])
+
+
+def test_extractive_mode_quotes_without_the_model(components: Components) -> None:
+    _index_leave(components)
+    answer = components.answers.ask("How long is parental leave?", answer_mode="extractive")
+    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
+    assert answer.mode == "extractive" and answer.citations == [1]
+    span = answer.supports[0].span
+    assert answer.sources[0].text[span.start : span.end].startswith("Parental leave lasts")
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator) and fake.history == []
+
+
+def test_unsupported_generation_falls_back_to_quoting(components: Components) -> None:
+    _index_leave(components)
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("Parental leave lasts 52 weeks and includes a company car [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert "52" not in answer.answer and "16 weeks" in answer.answer
+    assert answer.mode == "extractive_fallback" and answer.dropped == 1
+    assert not answer.abstained

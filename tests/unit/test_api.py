@@ -50,6 +50,9 @@ def _assert_error(response, status: int, code: str) -> None:  # type: ignore[no-
         ({"json": {"question": "hi", "top_k": 0}}, 400, "invalid_top_k"),
         ({"json": {"question": "hi", "top_k": "3"}}, 400, "invalid_top_k"),
         ({"json": {"question": "hi", "mode": "magic"}}, 400, "invalid_mode"),
+        ({"json": {"question": "hi", "answer_mode": "poem"}}, 400, "invalid_answer_mode"),
+        ({"json": {"question": "hi", "collection": []}}, 400, "invalid_collection"),
+        ({"json": {"question": "hi", "collection": [3]}}, 400, "invalid_collection"),
     ],
 )
 def test_ask_errors(client: FlaskClient, kwargs: dict, status: int, code: str) -> None:
@@ -114,6 +117,12 @@ def test_upload_ask_and_delete(client: FlaskClient, tmp_path: Path) -> None:
     assert set(body) >= {"answer", "abstained", "sources", "timings"}
     assert body["sources"][0]["document_id"] == doc_id
     assert set(body["sources"][0]) >= {"n", "document_id", "path", "title", "page", "text", "score"}
+
+    # A collection filter that excludes the document finds nothing.
+    other = client.post(
+        "/api/v1/ask", json={"question": "What are the canteen hours?", "collection": "hr"}
+    ).get_json()
+    assert other["abstained"] and other["sources"] == []
 
     assert client.delete(f"/api/v1/documents/{doc_id}").status_code == 200
     assert client.get("/api/v1/documents").get_json()["documents"] == []

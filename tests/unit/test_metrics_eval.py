@@ -52,7 +52,8 @@ def _beir(folder: Path) -> Path:
 
 def test_read_qrels_skips_header(tmp_path: Path) -> None:
     assert read_qrels(_beir(tmp_path / "b") / "qrels" / "test.tsv") == {
-        "q1": {"d1": 1}, "q2": {"d2": 1},
+        "q1": {"d1": 1},
+        "q2": {"d2": 1},
     }
 
 

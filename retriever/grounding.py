@@ -1,0 +1,119 @@
+"""Grounding checks without a model: is each answer sentence supported by a given source, and
+which source sentences answer the question best (the extractive answer)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from retriever.keyword import STOPWORDS
+
+_SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_CITATION = re.compile(r"\s*\[\d{1,2}\]")
+MIN_SENTENCE_CHARS = 12
+
+
+@dataclass(frozen=True)
+class Span:
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where a claim is backed: source number (1-based), character span, share of words."""
+
+    n: int
+    span: Span
+    score: float
+
+
+def split_sentences(text: str) -> list[Span]:
+    spans = []
+    for match in _SENTENCE.finditer(text):
+        raw = match.group(0)
+        stripped = raw.strip()
+        if len(stripped) < 2:
+            continue
+        start = match.start() + (len(raw) - len(raw.lstrip()))
+        spans.append(Span(start, start + len(stripped), stripped))
+    return spans
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
+
+
+def numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in _NUMBER.findall(text)}
+
+
+def support_for(
+    claim: str, sources: Sequence[str], preferred: Sequence[int] = ()
+) -> Support | None:
+    """The source sentence that best backs `claim`, with the share of the claim's words found
+    in it. A number in the claim that appears in no source means no support at all."""
+    claim = _CITATION.sub("", claim)
+    words = content_words(claim)
+    if not words:
+        return None
+    claimed_numbers = numbers(claim)
+    best: Support | None = None
+    for n, source in enumerate(sources, start=1):
+        if claimed_numbers - numbers(source):
+            continue
+        for span in split_sentences(source):
+            score = len(words & content_words(span.text)) / len(words)
+            bonus = 1e-6 if n in preferred else 0.0  # on ties, the cited source wins
+            if best is None or score + bonus > best.score:
+                best = Support(n, span, round(score, 4))
+    if best is not None:
+        return best
+    return None
+
+
+def extract_answer(question: str, sources: Sequence[str], max_sentences: int = 2) -> list[Support]:
+    """Source sentences that share the most (IDF-weighted) words with the question."""
+    asked = content_words(question)
+    if not asked:
+        return []
+    candidates = [
+        (n, span)
+        for n, source in enumerate(sources, start=1)
+        for span in split_sentences(source)
+        if len(span.text) >= MIN_SENTENCE_CHARS
+    ]
+    if not candidates:
+        return []
+    frequency: Counter[str] = Counter()
+    bags = [content_words(span.text) for _, span in candidates]
+    for bag in bags:
+        frequency.update(bag)
+    total = len(candidates)
+    weight = {w: math.log(1 + total / frequency[w]) if frequency[w] else 0.0 for w in asked}
+    top = sum(weight.values()) or 1.0
+    scored = []
+    for rank, ((n, span), bag) in enumerate(zip(candidates, bags, strict=True)):
+        overlap = sum(weight[w] for w in asked & bag) / top
+        # A small prior for better-ranked sources and earlier sentences breaks ties.
+        scored.append((overlap - 0.01 * n - 0.0001 * rank, n, span, overlap))
+    scored.sort(key=lambda item: -item[0])
+    chosen = [
+        Support(n, span, round(overlap, 4))
+        for _, n, span, overlap in scored[:max_sentences]
+        if overlap > 0
+    ]
+    return sorted(chosen, key=lambda s: (s.n, s.span.start))
