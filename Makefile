@@ -7,7 +7,7 @@ DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve ingest-demo test test-unit lint bench corpus clean
+.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,22 @@ lint: install
 	$(BIN)/ruff format --check retriever ingest server
 	$(BIN)/mypy
 
+EVAL ?= ../shared/eval
+
 bench: install
 	$(BIN)/python benchmarks/answers.py
+	$(BIN)/python benchmarks/answers.py --answer-mode extractive
+	$(BIN)/python benchmarks/ingest.py
+	$(MAKE) eval
+
+# Retrieval quality on the third-party sets beside the repo (never copied into it).
+eval: install
+	mkdir -p benchmarks/results
+	for mode in dense bm25 hybrid; do \
+	  $(BIN)/enclave eval retrieval --beir $(EVAL)/scifact --mode $$mode --json \
+	    | tail -n 1 > benchmarks/results/scifact-$$mode.json; done
+	$(BIN)/enclave eval retrieval --qa $(EVAL)/rag-mini-wikipedia --json \
+	  | tail -n 1 > benchmarks/results/rag-mini-wikipedia.json
 
 corpus: install
 	$(BIN)/python corpora/build_demo.py

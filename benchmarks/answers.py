@@ -23,14 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from ingest.pipeline import build_pipeline  # noqa: E402
 from retriever.components import Components  # noqa: E402
+from retriever.metrics import percentile  # noqa: E402
 from retriever.settings import load_settings  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:
@@ -38,8 +32,8 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=ROOT / "corpora" / "demo")
     parser.add_argument("--questions", type=Path)
     parser.add_argument("--limit", type=int, default=0)
-    default_out = ROOT / "benchmarks" / "results" / "answers.json"
-    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--answer-mode", choices=["generative", "extractive"])
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/answers-MODE.json")
     args = parser.parse_args()
     questions_file = args.questions or args.corpus / "questions.jsonl"
     rows = [json.loads(line) for line in questions_file.read_text().splitlines() if line.strip()]
@@ -50,19 +44,22 @@ def main() -> int:
         settings = load_settings(data_dir=data)
         components = Components(settings)
         start = time.perf_counter()
-        report = build_pipeline(components).ingest([args.corpus])
+        pipeline = build_pipeline(components)
+        report = pipeline.ingest([args.corpus])
+        pipeline.close()
         ingest_s = time.perf_counter() - start
         components.warm_up()
 
         answerable = [r for r in rows if r["answer"] is not None]
         unanswerable = [r for r in rows if r["answer"] is None]
         at1 = at3 = contained = cited = false_abstain = right_abstain = 0
-        timings: dict[str, list[float]] = {k: [] for k in
-                                           ("retrieve_ms", "generate_ms", "first_token_ms",
-                                            "tokens_per_s", "total_ms")}
+        timings: dict[str, list[float]] = {
+            k: []
+            for k in ("retrieve_ms", "generate_ms", "first_token_ms", "tokens_per_s", "total_ms")
+        }
         for row in rows:
             start = time.perf_counter()
-            answer = components.answers.ask(row["question"])
+            answer = components.answers.ask(row["question"], answer_mode=args.answer_mode)
             timings["total_ms"].append((time.perf_counter() - start) * 1000)
             for key in ("retrieve_ms", "generate_ms", "first_token_ms", "tokens_per_s"):
                 if answer.timings.get(key):
@@ -91,20 +88,29 @@ def main() -> int:
         "false_abstentions": round(false_abstain / n, 3),
         "abstained_when_no_answer": round(right_abstain / max(1, len(unanswerable)), 3),
         "model": components.generator.name,
+        "answer_mode": args.answer_mode or settings.answer_mode,
         "latency": {
             key: {"p50": round(percentile(v, 0.5), 1), "p95": round(percentile(v, 0.95), 1)}
             for key, v in timings.items()
         },
     }
     print(f"{'metric':32} value")
-    for key in ("source_at_1", "source_at_3", "answer_contains_gold", "answers_citing_a_source",
-                "false_abstentions", "abstained_when_no_answer", "ingest_seconds"):
+    for key in (
+        "source_at_1",
+        "source_at_3",
+        "answer_contains_gold",
+        "answers_citing_a_source",
+        "false_abstentions",
+        "abstained_when_no_answer",
+        "ingest_seconds",
+    ):
         print(f"{key:32} {result[key]}")
     for key, v in result["latency"].items():
         print(f"{key:32} p50 {v['p50']}  p95 {v['p95']}")
     print(f"mean tokens/s {statistics.fmean(timings['tokens_per_s'] or [0]):.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or ROOT / "benchmarks" / "results" / f"answers-{result['answer_mode']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
     return 0
 

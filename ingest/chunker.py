@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from ingest.loaders import Element
-from retriever.types import Chunk, chunk_id
+from retriever.types import Chunk, chunk_id, heading_context
 
 # Room kept for the title/heading prefix that is embedded with each chunk.
 MAX_CONTEXT_TOKENS = 48
@@ -82,7 +82,7 @@ class Chunker:
     def _fit_context(self, title: str, headings: tuple[str, ...]) -> tuple[str, ...]:
         """Drop the outermost headings until the prefix fits its token allowance."""
         kept = headings
-        while kept and self.count_tokens(" > ".join((title, *kept))) > MAX_CONTEXT_TOKENS:
+        while kept and self.count_tokens(heading_context(title, kept)) > MAX_CONTEXT_TOKENS:
             kept = kept[1:]
         return kept
 
@@ -97,7 +97,7 @@ class Chunker:
         chunks: list[Chunk] = []
         for section in sections(elements):
             headings = self._fit_context(title, section.headings)
-            prefix_tokens = self.count_tokens(" > ".join((title, *headings))) + 1
+            prefix_tokens = self.count_tokens(heading_context(title, headings)) + 1
             size = max(MIN_BODY_TOKENS, min(self.chunk_tokens, self.max_tokens - prefix_tokens))
             text, offsets = section.text_and_offsets()
             for doc in self._splitter(size).create_documents([text]):

@@ -1,4 +1,5 @@
-"""Index files: register, load, chunk, embed, write both indexes, then mark indexed.
+"""Index files: register, parse (in workers), chunk, embed (batched across documents), write
+both indexes, then mark indexed.
 
 A document becomes `indexed` only after its chunks are in Chroma and in the keyword index.
 Every step is idempotent (stable chunk ids, delete-then-insert), so a crash anywhere leaves the
@@ -7,15 +8,22 @@ document `pending` and the next run finishes it.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.chunker import Chunker
-from ingest.loaders import LoadError, is_ignored, is_supported, load_document
+from ingest.guards import Limits, check_file
+from ingest.jobs import JobLog
+from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, load_document
 from ingest.registry import DocumentRecord, Registry, file_sha256
+from ingest.workers import ParserPool
 from retriever.components import Components
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
@@ -25,6 +33,8 @@ from retriever.types import Chunk
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, "FileOutcome"], None]
+Loader = Callable[[Path], LoadedDocument]
+STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped")
 
 
 @dataclass
@@ -49,9 +59,8 @@ class IngestReport:
         return sum(o.chunks for o in self.outcomes)
 
     def to_dict(self) -> dict[str, object]:
-        statuses = ("indexed", "unchanged", "renamed", "failed", "skipped")
         return {
-            **{s: self.count(s) for s in statuses},
+            **{s: self.count(s) for s in STATUSES},
             "chunks": self.chunks,
             "seconds": round(self.seconds, 2),
             "failures": [
@@ -74,6 +83,18 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
             raise FileNotFoundError(f"no such file or directory: {path}")
 
 
+def absolute(path: Path) -> Path:
+    """Absolute and normalized, but a symlink stays itself (its target is checked apart)."""
+    return Path(os.path.normpath(path.absolute()))
+
+
+@dataclass
+class _Parsed:
+    record: DocumentRecord
+    document: LoadedDocument | None = None
+    error: str | None = None
+
+
 class IngestPipeline:
     def __init__(
         self,
@@ -84,81 +105,162 @@ class IngestPipeline:
         chunker: Chunker,
         inbox: Path,
         default_collection: str = "default",
+        loader: Loader = load_document,
+        limits: Limits | None = None,
+        quarantine_dir: Path | None = None,
+        parse_workers: int = 1,
+        embed_batch_chunks: int = 256,
+        closers: Sequence[Callable[[], None]] = (),
+        parser_pool: ParserPool | None = None,
     ) -> None:
         self.registry = registry
         self.embedder = embedder
         self.store = store
         self.keyword = keyword
         self.chunker = chunker
-        self.inbox = inbox.resolve()
+        self.inbox = absolute(inbox)
         self.default_collection = default_collection
+        self.loader = loader
+        self.limits = limits or Limits()
+        self.quarantine_dir = quarantine_dir
+        self.parse_workers = max(1, parse_workers)
+        self.embed_batch_chunks = embed_batch_chunks
+        self._closers = list(closers)
+        self.parser_pool = parser_pool
+        self.jobs = JobLog(Path(registry.path))
+
+    # -- deciding what a file needs ---------------------------------------------------------
+
+    def in_inbox(self, path: Path) -> bool:
+        return absolute(path).is_relative_to(self.inbox)
 
     def collection_for(self, path: Path) -> str:
         """Subfolders of the inbox are collections; anything else is the default one."""
-        try:
-            relative = path.resolve().relative_to(self.inbox)
-        except ValueError:
+        if not self.in_inbox(path):
             return self.default_collection
+        relative = absolute(path).relative_to(self.inbox)
         return relative.parts[0] if len(relative.parts) > 1 else self.default_collection
 
-    def ingest(
-        self,
-        paths: Iterable[Path],
-        progress: ProgressCallback | None = None,
-        force: bool = False,
-    ) -> IngestReport:
-        return self.ingest_file_list(list(discover(paths)), progress, force)
-
-    def ingest_file_list(
-        self,
-        files: Iterable[Path],
-        progress: ProgressCallback | None = None,
-        force: bool = False,
-    ) -> IngestReport:
-        start = time.perf_counter()
-        report = IngestReport()
-        for file in files:
-            outcome = self.ingest_file(file, force=force)
-            report.outcomes.append(outcome)
-            if progress:
-                progress(str(file), outcome)
-        report.seconds = time.perf_counter() - start
-        return report
-
-    def ingest_file(self, file: Path, force: bool = False) -> FileOutcome:
-        path = str(file.resolve())
+    def plan(self, file: Path, force: bool = False) -> FileOutcome | DocumentRecord:
+        """An outcome when nothing needs parsing (unchanged, renamed, skipped), else the
+        document registered as pending."""
+        path = str(absolute(file))
         if not is_supported(file):
             return FileOutcome(path, "skipped", error=f"unsupported file type '{file.suffix}'")
         stat = file.stat()
         sha = file_sha256(file)
         collection = self.collection_for(file)
         existing = self.registry.get_by_path(path)
-        if (
-            existing
-            and not force
-            and existing.sha256 == sha
-            and existing.status == "indexed"
-            and existing.collection == collection
-        ):
+        if existing and not force and existing.sha256 == sha and existing.status == "indexed":
+            if existing.collection != collection:
+                self.move(existing, path, collection, stat.st_mtime)
             return FileOutcome(path, "unchanged", existing.id, existing.chunks)
-        record = self.registry.register(path, collection, sha, stat.st_size, stat.st_mtime)
-        return self.index(record)
+        if existing is None and not force:
+            moved = self._moved_from(sha)
+            if moved is not None:
+                self.move(moved, path, collection, stat.st_mtime)
+                return FileOutcome(path, "renamed", moved.id, moved.chunks)
+        return self.registry.register(path, collection, sha, stat.st_size, stat.st_mtime)
+
+    def _moved_from(self, sha: str) -> DocumentRecord | None:
+        """An indexed document with the same content whose file is gone: a move or rename."""
+        for record in self.registry.find_by_sha(sha):
+            if record.status == "indexed" and not os.path.lexists(record.path):
+                return record
+        return None
+
+    # -- indexing -----------------------------------------------------------------------------
+
+    def ingest(
+        self, paths: Iterable[Path], progress: ProgressCallback | None = None, force: bool = False
+    ) -> IngestReport:
+        return self.ingest_file_list(list(discover(paths)), progress, force)
+
+    def ingest_file_list(
+        self, files: Iterable[Path], progress: ProgressCallback | None = None, force: bool = False
+    ) -> IngestReport:
+        start = time.perf_counter()
+        report = IngestReport()
+
+        def record(outcome: FileOutcome) -> None:
+            report.outcomes.append(outcome)
+            if progress:
+                progress(outcome.path, outcome)
+
+        pending: list[DocumentRecord] = []
+        for file in files:
+            planned = self.plan(file, force)
+            if isinstance(planned, FileOutcome):
+                record(planned)
+            else:
+                pending.append(planned)
+        for outcome in self.index_records(pending):
+            record(outcome)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def ingest_file(self, file: Path, force: bool = False) -> FileOutcome:
+        planned = self.plan(file, force)
+        return planned if isinstance(planned, FileOutcome) else self.index(planned)
 
     def index(self, record: DocumentRecord) -> FileOutcome:
-        """Load, chunk, embed and write one registered document; failures are recorded."""
+        return next(self.index_records([record]))
+
+    def _parse(self, record: DocumentRecord) -> _Parsed:
+        path = Path(record.path)
         try:
-            loaded = load_document(Path(record.path))
-            chunks = self.chunker.chunk(
-                loaded.elements, record.id, record.path, loaded.title, record.collection
-            )
-            self.write_chunks(chunks, replace=[record.id])
-            self.registry.mark_indexed(record.id, len(chunks), loaded.title)
-            return FileOutcome(record.path, "indexed", record.id, len(chunks))
+            check_file(path, self.limits, self.inbox if self.in_inbox(path) else None)
+            return _Parsed(record, document=self.loader(path))
         except LoadError as exc:
-            return self._fail(record, str(exc))
+            return _Parsed(record, error=str(exc))
+        except FileNotFoundError:
+            return _Parsed(record, error=f"{path.name} disappeared before it could be read")
         except Exception as exc:  # a parser bug must not stop the batch
-            log.exception("indexing %s failed", record.path)
-            return self._fail(record, f"{type(exc).__name__}: {exc}")
+            log.exception("parsing %s failed", path)
+            return _Parsed(record, error=f"{type(exc).__name__}: {exc}")
+
+    def _parsed_in_order(self, records: Sequence[DocumentRecord]) -> Iterator[_Parsed]:
+        """Parse up to 2 x parse_workers files ahead of the one being embedded (in parser
+        processes, so parsing overlaps embedding); in process, one after the other."""
+        if self.parser_pool is None:
+            yield from map(self._parse, records)
+            return
+        with ThreadPoolExecutor(self.parse_workers, thread_name_prefix="parse") as pool:
+            window: list[Future[_Parsed]] = []
+            queued = iter(records)
+            for record in queued:
+                window.append(pool.submit(self._parse, record))
+                if len(window) >= 2 * self.parse_workers:
+                    yield window.pop(0).result()
+            for future in window:
+                yield future.result()
+
+    def index_records(self, records: Sequence[DocumentRecord]) -> Iterator[FileOutcome]:
+        """Parse, chunk and write registered documents; chunks of several documents are
+        embedded together (the embedder is fastest on full batches)."""
+        batch: list[tuple[DocumentRecord, str, list[Chunk]]] = []
+        size = 0
+        for parsed in self._parsed_in_order(records):
+            if parsed.document is None:
+                yield self._fail(parsed.record, parsed.error or "unknown error")
+                continue
+            doc, rec = parsed.document, parsed.record
+            chunks = self.chunker.chunk(doc.elements, rec.id, rec.path, doc.title, rec.collection)
+            batch.append((rec, doc.title, chunks))
+            size += len(chunks)
+            if size >= self.embed_batch_chunks:
+                yield from self._flush(batch)
+                batch, size = [], 0
+        yield from self._flush(batch)
+
+    def _flush(self, batch: list[tuple[DocumentRecord, str, list[Chunk]]]) -> Iterator[FileOutcome]:
+        if not batch:
+            return
+        chunks = [c for _, _, doc_chunks in batch for c in doc_chunks]
+        self.write_chunks(chunks, replace=[rec.id for rec, _, _ in batch])
+        for rec, title, doc_chunks in batch:
+            self.registry.mark_indexed(rec.id, len(doc_chunks), title)
+            yield FileOutcome(rec.path, "indexed", rec.id, len(doc_chunks))
 
     def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
         """Embed chunks (of any number of documents, in one batched pass) and write them to
@@ -173,11 +275,54 @@ class IngestPipeline:
     def _fail(self, record: DocumentRecord, error: str) -> FileOutcome:
         self.remove_chunks(record.id)
         self.registry.mark_failed(record.id, error)
-        return FileOutcome(record.path, "failed", record.id, error=error)
+        path = record.path
+        if self.quarantine_dir is not None and self.in_inbox(Path(path)):
+            path = self._quarantine(record, error)
+        return FileOutcome(path, "failed", record.id, error=error)
+
+    def _quarantine(self, record: DocumentRecord, error: str) -> str:
+        """Move a failed inbox file aside with an .error.json that says why."""
+        assert self.quarantine_dir is not None
+        source = Path(record.path)
+        folder = self.quarantine_dir / record.collection
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        if target.exists():
+            target = folder / f"{source.stem}-{record.id[:8]}{source.suffix}"
+        try:
+            shutil.move(str(source), str(target))
+        except OSError as exc:
+            log.warning("could not quarantine %s: %s", source, exc)
+            return record.path
+        details = {
+            "original_path": record.path,
+            "error": error,
+            "sha256": record.sha256,
+            "failed_at": time.time(),
+            "document_id": record.id,
+        }
+        target.with_name(target.name + ".error.json").write_text(json.dumps(details, indent=2))
+        self.registry.move(record.id, str(target), record.collection, record.mtime)
+        return str(target)
+
+    def close(self) -> None:
+        """Stop the parser workers and close the registry."""
+        for close in self._closers:
+            close()
+        self.jobs.close()
+        self.registry.close()
+
+    # -- keeping the indexes in step ----------------------------------------------------------
 
     def remove_chunks(self, document_id: str) -> None:
         self.store.delete_document(document_id)
         self.keyword.delete_document(document_id)
+
+    def move(self, record: DocumentRecord, path: str, collection: str, mtime: float) -> None:
+        """Same content at a new path: update the metadata, never re-embed."""
+        self.registry.move(record.id, path, collection, mtime)
+        self.store.update_document(record.id, path=path, collection=collection)
+        self.keyword.set_collection(record.id, collection)
 
     def delete(self, document_id: str) -> DocumentRecord | None:
         record = self.registry.get(document_id)
@@ -189,18 +334,39 @@ class IngestPipeline:
 
     def resume_pending(self) -> list[FileOutcome]:
         """Finish documents a crash left pending."""
-        outcomes = []
+        records = []
         for record in self.registry.list("pending"):
-            if Path(record.path).is_file():
-                outcomes.append(self.ingest_file(Path(record.path), force=True))
+            if os.path.lexists(record.path):
+                records.append(record)
             else:
                 self.delete(record.id)
-        return outcomes
+        return list(self.index_records(records))
+
+    def retry_failed(self) -> list[FileOutcome]:
+        records = [r for r in self.registry.list("failed") if os.path.lexists(r.path)]
+        return list(self.index_records(records))
+
+    def remove_orphans(self) -> int:
+        """Drop chunks whose document the registry does not hold as indexed."""
+        indexed = {r.id for r in self.registry.list("indexed")}
+        orphans = (self.store.all_document_ids() | self.keyword.all_document_ids()) - indexed
+        for document_id in orphans:
+            self.remove_chunks(document_id)
+        return len(orphans)
 
 
 def build_pipeline(components: Components) -> IngestPipeline:
-    """The ingestion pipeline over the retrieval side's indexes and embedder."""
+    """The ingestion pipeline over the retrieval side's indexes and embedder. With
+    parse_workers >= 1, files are parsed in worker processes with time and memory limits;
+    0 parses in process (tests, debugging)."""
     settings = components.settings
+    loader: Loader = load_document
+    pool = None
+    if settings.parse_workers >= 1:
+        pool = ParserPool(
+            settings.parse_workers, settings.parse_timeout_s, settings.parse_memory_mb
+        )
+        loader = pool.load
     chunker = Chunker(
         components.embedder.count_tokens,
         components.embedder.max_tokens,
@@ -215,4 +381,16 @@ def build_pipeline(components: Components) -> IngestPipeline:
         chunker,
         settings.inbox_dir,
         settings.default_collection,
+        loader=loader,
+        closers=[pool.close] if pool else [],
+        parser_pool=pool,
+        limits=Limits(
+            settings.max_file_mb,
+            settings.max_pages,
+            settings.max_zip_ratio,
+            settings.max_unzipped_mb,
+        ),
+        quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
+        parse_workers=settings.parse_workers,
+        embed_batch_chunks=settings.ingest_batch_chunks,
     )

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import collections.abc
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from retriever.generation import GenerationParams, Generator
-from retriever.grounding import Support, extract_answer, split_sentences, support_for
-from retriever.prompt import NOT_FOUND, build_prompt
-from retriever.search import HybridSearcher, Mode
+from retriever.grounding import (
+    Support,
+    extract_answer,
+    question_coverage,
+    split_sentences,
+    support_for,
+)
+from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt
+from retriever.search import HybridSearcher, Mode, SearchResult
+from retriever.slots import GenerationSlots
 from retriever.types import Hit
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
@@ -67,6 +76,38 @@ class Answer:
         }
 
 
+@dataclass(frozen=True)
+class SourcesEvent:
+    """The sources given to the model, numbered as the answer cites them."""
+
+    sources: list[Source]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """A piece of the model's raw text, before any check."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The checked answer, as `ask` returns it."""
+
+    answer: Answer
+
+
+AnswerEvent = SourcesEvent | TokenEvent | DoneEvent
+AnswerStream = collections.abc.Generator[AnswerEvent, None, None]
+
+
+def final_answer(events: Iterable[AnswerEvent]) -> Answer:
+    for event in events:
+        if isinstance(event, DoneEvent):
+            return event.answer
+    raise RuntimeError("the answer stream ended without an answer")
+
+
 def clean_answer(text: str, n_sources: int) -> tuple[str, list[int]]:
     """Drop repeated sentences (small models loop) and citations of sources never given."""
     text = text.strip()
@@ -118,7 +159,7 @@ def verify(text: str, sources: Sequence[str], threshold: float) -> tuple[str, li
             dropped += 1
             continue
         sentence = _CITATION.sub("", span.text).strip()
-        sentence = re.sub(r"\s+([.,;:!?])", r"\1", sentence)
+        sentence = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s{2,}", " ", sentence))
         end = sentence[-1] if sentence[-1] in ".!?" else "."
         kept.append(f"{sentence.rstrip('.!?').rstrip()} [{found.n}]{end}")
         supports.append(found)
@@ -135,6 +176,9 @@ def quote(supports: Sequence[Support]) -> str:
 
 
 class AnswerService:
+    """Question -> answer, as one list of steps shared by `ask` (whole answer) and `stream`
+    (events while the model writes)."""
+
     def __init__(
         self,
         searcher: HybridSearcher,
@@ -145,6 +189,8 @@ class AnswerService:
         min_relevance: float = 0.2,
         answer_mode: AnswerMode = "generative",
         support_threshold: float = 0.6,
+        slots: GenerationSlots | None = None,
+        min_coverage: float = 0.0,
     ) -> None:
         self.searcher = searcher
         self.generator = generator
@@ -154,6 +200,8 @@ class AnswerService:
         self.min_relevance = min_relevance
         self.answer_mode = answer_mode
         self.support_threshold = support_threshold
+        self.slots = slots
+        self.min_coverage = min_coverage
 
     def ask(
         self,
@@ -162,39 +210,122 @@ class AnswerService:
         mode: Mode | None = None,
         collections: Sequence[str] | None = None,
         answer_mode: AnswerMode | None = None,
+        max_tokens: int | None = None,
     ) -> Answer:
-        start = time.perf_counter()
-        result = self.searcher.search(question, top_k or self.top_k, mode or self.mode, collections)
-        retrieve_ms = (time.perf_counter() - start) * 1000
-        timings: dict[str, float] = {"retrieve_ms": round(retrieve_ms, 1)}
-        answer_mode = answer_mode or self.answer_mode
+        with closing(
+            self.stream(question, top_k, mode, collections, answer_mode, max_tokens)
+        ) as events:
+            return final_answer(events)
 
-        weak = (
-            result.best_dense_similarity is not None
-            and result.best_dense_similarity < self.min_relevance
-        )
-        if not result.hits or weak:
-            timings.update(generate_ms=0.0, tokens=0, tokens_per_s=0.0)
-            nearest = [Source.from_hit(i, h) for i, h in enumerate(result.hits, start=1)]
-            return Answer(NOT_FOUND, True, nearest, [], timings, mode=answer_mode)
+    def stream(
+        self,
+        question: str,
+        top_k: int | None = None,
+        mode: Mode | None = None,
+        collections: Sequence[str] | None = None,
+        answer_mode: AnswerMode | None = None,
+        max_tokens: int | None = None,
+    ) -> AnswerStream:
+        """`SourcesEvent`, then a `TokenEvent` per piece the model writes, then `DoneEvent`
+        with the checked answer (which may differ from the raw tokens: unsupported sentences
+        are removed, or the answer becomes an abstention or a quotation).
 
-        if answer_mode == "extractive":
-            return self._extractive(question, result.hits, timings)
-
+        Retrieval, the prompt and admission to a generation slot all happen before the first
+        event, so their errors (`PromptTooLongError`, `SlotsBusy`) come from the first
+        `next()`, before anything is sent. Closing the generator stops the model and frees
+        the slot. `max_tokens` can only lower the configured limit. Answers that need no
+        model (abstention, extractive mode) take no slot and have no token events."""
+        timings: dict[str, float] = {}
+        result = self._retrieve(question, top_k, mode, collections, timings)
+        answer = self._without_model(question, result, answer_mode or self.answer_mode, timings)
+        if answer is not None:
+            yield SourcesEvent(answer.sources)
+            yield DoneEvent(answer)
+            return
+        params = self._params(max_tokens)
         prompt = build_prompt(
             question,
             result.hits,
             self.generator.count_tokens,
             self.generator.context_size,
-            self.params.max_tokens,
+            params.max_tokens,
         )
+        sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
+        ticket = self.slots.admit() if self.slots is not None else None
+        pieces: list[str] = []
+        try:
+            yield SourcesEvent(sources)
+            queued = time.perf_counter()
+            if ticket is not None:
+                ticket.wait()
+            timings["queue_ms"] = round((time.perf_counter() - queued) * 1000, 1)
+            yield from self._generate(prompt, params, pieces, timings)
+        finally:
+            if ticket is not None:
+                ticket.release()
+        yield DoneEvent(self._check(question, "".join(pieces), prompt, sources, timings))
+
+    def _retrieve(
+        self,
+        question: str,
+        top_k: int | None,
+        mode: Mode | None,
+        collections: Sequence[str] | None,
+        timings: dict[str, float],
+    ) -> SearchResult:
+        start = time.perf_counter()
+        result = self.searcher.search(question, top_k or self.top_k, mode or self.mode, collections)
+        timings["retrieve_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return result
+
+    def _without_model(
+        self,
+        question: str,
+        result: SearchResult,
+        answer_mode: AnswerMode,
+        timings: dict[str, float],
+    ) -> Answer | None:
+        """The answer when the model is not needed: nothing relevant, or extractive mode."""
+        weak = (
+            result.best_dense_similarity is not None
+            and result.best_dense_similarity < self.min_relevance
+        ) or question_coverage(
+            question, [h.chunk.embedding_text() for h in result.hits]
+        ) < self.min_coverage
+        if not result.hits or weak:
+            timings.update(generate_ms=0.0, tokens=0, tokens_per_s=0.0)
+            nearest = [Source.from_hit(i, h) for i, h in enumerate(result.hits, start=1)]
+            return Answer(NOT_FOUND, True, nearest, [], timings, mode=answer_mode)
+        if answer_mode == "extractive":
+            return self._extractive(question, result.hits, timings)
+        return None
+
+    def _params(self, max_tokens: int | None) -> GenerationParams:
+        if max_tokens is None:
+            return self.params
+        return replace(self.params, max_tokens=max(1, min(max_tokens, self.params.max_tokens)))
+
+    def _generate(
+        self,
+        prompt: BuiltPrompt,
+        params: GenerationParams,
+        pieces: list[str],
+        timings: dict[str, float],
+    ) -> Iterator[TokenEvent]:
         start = time.perf_counter()
         first_token_ms = None
-        pieces: list[str] = []
-        for piece in self.generator.stream(prompt.messages, self.params):
-            if first_token_ms is None:
-                first_token_ms = (time.perf_counter() - start) * 1000
-            pieces.append(piece)
+        stream = self.generator.stream(prompt.messages, params)
+        try:
+            for piece in stream:
+                if first_token_ms is None:
+                    first_token_ms = (time.perf_counter() - start) * 1000
+                pieces.append(piece)
+                yield TokenEvent(piece)
+        finally:
+            # Stops the model now, not when the garbage collector gets to it.
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         generate_ms = (time.perf_counter() - start) * 1000
         raw = "".join(pieces)
         tokens = self.generator.count_tokens(raw) if raw else 0
@@ -206,8 +337,17 @@ class AnswerService:
             # Decode rate: tokens after the first, over the time after the first.
             tokens_per_s=_rate(tokens - 1, generate_ms - (first_token_ms or 0.0)),
         )
+
+    def _check(
+        self,
+        question: str,
+        raw: str,
+        prompt: BuiltPrompt,
+        sources: list[Source],
+        timings: dict[str, float],
+    ) -> Answer:
+        """Clean the model's text and keep only what the sources support."""
         text, _ = clean_answer(raw, len(prompt.hits))
-        sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
         texts = [h.chunk.text for h in prompt.hits]
         if says_not_found(text):
             return Answer(NOT_FOUND, True, sources, [], timings, mode="generative")

@@ -25,6 +25,7 @@ from retriever.models import (
 from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
 from retriever.settings import Settings
+from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore
 
 
@@ -114,7 +115,14 @@ class Components:
             min_relevance=s.min_relevance,
             answer_mode=s.answer_mode,
             support_threshold=s.support_threshold,
+            min_coverage=s.min_question_coverage,
+            slots=self.slots,
         )
+
+    @cached_property
+    def slots(self) -> GenerationSlots:
+        """Admission to the generator, shared by every request of this process."""
+        return GenerationSlots(self.settings.generation_slots, self.settings.generation_queue)
 
     def warm_up(self) -> None:
         """Load the models now, so the first question is not the slow one."""

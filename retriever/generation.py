@@ -69,11 +69,15 @@ class LlamaCppGenerator:
                 stop=params.stop or None,
                 stream=True,
             )
-            for chunk in chunks:
-                delta = chunk["choices"][0]["delta"]  # type: ignore[index]
-                text = delta.get("content")  # type: ignore[union-attr]
-                if text:
-                    yield str(text)
+            try:
+                for chunk in chunks:
+                    delta = chunk["choices"][0]["delta"]  # type: ignore[index]
+                    text = delta.get("content")  # type: ignore[union-attr]
+                    if text:
+                        yield str(text)
+            finally:
+                # Closed early (the client went away): stop decoding before freeing the lock.
+                chunks.close()  # type: ignore[union-attr]
 
 
 class CTransformersGenerator:
@@ -124,7 +128,8 @@ class FakeGenerator:
     """Deterministic stand-in at the model boundary, for fast unit tests.
 
     Replies with queued texts (`enqueue`), else quotes the first sentence of source [1];
-    `history` records every message list it was given.
+    `history` records every message list it was given, `yielded` the pieces of the last
+    reply handed out and `stopped_early` how many replies were closed before their end.
     """
 
     def __init__(self, context_size: int = 2048) -> None:
@@ -132,6 +137,8 @@ class FakeGenerator:
         self.context_size = context_size
         self.queue: list[str] = []
         self.history: list[list[Message]] = []
+        self.yielded = 0
+        self.stopped_early = 0
 
     def enqueue(self, *replies: str) -> None:
         self.queue.extend(replies)
@@ -147,5 +154,13 @@ class FakeGenerator:
             match = re.search(r"\[1\][^\n]*\n([^\n.]+\.)", messages[-1]["content"])
             reply = f"{match.group(1).strip()} [1]" if match else "I don't know."
         words = reply.split(" ")[: params.max_tokens]
-        for i, word in enumerate(words):
-            yield word if i == 0 else " " + word
+        self.yielded = 0
+        finished = False
+        try:
+            for i, word in enumerate(words):
+                self.yielded += 1
+                yield word if i == 0 else " " + word
+            finished = True
+        finally:
+            if not finished:
+                self.stopped_early += 1

@@ -117,3 +117,16 @@ def extract_answer(question: str, sources: Sequence[str], max_sentences: int = 2
         if overlap > 0
     ]
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
+
+
+def question_coverage(question: str, passages: Sequence[str]) -> float:
+    """Share of the question's content words found in the passages. A question whose key
+    terms appear in none of them ("the CEO's salary" over leave policies) is likely not
+    answered there, however close the embeddings are."""
+    asked = content_words(question)
+    if not asked:
+        return 1.0
+    found: set[str] = set()
+    for passage in passages:
+        found |= asked & content_words(passage)
+    return len(found) / len(asked)

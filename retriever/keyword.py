@@ -135,6 +135,12 @@ class KeywordIndex:
         with self._lock:
             self._db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
 
+    def set_collection(self, document_id: str, collection: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE chunks SET collection = ? WHERE document_id = ?", (collection, document_id)
+            )
+
     def ids_for_document(self, document_id: str) -> list[str]:
         with self._lock:
             rows = self._db.execute(

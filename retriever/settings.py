@@ -35,6 +35,28 @@ class Settings(BaseModel):
         "default", description="Collection for files outside the inbox."
     )
 
+    # Ingestion
+    watch: Literal["events", "poll", "off"] = Field(
+        "events", description="How serve follows the inbox: file events, polling, or not."
+    )
+    poll_interval_s: float = Field(2.0, gt=0, le=3600, description="Seconds between scans.")
+    settle_s: float = Field(1.0, ge=0, le=600, description="Quiet time before a file is read.")
+    parse_workers: int = Field(
+        1, ge=0, le=64, description="Parser processes; 0 parses in process (no limits)."
+    )
+    parse_timeout_s: float = Field(120.0, gt=0, description="Longest parse of one file.")
+    parse_memory_mb: int = Field(2048, ge=64, description="Memory a parser may add per file.")
+    max_file_mb: int = Field(100, ge=1, description="Largest file indexed.")
+    max_pages: int = Field(2000, ge=1, description="Most PDF pages indexed.")
+    max_zip_ratio: float = Field(100.0, ge=1, description="Largest unpacked/packed ratio.")
+    max_unzipped_mb: int = Field(512, ge=1, description="Largest unpacked Office file.")
+    ingest_batch_chunks: int = Field(
+        256, ge=1, le=100000, description="Chunks of several files embedded together."
+    )
+    quarantine: Literal["leave", "move"] = Field(
+        "leave", description="Failed inbox files: leave in place or move to quarantine/."
+    )
+
     # Embedding and chunking
     embed_model: str = Field(
         "", description="Path of a sentence-transformers model; empty: bundled."
@@ -56,7 +78,10 @@ class Settings(BaseModel):
     reranker_model: str = Field("", description="Local path of a cross-encoder model.")
     rerank_candidates: int = Field(20, ge=1, le=500, description="Candidates reranked.")
     min_relevance: float = Field(
-        0.2, ge=-1, le=1, description="Abstain when the best dense cosine is below this."
+        0.3, ge=-1, le=1, description="Abstain when the best dense cosine is below this."
+    )
+    min_question_coverage: float = Field(
+        0.5, ge=0, le=1, description="Abstain when fewer of the question's words are found."
     )
 
     # Answering
@@ -83,6 +108,10 @@ class Settings(BaseModel):
     port: int = Field(8000, ge=1, le=65535)
     max_upload_mb: int = Field(50, ge=1, le=4096, description="Largest accepted upload.")
     max_question_chars: int = Field(2000, ge=10, le=100000)
+    generation_slots: int = Field(1, ge=1, le=64, description="Generations run at once.")
+    generation_queue: int = Field(
+        8, ge=0, le=1024, description="Questions that may wait for a slot; more get 429."
+    )
 
     @field_validator("default_collection")
     @classmethod
@@ -106,6 +135,10 @@ class Settings(BaseModel):
     @property
     def keyword_path(self) -> Path:
         return self.data_dir / "keyword.sqlite3"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
 
     @property
     def uploads_dir(self) -> Path:

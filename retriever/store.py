@@ -69,6 +69,14 @@ class ChromaStore:
         if ids:
             self.collection.delete(ids=list(ids))
 
+    def update_document(self, document_id: str, **fields: str) -> None:
+        """Change metadata (path, collection) of a document's chunks without re-embedding."""
+        found = self.collection.get(where={"document_id": document_id}, include=["metadatas"])
+        if not found["ids"]:
+            return
+        metadatas = [{**dict(m), **fields} for m in found["metadatas"] or []]
+        self.collection.update(ids=found["ids"], metadatas=metadatas)  # type: ignore[arg-type]
+
     def ids_for_document(self, document_id: str) -> list[str]:
         return list(self.collection.get(where={"document_id": document_id}, include=[])["ids"])
 

@@ -6,6 +6,13 @@ import hashlib
 from dataclasses import dataclass, field
 
 
+def heading_context(title: str, headings: tuple[str, ...]) -> str:
+    """Title and heading path, without repeating a heading that is the title."""
+    parts = [title] if title else []
+    parts += [h for h in headings if h and h not in parts]
+    return " > ".join(parts)
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A piece of a document, small enough for the embedder to read whole."""
@@ -26,7 +33,7 @@ class Chunk:
 
     def embedding_text(self) -> str:
         """What the embedder and the keyword index read: context first, then the text."""
-        context = " > ".join(h for h in (self.title, *self.headings) if h)
+        context = heading_context(self.title, self.headings)
         return f"{context}\n{self.text}" if context else self.text
 
     def metadata(self) -> dict[str, str | int]:

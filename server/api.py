@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -12,31 +13,23 @@ from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
 from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
-from retriever.answer import ANSWER_MODES
-from retriever.prompt import PromptTooLongError
+from retriever.answer import ANSWER_MODES, AnswerStream, DoneEvent, SourcesEvent, TokenEvent
 from retriever.search import MODES
+from server.common import (
+    answer_errors,
+    check_question,
+    first_event,
+    json_body,
+    optional_bool,
+    require_ready,
+    stream_failure,
+)
 from server.errors import ApiError
 from server.openapi import openapi_document
+from server.sse import EventStream, event_stream_response, sse
 from server.state import state
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-
-
-def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    return body
-
-
-def _require_ready() -> None:
-    st = state()
-    if st.load_error:
-        raise ApiError(503, "not_ready", f"the models failed to load: {st.load_error}")
-    if not st.ready.is_set():
-        raise ApiError(503, "not_ready", "the models are still loading; retry in a few seconds")
 
 
 def _collections(value: Any) -> list[str] | None:
@@ -57,22 +50,14 @@ def _collections(value: Any) -> list[str] | None:
 
 @api.post("/ask")
 def ask() -> ResponseReturnValue:
-    body = _json_body()
+    body = json_body()
     settings = state().settings
     question = body.get("question")
     if question is None:
         raise ApiError(400, "missing_question", "'question' is required")
     if not isinstance(question, str):
         raise ApiError(400, "invalid_question", "'question' must be a string")
-    question = question.strip()
-    if not question:
-        raise ApiError(400, "empty_question", "'question' must not be empty")
-    if len(question) > settings.max_question_chars:
-        raise ApiError(
-            400,
-            "question_too_long",
-            f"'question' is longer than {settings.max_question_chars} characters",
-        )
+    question = check_question(question)
     top_k = body.get("top_k", settings.top_k)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
         raise ApiError(400, "invalid_top_k", "'top_k' must be an integer from 1 to 50")
@@ -85,14 +70,35 @@ def ask() -> ResponseReturnValue:
             400, "invalid_answer_mode", f"'answer_mode' must be one of {', '.join(ANSWER_MODES)}"
         )
     collections = _collections(body.get("collection"))
-    _require_ready()
+    stream = optional_bool(body, "stream")
+    require_ready()
+    answers = state().components.answers
+    if not stream:
+        with answer_errors():
+            answer = answers.ask(
+                question, top_k=top_k, mode=mode, answer_mode=answer_mode, collections=collections
+            )
+        return jsonify(answer.to_dict())
+    events = answers.stream(
+        question, top_k=top_k, mode=mode, answer_mode=answer_mode, collections=collections
+    )
+    first = first_event(events)
+    return event_stream_response(EventStream(_ask_events(first, events), events))
+
+
+def _ask_events(first: SourcesEvent, events: AnswerStream) -> Generator[str, None, None]:
+    """`sources`, `token`..., then `done` (the checked answer, as without streaming) or
+    `error`. The tokens are the model's raw text: `done.answer` replaces them."""
+    yield sse([vars(s) for s in first.sources], "sources")
     try:
-        answer = state().components.answers.ask(
-            question, top_k=top_k, mode=mode, answer_mode=answer_mode, collections=collections
-        )
-    except PromptTooLongError as exc:
-        raise ApiError(400, "question_too_long", str(exc)) from None
-    return jsonify(answer.to_dict())
+        for event in events:
+            if isinstance(event, TokenEvent):
+                yield sse({"text": event.text}, "token")
+            elif isinstance(event, DoneEvent):
+                yield sse(event.answer.to_dict(), "done")
+    except Exception as exc:
+        code, message = stream_failure(exc)
+        yield sse({"error": {"code": code, "message": message}}, "error")
 
 
 @api.get("/documents")
@@ -130,7 +136,7 @@ def upload_document() -> ResponseReturnValue:
     mismatch = sniff_mismatch(suffix, data[:4096])
     if mismatch:
         raise ApiError(415, "unsupported_type", mismatch)
-    _require_ready()
+    require_ready()
     st = state()
     # Server-chosen name: the client's file name is only a label, never a path.
     folder = st.settings.uploads_dir
@@ -176,6 +182,7 @@ def health() -> ResponseReturnValue:
         documents=st.pipeline.registry.counts(),
         model=components.generator.name,
         retrieval_mode=st.settings.retrieval_mode,
+        generation=components.slots.stats(),
     )
     return jsonify(body)
 

@@ -9,6 +9,8 @@ from retriever.components import Components
 from retriever.settings import Settings
 from server.api import api
 from server.errors import register_error_handlers
+from server.ingest_api import ingest_api
+from server.openai_api import openai_api, openai_error_response
 from server.state import EnclaveState
 
 
@@ -24,8 +26,11 @@ def create_app(
     app.json.sort_keys = False  # type: ignore[attr-defined]
     st = EnclaveState(components or Components(settings))
     app.extensions["enclave"] = st
-    register_error_handlers(app)
+    # /v1/ is the OpenAI-compatible API: its clients expect OpenAI's error shape.
+    register_error_handlers(app, {"/v1/": openai_error_response})
     app.register_blueprint(api)
+    app.register_blueprint(ingest_api)
+    app.register_blueprint(openai_api)
 
     @app.get("/")
     def index() -> ResponseReturnValue:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,14 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("ingest", parents=[common], help="index files or folders")
-    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("paths", nargs="*", type=Path)
     p.add_argument("--force", action="store_true", help="re-index even unchanged files")
+    p.add_argument("--retry-failed", action="store_true", help="retry every failed document")
     p.add_argument("--json", action="store_true", help="end with one JSON summary line")
 
     p = sub.add_parser("serve", parents=[common], help="run the web app and API")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--threads", type=int, default=8, help="HTTP worker threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="HTTP worker threads (default: enough for every generation slot and queue place, "
+        "plus 4, so a full queue is answered 429 rather than left waiting)",
+    )
 
     p = sub.add_parser("ask", parents=[common], help="answer one question")
     p.add_argument("question")
@@ -72,38 +79,77 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm import tqdm
+    from ingest.lock import DataDirBusyError, DataDirLock
+    from ingest.pipeline import discover
 
-    from ingest.lock import DataDirLock
-    from ingest.pipeline import FileOutcome, build_pipeline, discover
-    from retriever.components import Components
-
+    if not args.paths and not args.retry_failed:
+        print("enclave: name files or folders to ingest, or --retry-failed", file=sys.stderr)
+        return 2
     files = list(discover(args.paths))
-    with DataDirLock(settings.data_dir, "enclave ingest"):
-        pipeline = build_pipeline(Components(settings))
-        chunks = 0
-        bar = tqdm(total=len(files), unit="file", desc="Ingesting", file=sys.stderr, disable=None)
+    try:
+        lock = DataDirLock(settings.data_dir, "enclave ingest")
+        lock.acquire()
+    except DataDirBusyError as busy:
+        url = server_url(str(busy))
+        if url is None:
+            raise
+        from server.handoff import upload_files
 
-        def progress(path: str, outcome: FileOutcome) -> None:
-            nonlocal chunks
-            chunks += outcome.chunks
-            bar.set_postfix(chunks=chunks, last=Path(path).name[:24], refresh=False)
-            bar.update(1)
-            if outcome.status == "failed":
-                bar.write(f"failed: {path}: {outcome.error}")
-
-        pipeline.resume_pending()
-        report = pipeline.ingest_file_list(files, progress=progress, force=args.force)
-        bar.close()
-    summary = report.to_dict()
+        print(f"the server at {url} holds {settings.data_dir}; handing the files to it")
+        return upload_files(url, files, json_summary=args.json)
+    try:
+        summary = _ingest_locally(args, settings, files)
+    finally:
+        lock.release()
     print(
-        f"{summary['indexed']} indexed, {summary['unchanged']} unchanged, "
-        f"{summary['failed']} failed, {summary['skipped']} skipped; "
+        f"{summary['indexed']} indexed, {summary['renamed']} moved, {summary['unchanged']} "
+        f"unchanged, {summary['failed']} failed, {summary['skipped']} skipped; "
         f"{summary['chunks']} chunks in {summary['seconds']} s"
     )
+    for failure in summary["failures"]:  # type: ignore[attr-defined]
+        print(f"failed: {failure['path']}: {failure['error']}")
     if args.json:
         print(json.dumps(summary))
     return 1 if summary["failed"] else 0
+
+
+def _ingest_locally(
+    args: argparse.Namespace, settings: Settings, files: list[Path]
+) -> dict[str, object]:
+    from tqdm import tqdm
+
+    from ingest.pipeline import FileOutcome, build_pipeline
+    from retriever.components import Components
+
+    pipeline = build_pipeline(Components(settings))
+    try:
+        chunks = 0
+        bar = tqdm(total=len(files), unit="file", desc="Ingesting", file=sys.stderr, disable=None)
+
+        job = pipeline.jobs.start("cli", len(files))
+        log_file = pipeline.jobs.recorder(job)
+
+        def progress(path: str, outcome: FileOutcome) -> None:
+            nonlocal chunks
+            log_file(path, outcome)
+            chunks += outcome.chunks
+            bar.set_postfix(chunks=chunks, last=Path(path).name[:24], refresh=False)
+            bar.update(1)
+
+        pipeline.resume_pending()
+        report = pipeline.ingest_file_list(files, progress=progress, force=args.force)
+        if args.retry_failed:
+            report.outcomes += pipeline.retry_failed()
+        pipeline.jobs.finish(job)
+        bar.close()
+    finally:
+        pipeline.close()
+    return report.to_dict()
+
+
+def server_url(holder: str) -> str | None:
+    match = re.search(r"at (http://[^\s)]+)", holder)
+    return match.group(1) if match else None
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -115,14 +161,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with DataDirLock(settings.data_dir, "enclave serve"):
+    owner = f"enclave serve at http://{settings.host}:{settings.port}"
+    with DataDirLock(settings.data_dir, owner):
         app = create_app(settings, load="background")
         print(
             f"Enclave serving on http://{settings.host}:{settings.port} "
             f"(data: {settings.data_dir.resolve()})",
             flush=True,
         )
-        serve(app, host=settings.host, port=settings.port, threads=args.threads, ident="enclave")
+        threads = args.threads or settings.generation_slots + settings.generation_queue + 4
+        serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
     return 0
 
 

@@ -1,10 +1,14 @@
-"""One JSON error body for every error: {"error": {"code", "message"}}."""
+"""One JSON error body for every error: {"error": {"code", "message"}}.
+
+A blueprint with another convention (the OpenAI-compatible one under /v1/) registers its own
+renderer for its path prefix; routing errors under that prefix (404, 405) use it too."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -20,23 +24,44 @@ _HTTP_CODES = {
     429: "rate_limited",
 }
 
+# (status, code, message, extra headers) -> response
+ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], ResponseReturnValue]
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
 
 
-def error_response(status: int, code: str, message: str) -> ResponseReturnValue:
-    return jsonify({"error": {"code": code, "message": message}}), status
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> ResponseReturnValue:
+    return jsonify({"error": {"code": code, "message": message}}), status, dict(headers or {})
 
 
-def register_error_handlers(app: Flask) -> None:
+def register_error_handlers(
+    app: Flask, renderers: Mapping[str, ErrorRenderer] | None = None
+) -> None:
+    """`renderers`: path prefix -> renderer, for routes whose clients expect another shape."""
+    by_prefix = dict(renderers or {})
+
+    def render(
+        status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> ResponseReturnValue:
+        for prefix, renderer in by_prefix.items():
+            if request.path.startswith(prefix):
+                return renderer(status, code, message, dict(headers or {}))
+        return error_response(status, code, message, headers)
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
-        return error_response(exc.status, exc.code, exc.message)
+        return render(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:
@@ -46,9 +71,9 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             message = f"the request is larger than the limit of {limit} bytes"
-        return error_response(status, code, message)
+        return render(status, code, message)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> ResponseReturnValue:
         log.exception("unhandled error")
-        return error_response(500, "internal", "internal error; see the server log")
+        return render(500, "internal", "internal error; see the server log")

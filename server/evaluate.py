@@ -66,7 +66,8 @@ def open_index(
 ) -> Components:
     """Components over a cached index of (id, title, text) documents; built on first use."""
     data = _cache_dir(settings, source)
-    components = Components(settings.model_copy(update={"data_dir": data}))
+    # Documents arrive as text: no parser workers needed.
+    components = Components(settings.model_copy(update={"data_dir": data, "parse_workers": 0}))
     marker = data / "complete.json"
     if marker.exists():
         return components
@@ -88,6 +89,7 @@ def open_index(
         done += len(docs[start : start + BATCH_DOCS])
         if progress:
             progress(done, len(docs))
+    pipeline.close()
     marker.write_text(json.dumps({"documents": len(docs), "chunks": components.store.count()}))
     return components
 

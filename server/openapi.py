@@ -37,6 +37,11 @@ _SCHEMAS: dict[str, Any] = {
             "top_k": {"type": "integer", "minimum": 1, "maximum": 50},
             "mode": {"type": "string", "enum": ["hybrid", "dense", "bm25"]},
             "answer_mode": {"type": "string", "enum": ["generative", "extractive"]},
+            "stream": {
+                "type": "boolean",
+                "description": "Answer as server-sent events: `sources`, `token`..., then "
+                "`done` (the same object as without streaming) or `error`.",
+            },
             "collection": {
                 "description": "Search only these collections (inbox subfolders).",
                 "oneOf": [
@@ -129,7 +134,24 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": _json({"$ref": "#/components/schemas/AskResponse"}, "answer"),
+                        "200": {
+                            "description": "answer (JSON), or events when `stream` is true",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/AskResponse"}
+                                },
+                                "text/event-stream": {"schema": {"type": "string"}},
+                            },
+                        },
+                        "429": {
+                            **_json(_ERROR, "busy: every generation slot and queue place taken"),
+                            "headers": {
+                                "Retry-After": {
+                                    "description": "seconds to wait",
+                                    "schema": {"type": "integer"},
+                                }
+                            },
+                        },
                         **_errors(400, 503),
                     },
                 }
@@ -203,6 +225,48 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json({"type": "object"}, "ready"),
                         "503": _json({"type": "object"}, "loading or failed"),
                     },
+                }
+            },
+            "/api/v1/ingest/jobs": {
+                "get": {
+                    "operationId": "listIngestJobs",
+                    "summary": "Recent ingestion jobs (CLI runs, inbox scans, uploads) with "
+                    "progress, rates and ETA",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "jobs": {"type": "array", "items": {"type": "object"}}
+                                },
+                            },
+                            "jobs",
+                        ),
+                        **_errors(400),
+                    },
+                }
+            },
+            "/api/v1/ingest/jobs/{job_id}": {
+                "get": {
+                    "operationId": "getIngestJob",
+                    "summary": "One job with the state of each of its files",
+                    "parameters": [
+                        {
+                            "name": "job_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {"200": _json({"type": "object"}, "job"), **_errors(404)},
                 }
             },
             "/api/v1/openapi.json": {

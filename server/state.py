@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flask import current_app
 
+from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
 from retriever.components import Components
 
@@ -25,6 +26,7 @@ class EnclaveState:
         self._pipeline_lock = threading.Lock()
         # One ingestion thread: the embedded indexes take a single writer.
         self._ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-ingest")
+        self._watcher: InboxWatcher | None = None
 
     @property
     def pipeline(self) -> IngestPipeline:
@@ -34,27 +36,55 @@ class EnclaveState:
             return self._pipeline
 
     def load(self) -> None:
-        """Load models and indexes; health turns ok when this finishes."""
+        """Load models and indexes (health turns ok then); then reconcile the inbox with the
+        registry and the indexes, and follow it."""
         try:
             self.components.warm_up()
-            _ = self.pipeline
-            for outcome in self.pipeline.resume_pending():
-                log.info("resumed %s: %s", outcome.path, outcome.status)
+            sync = InboxSync(self.pipeline, self.settings.settle_s)
             self.ready.set()
         except Exception as exc:
             log.exception("loading failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
+            return
+        # Every write goes through the one ingestion thread: a single writer.
+        self._ingest.submit(self._reconcile, sync)
+        self._watcher = InboxWatcher(
+            sync,
+            self.settings.watch,
+            self.settings.poll_interval_s,
+            run=lambda: self._ingest.submit(sync.scan).result(),
+        )
+        self._watcher.start()
+
+    @staticmethod
+    def _reconcile(sync: InboxSync) -> None:
+        report = sync.reconcile()
+        log.info("inbox reconciled: %s", report.to_dict())
 
     def load_in_background(self) -> None:
         threading.Thread(target=self.load, name="enclave-load", daemon=True).start()
 
     def submit(self, document_id: str, path: Path) -> Future[FileOutcome]:
+        """Index an uploaded, registered document in the ingestion thread, as a job."""
         record = self.pipeline.registry.get(document_id)
         assert record is not None
-        return self._ingest.submit(self.pipeline.index, record)
+        jobs = self.pipeline.jobs
+        job = jobs.start("upload", 1)
+
+        def run() -> FileOutcome:
+            outcome = self.pipeline.index(record)
+            jobs.recorder(job)(outcome.path, outcome)
+            jobs.finish(job)
+            return outcome
+
+        return self._ingest.submit(run)
 
     def shutdown(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         self._ingest.shutdown(wait=True)
+        if self._pipeline is not None:
+            self._pipeline.close()
 
 
 def state() -> EnclaveState:

@@ -26,7 +26,7 @@ def embedder() -> SentenceTransformerEmbedder:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", llm_backend="fake")
+    return Settings(data_dir=tmp_path / "data", llm_backend="fake", watch="off", parse_workers=0)
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def components(settings: Settings, embedder: SentenceTransformerEmbedder) -> Com
 def pipeline(components: Components) -> Iterator[IngestPipeline]:
     pipe = build_pipeline(components)
     yield pipe
-    pipe.registry.close()
+    pipe.close()
 
 
 def write(path: Path, text: str) -> Path:

@@ -4,10 +4,6 @@ the CLI and a live HTTP server."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +15,8 @@ from ingest.pipeline import build_pipeline
 from retriever.components import Components
 from retriever.generation import GenerationError
 from retriever.settings import Settings
-from tests.conftest import DEMO, ROOT
+from tests.conftest import DEMO, write
+from tests.integration.live import enclave, live_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +34,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Components]:
     assert report.count("failed") == 0, report.to_dict()
     assert report.count("indexed") >= 8
     yield components
-    pipeline.registry.close()
+    pipeline.close()
 
 
 def test_demo_questions_retrieve_their_source_and_get_an_answer(demo: Components) -> None:
@@ -58,44 +55,27 @@ def test_ctransformers_backend_refuses_gguf_with_a_clear_error(demo: Components)
         build_generator(settings)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _enclave(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
 def test_cli_ingest_status_ask(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     src = tmp_path / "docs"
     src.mkdir()
     for name in ("hr-leave-policy.docx", "product-price-sheet.xlsx"):
         (src / name).write_bytes((DEMO / name).read_bytes())
-    result = _enclave("ingest", str(src), "--data", data, "--json")
+    result = enclave("ingest", str(src), "--data", data, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["indexed"] == 2 and summary["chunks"] > 0
 
-    status = _enclave("status", "--data", data, "--json")
+    status = enclave("status", "--data", data, "--json")
     assert json.loads(status.stdout.strip().splitlines()[-1])["documents"]["indexed"] == 2
 
     q = next(q for q in QUESTIONS if q["source"] == "hr-leave-policy.docx")
-    asked = _enclave("ask", q["question"], "--data", data, "--json")
+    asked = enclave("ask", q["question"], "--data", data, "--json")
     assert asked.returncode == 0, asked.stderr
     body = json.loads(asked.stdout.strip().splitlines()[-1])
     assert body["answer"] and "hr-leave-policy.docx" in body["sources"][0]["path"]
 
-    bad = _enclave("ask", "x", "--data", data, env={**os.environ, "ENCLAVE_TOP_K": "lots"})
+    bad = enclave("ask", "x", "--data", data, env={"ENCLAVE_TOP_K": "lots"})
     assert bad.returncode == 2 and "top_k" in bad.stderr
 
 
@@ -106,32 +86,24 @@ def test_live_server_answers_over_http(tmp_path: Path) -> None:
     (docs / "network-operations-runbook.md").write_bytes(
         (DEMO / "network-operations-runbook.md").read_bytes()
     )
-    assert _enclave("ingest", str(docs), "--data", str(data)).returncode == 0
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--data", str(data), "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
+    assert enclave("ingest", str(docs), "--data", str(data)).returncode == 0
+    with live_server(data) as server:
+        base = f"{server}/api/v1"
         deadline = time.time() + 180
+        # `enclave ingest` while the server holds the data dir hands the files to the server.
+        extra = write(tmp_path / "more" / "kiosk.md", "# Kiosk\n\nThe lobby kiosk code is 7731.\n")
+        handed = enclave("ingest", str(extra.parent), "--data", str(data), "--json")
+        assert handed.returncode == 0, handed.stderr
+        assert json.loads(handed.stdout.strip().splitlines()[-1])["handed_off"] == 1
         while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=5) as r:
-                    if json.load(r)["status"] == "ok":
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "server did not become healthy"
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            time.sleep(1)
-
-        # A second writer on the same data dir is refused while the server holds it.
-        busy = _enclave("ingest", str(docs), "--data", str(data))
-        assert busy.returncode == 1 and "in use by enclave serve" in busy.stderr
+            with urllib.request.urlopen(f"{base}/documents", timeout=10) as r:
+                docs_now = {
+                    Path(d["path"]).name.split("-", 1)[-1]: d for d in json.load(r)["documents"]
+                }
+            if docs_now.get("kiosk.md", {}).get("status") == "indexed":
+                break
+            assert time.time() < deadline, docs_now
+            time.sleep(0.5)
 
         q = next(q for q in QUESTIONS if q["source"] == "network-operations-runbook.md")
         request = urllib.request.Request(
@@ -145,6 +117,3 @@ def test_live_server_answers_over_http(tmp_path: Path) -> None:
         assert body["answer"]
         assert any("network-operations-runbook.md" in s["path"] for s in body["sources"])
         assert body["timings"]["retrieve_ms"] > 0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from retriever.answer import clean_answer, says_not_found
+from retriever.answer import clean_answer, says_not_found, verify
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
@@ -129,3 +129,11 @@ def test_unsupported_generation_falls_back_to_quoting(components: Components) ->
     assert "52" not in answer.answer and "16 weeks" in answer.answer
     assert answer.mode == "extractive_fallback" and answer.dropped == 1
     assert not answer.abstained
+
+
+def test_verify_closes_the_gap_a_mid_sentence_citation_leaves() -> None:
+    checked, supports, dropped = verify(
+        "The code [1] is ALM-4471.", ["Loss of signal on a fibre trunk: the code is ALM-4471."], 0.6
+    )
+    assert checked == "The code is ALM-4471 [1]."
+    assert len(supports) == 1 and dropped == 0

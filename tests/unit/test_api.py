@@ -23,11 +23,6 @@ def app(components: Components) -> Iterator[Flask]:
     app.extensions["enclave"].shutdown()
 
 
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
 def _assert_error(response, status: int, code: str) -> None:  # type: ignore[no-untyped-def]
     assert response.status_code == status, response.get_data(as_text=True)
     body = response.get_json()
@@ -63,6 +58,8 @@ def test_other_error_paths(client: FlaskClient) -> None:
     _assert_error(client.get("/api/v1/documents/nope"), 404, "document_not_found")
     _assert_error(client.delete("/api/v1/documents/nope"), 404, "document_not_found")
     _assert_error(client.get("/api/v1/no-such-route"), 404, "not_found")
+    _assert_error(client.get("/api/v1/ingest/jobs/nope"), 404, "job_not_found")
+    _assert_error(client.get("/api/v1/ingest/jobs?limit=0"), 400, "invalid_limit")
     _assert_error(client.get("/api/v1/ask"), 405, "method_not_allowed")
     _assert_error(client.post("/api/v1/documents", data={}), 400, "missing_file")
     _assert_error(
@@ -109,6 +106,10 @@ def test_upload_ask_and_delete(client: FlaskClient, tmp_path: Path) -> None:
             break
         time.sleep(0.1)
     assert status == "indexed"
+    jobs = client.get("/api/v1/ingest/jobs").get_json()["jobs"]
+    assert jobs[0]["kind"] == "upload" and jobs[0]["counts"] == {"indexed": 1}
+    job = client.get(f"/api/v1/ingest/jobs/{jobs[0]['id']}").get_json()
+    assert job["files"][0]["document_id"] == doc_id
     listed = client.get("/api/v1/documents").get_json()["documents"]
     assert [d["id"] for d in listed] == [doc_id]
     assert listed[0]["chunks"] > 0

@@ -39,7 +39,7 @@ def test_heading_path_in_markdown_chunks(embedder: SentenceTransformerEmbedder) 
     ]
     (chunk,) = _chunker(embedder).chunk(elements, "d", "g.md", "Guide", "default")
     assert chunk.headings == ("Guide", "Install")
-    assert chunk.embedding_text().startswith("Guide > Guide > Install\n")
+    assert chunk.embedding_text().startswith("Guide > Install\n")  # title not repeated
 
 
 def test_long_sections_split_with_overlap(embedder: SentenceTransformerEmbedder) -> None:

@@ -1,0 +1,99 @@
+"""Checks made before a file reaches a parser: size, zip and XML bombs, encrypted or oversized
+PDFs, links out of the inbox. Each failure is a LoadError whose message a person can act on."""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest.loaders import LoadError, UnsupportedFileError, sniff_mismatch
+
+MB = 1024 * 1024
+_ZIP_FORMATS = {".docx", ".pptx", ".xlsx"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_mb: int = 100
+    max_pages: int = 2000
+    max_zip_ratio: float = 100.0
+    max_unzipped_mb: int = 512
+
+
+def check_location(path: Path, root: Path | None) -> None:
+    """A link may not lead out of the folder being watched."""
+    if root is None or not path.is_symlink():
+        return
+    target = path.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise LoadError(
+            f"{path.name} is a link to {target}, outside the inbox; copy the file in instead"
+        )
+
+
+def check_size(path: Path, limits: Limits) -> None:
+    size = path.stat().st_size
+    if size > limits.max_file_mb * MB:
+        raise LoadError(
+            f"{path.name} is {size / MB:.0f} MB, over the limit of {limits.max_file_mb} MB "
+            "(max_file_mb)"
+        )
+    if size == 0:
+        raise LoadError(f"{path.name} is empty")
+
+
+def check_zip(path: Path, limits: Limits) -> None:
+    """Office files are zip archives: refuse ones that expand far beyond their size."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile:
+        raise LoadError(f"{path.name} is damaged: not a readable Office (zip) file") from None
+    unpacked = sum(m.file_size for m in members)
+    packed = sum(m.compress_size for m in members) or 1
+    if unpacked > limits.max_unzipped_mb * MB:
+        raise LoadError(
+            f"{path.name} expands to {unpacked / MB:.0f} MB, over {limits.max_unzipped_mb} MB "
+            "(max_unzipped_mb): possibly a zip bomb"
+        )
+    if unpacked / packed > limits.max_zip_ratio:
+        raise LoadError(
+            f"{path.name} expands {unpacked / packed:.0f} times its size, over "
+            f"{limits.max_zip_ratio:.0f} (max_zip_ratio): possibly a zip bomb"
+        )
+
+
+def check_pdf(path: Path, limits: Limits) -> None:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted:
+            raise LoadError(
+                f"{path.name} is an encrypted PDF; save an unprotected copy to index it"
+            )
+        pages = len(reader.pages)
+    except LoadError:
+        raise
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise LoadError(f"{path.name} is a damaged PDF: {exc}") from None
+    if pages > limits.max_pages:
+        raise LoadError(
+            f"{path.name} has {pages} pages, over the limit of {limits.max_pages} (max_pages)"
+        )
+
+
+def check_file(path: Path, limits: Limits, root: Path | None = None) -> None:
+    check_location(path, root)
+    check_size(path, limits)
+    suffix = path.suffix.lower()
+    with path.open("rb") as fh:
+        mismatch = sniff_mismatch(suffix, fh.read(4096))
+    if mismatch:
+        raise UnsupportedFileError(mismatch)
+    if suffix in _ZIP_FORMATS:
+        check_zip(path, limits)
+    elif suffix == ".pdf":
+        check_pdf(path, limits)

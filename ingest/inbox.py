@@ -1,0 +1,184 @@
+"""Keep the index in step with the drop folder: scan (new, changed, moved, deleted files) and
+follow it with file-system events or polling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from ingest.pipeline import FileOutcome, IngestPipeline, IngestReport, absolute, discover
+
+log = logging.getLogger(__name__)
+
+WatchMode = Literal["events", "poll", "off"]
+SAFETY_RESCAN_S = 60.0  # events can be lost (network shares, overflow): rescan now and then
+
+
+class InboxSync:
+    def __init__(self, pipeline: IngestPipeline, settle_s: float = 1.0) -> None:
+        self.pipeline = pipeline
+        self.inbox = pipeline.inbox
+        self.settle_s = settle_s
+        self._lock = threading.Lock()  # one scan at a time
+
+    def _unchanged(self, path: Path, stat: os.stat_result) -> bool:
+        """Same size and mtime as recorded: skip without hashing."""
+        record = self.pipeline.registry.get_by_path(str(path))
+        return (
+            record is not None
+            and record.status in ("indexed", "failed")
+            and record.size == stat.st_size
+            and record.mtime == stat.st_mtime
+        )
+
+    def scan(self, progress: Callable[[str, FileOutcome], None] | None = None) -> IngestReport:
+        """One pass: index what is new or changed (once its size has settled), update what
+        moved, and delete what is gone. Returns what was done; `unsettled` files wait."""
+        with self._lock:
+            self.inbox.mkdir(parents=True, exist_ok=True)
+            now = time.time()
+            ready: list[Path] = []
+            for file in discover([self.inbox]):
+                path = absolute(file)
+                try:
+                    stat = path.lstat() if path.is_symlink() else path.stat()
+                except FileNotFoundError:
+                    continue
+                if self._unchanged(path, stat):
+                    continue
+                if now - stat.st_mtime < self.settle_s:
+                    continue  # still being written: next scan
+                ready.append(path)
+            gone = [
+                record
+                for record in self.pipeline.registry.list()
+                if record.status != "deleted"
+                and self.pipeline.in_inbox(Path(record.path))
+                and not os.path.lexists(record.path)
+            ]
+            if not ready and not gone:
+                return IngestReport()
+            jobs = self.pipeline.jobs
+            job = jobs.start("inbox", len(ready) + len(gone))
+            log_file = jobs.recorder(job)
+
+            def record(path: str, outcome: FileOutcome) -> None:
+                log_file(path, outcome)
+                if progress:
+                    progress(path, outcome)
+
+            # New and changed files first, so a move is recognised before its old path is
+            # treated as deleted.
+            report = self.pipeline.ingest_file_list(ready, record)
+            for doc in gone:
+                if os.path.lexists(doc.path) or self._moved(doc.id, doc.path):
+                    continue
+                self.pipeline.delete(doc.id)
+                outcome = FileOutcome(doc.path, "deleted", doc.id)
+                report.outcomes.append(outcome)
+                record(doc.path, outcome)
+            jobs.finish(job)
+            return report
+
+    def _moved(self, document_id: str, old_path: str) -> bool:
+        """The document was found at a new path during this scan."""
+        current = self.pipeline.registry.get(document_id)
+        return current is not None and current.path != old_path
+
+    def reconcile(self) -> IngestReport:
+        """At start-up: finish what a crash left pending, drop orphan chunks, then scan."""
+        with self._lock:
+            self.pipeline.resume_pending()
+            orphans = self.pipeline.remove_orphans()
+        if orphans:
+            log.info("removed the chunks of %d orphan documents", orphans)
+        return self.scan()
+
+
+class InboxWatcher:
+    """Runs `sync.scan()` after file events (debounced) or every poll interval."""
+
+    def __init__(
+        self,
+        sync: InboxSync,
+        mode: WatchMode,
+        poll_interval_s: float = 2.0,
+        run: Callable[[], IngestReport] | None = None,
+    ) -> None:
+        self.sync = sync
+        self.run_scan = run or sync.scan
+        self.mode = mode
+        self.poll_interval_s = poll_interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Any = None
+
+    def start(self) -> None:
+        if self.mode == "off":
+            return
+        if self.mode == "events":
+            self._observer = self._start_observer()
+        self._thread = threading.Thread(target=self._run, name="enclave-inbox", daemon=True)
+        self._thread.start()
+
+    def _start_observer(self) -> Any:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        wake = self._wake
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type not in ("opened", "closed_no_write"):
+                    wake.set()
+
+        observer = Observer()
+        self.sync.inbox.mkdir(parents=True, exist_ok=True)
+        observer.schedule(Handler(), str(self.sync.inbox), recursive=True)
+        observer.start()
+        return observer
+
+    def _run(self) -> None:
+        interval = self.poll_interval_s if self.mode == "poll" else SAFETY_RESCAN_S
+        while not self._stop.is_set():
+            woke = self._wake.wait(interval)
+            if self._stop.is_set():
+                return
+            if woke:
+                # Let a burst of events (a copy in progress) settle into one scan.
+                time.sleep(max(0.2, self.sync.settle_s))
+                self._wake.clear()
+            try:
+                report = self.run_scan()
+                if report.outcomes:
+                    log.info("inbox: %s", report.to_dict())
+            except Exception:
+                log.exception("inbox scan failed; retrying at the next interval")
+            if self._unsettled():
+                self._wake.set()
+
+    def _unsettled(self) -> bool:
+        """A file skipped as still being written needs another look soon."""
+        now = time.time()
+        for file in discover([self.sync.inbox]):
+            try:
+                if now - file.stat().st_mtime < self.sync.settle_s:
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=30)

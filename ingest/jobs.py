@@ -1,0 +1,149 @@
+"""Ingestion jobs: one row per run (a CLI ingest, an inbox scan with work, an upload) and one
+per file, so progress and failures can be followed while the work goes on."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ingest.pipeline import FileOutcome
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    total INTEGER NOT NULL DEFAULT 0,
+    done INTEGER NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS job_files (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    path TEXT NOT NULL,
+    status TEXT NOT NULL,
+    document_id TEXT,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_files_job ON job_files(job_id);
+"""
+KEEP_JOBS = 200  # older jobs are pruned
+
+
+class JobLog:
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def start(self, kind: str, total: int) -> str:
+        job_id = uuid.uuid4().hex[:12]
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs(id, kind, status, total, started_at) "
+                "VALUES (?, ?, 'running', ?, ?)",
+                (job_id, kind, total, time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM job_files WHERE job_id IN (SELECT id FROM jobs ORDER BY started_at "
+                "DESC LIMIT -1 OFFSET ?)",
+                (KEEP_JOBS,),
+            )
+            self._db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs ORDER BY started_at DESC "
+                "LIMIT -1 OFFSET ?)",
+                (KEEP_JOBS,),
+            )
+        return job_id
+
+    def file_done(
+        self,
+        job_id: str,
+        path: str,
+        status: str,
+        document_id: str | None,
+        chunks: int,
+        error: str | None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO job_files(job_id, path, status, document_id, chunks, error, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, path, status, document_id, chunks, error, time.time()),
+            )
+            self._db.execute(
+                "UPDATE jobs SET done = done + 1, chunks = chunks + ?, "
+                "total = max(total, done + 1) WHERE id = ?",
+                (chunks, job_id),
+            )
+
+    def recorder(self, job_id: str) -> Callable[[str, FileOutcome], None]:
+        """A progress callback that logs each file's outcome into the job."""
+
+        def record(path: str, outcome: FileOutcome) -> None:
+            self.file_done(
+                job_id, path, outcome.status, outcome.document_id, outcome.chunks, outcome.error
+            )
+
+        return record
+
+    def finish(self, job_id: str, status: str = "finished") -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?",
+                (status, time.time(), job_id),
+            )
+
+    def _summary(self, row: sqlite3.Row) -> dict[str, Any]:
+        job = dict(row)
+        counts = self._db.execute(
+            "SELECT status, count(*) FROM job_files WHERE job_id = ? GROUP BY status", (row["id"],)
+        ).fetchall()
+        job["counts"] = {status: n for status, n in counts}
+        end = job["finished_at"] or time.time()
+        elapsed = max(end - job["started_at"], 1e-9)
+        job["files_per_s"] = round(job["done"] / elapsed, 2)
+        job["chunks_per_s"] = round(job["chunks"] / elapsed, 2)
+        remaining = job["total"] - job["done"]
+        job["eta_s"] = (
+            round(remaining / (job["done"] / elapsed), 1)
+            if job["status"] == "running" and job["done"]
+            else None
+        )
+        return job
+
+    def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs ORDER BY started_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+            return [self._summary(r) for r in rows]
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            job = self._summary(row)
+            files = self._db.execute(
+                "SELECT path, status, document_id, chunks, error FROM job_files "
+                "WHERE job_id = ? ORDER BY at",
+                (job_id,),
+            ).fetchall()
+        job["files"] = [dict(f) for f in files]
+        return job
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,119 @@
+"""Parsing in worker processes with a time and a memory limit per file, so a file that hangs
+or explodes the parser costs one worker, never the server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import resource
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from ingest.loaders import LoadedDocument, LoadError, load_document, use_bundled_spacy_model
+
+MB = 1024 * 1024
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _serve(conn: Connection, memory_mb: int) -> None:
+    """Worker loop: receive a path, send back ("ok", document) or ("error", reason)."""
+    use_bundled_spacy_model()
+    # The limit is on top of what the worker already maps (libraries, models).
+    limit = _address_space() + memory_mb * MB
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:
+            return
+        try:
+            conn.send(("ok", load_document(Path(path))))
+        except LoadError as exc:
+            conn.send(("error", str(exc)))
+        except MemoryError:
+            conn.send(("error", f"parsing needed more than {memory_mb} MB (parse_memory_mb)"))
+        except Exception as exc:
+            conn.send(("error", f"the parser failed: {type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    def __init__(self, context: Any, memory_mb: int) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_serve, args=(child, memory_mb), daemon=True, name="enclave-parser"
+        )
+        self.process.start()
+        child.close()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class ParserPool:
+    """`load(path)` parses in one of `workers` processes; a worker that times out or dies is
+    replaced, and the file gets a LoadError saying why."""
+
+    def __init__(self, workers: int = 1, timeout_s: float = 120.0, memory_mb: int = 2048) -> None:
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        # forkserver: workers fork from a clean single-threaded process with the loaders
+        # already imported, never from the threaded server.
+        self._context = multiprocessing.get_context("forkserver")
+        self._context.set_forkserver_preload(["ingest.loaders"])
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._all: list[_Worker] = []
+        self._lock = threading.Lock()
+        for _ in range(workers):
+            self._add()
+
+    def _add(self) -> None:
+        worker = _Worker(self._context, self.memory_mb)
+        with self._lock:
+            self._all.append(worker)
+        self._idle.put(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.stop()
+        with self._lock:
+            self._all.remove(worker)
+        self._add()
+
+    def load(self, path: Path) -> LoadedDocument:
+        worker = self._idle.get()
+        try:
+            worker.conn.send(str(path))
+            if not worker.conn.poll(self.timeout_s):
+                self._replace(worker)
+                raise LoadError(
+                    f"parsing {path.name} took longer than {self.timeout_s:g} s "
+                    "(parse_timeout_s); the file may be malformed"
+                )
+            status, payload = worker.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            code = worker.process.exitcode
+            self._replace(worker)
+            raise LoadError(
+                f"the parser process died on {path.name} (exit code {code}); the file may be "
+                f"malformed or need more than {self.memory_mb} MB (parse_memory_mb)"
+            ) from None
+        self._idle.put(worker)
+        if status == "error":
+            raise LoadError(str(payload))
+        assert isinstance(payload, LoadedDocument)
+        return payload
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._all = self._all, []
+        for worker in workers:
+            worker.stop()

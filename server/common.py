@@ -1,0 +1,82 @@
+"""Request checks and error mapping shared by the /api/v1 and the OpenAI-compatible routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import request
+
+from retriever.answer import AnswerStream, SourcesEvent
+from retriever.generation import GenerationError
+from retriever.prompt import PromptTooLongError
+from retriever.slots import SlotsBusy
+from server.errors import ApiError
+from server.state import state
+
+log = logging.getLogger(__name__)
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    return body
+
+
+def require_ready() -> None:
+    st = state()
+    if st.load_error:
+        raise ApiError(503, "not_ready", f"the models failed to load: {st.load_error}")
+    if not st.ready.is_set():
+        raise ApiError(503, "not_ready", "the models are still loading; retry in a few seconds")
+
+
+def check_question(question: str) -> str:
+    question = question.strip()
+    if not question:
+        raise ApiError(400, "empty_question", "the question must not be empty")
+    limit = state().settings.max_question_chars
+    if len(question) > limit:
+        raise ApiError(400, "question_too_long", f"the question is longer than {limit} characters")
+    return question
+
+
+def optional_bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"invalid_{name}", f"'{name}' must be true or false")
+    return value
+
+
+@contextmanager
+def answer_errors() -> Iterator[None]:
+    """Errors raised before an answer starts, as HTTP errors."""
+    try:
+        yield
+    except PromptTooLongError as exc:
+        raise ApiError(400, "question_too_long", str(exc)) from None
+    except SlotsBusy as exc:
+        raise ApiError(429, "busy", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+
+
+def first_event(events: AnswerStream) -> SourcesEvent:
+    """Start an answer stream: retrieval, prompt and admission run now, so a refusal is still
+    an HTTP error rather than an event inside a 200 response."""
+    with answer_errors():
+        event = next(events)
+    if not isinstance(event, SourcesEvent):  # pragma: no cover - the stream's contract
+        events.close()
+        raise TypeError(f"an answer stream starts with its sources, not {event!r}")
+    return event
+
+
+def stream_failure(exc: Exception) -> tuple[str, str]:
+    """(code, message) for an error after a stream's headers were sent."""
+    if isinstance(exc, GenerationError):
+        log.warning("generation failed: %s", exc)
+        return "generation_failed", str(exc)
+    log.exception("answer stream failed")
+    return "internal", "internal error; see the server log"

@@ -1,0 +1,50 @@
+"""`enclave ingest` while `enclave serve` holds the data dir: upload the files to the server."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+
+def _multipart(path: Path) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: {kind}\r\n\r\n'
+    ).encode()
+    body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def upload_files(base_url: str, files: list[Path], json_summary: bool = False) -> int:
+    accepted, refused = [], []
+    for path in files:
+        body, content_type = _multipart(path)
+        request = urllib.request.Request(
+            f"{base_url}/api/v1/documents",
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                accepted.append({"path": str(path), "id": json.load(response)["id"]})
+        except urllib.error.HTTPError as exc:
+            message = json.loads(exc.read() or b"{}").get("error", {}).get("message", str(exc))
+            refused.append({"path": str(path), "error": message})
+        except urllib.error.URLError as exc:
+            refused.append({"path": str(path), "error": f"server unreachable: {exc.reason}"})
+    for item in refused:
+        print(f"refused: {item['path']}: {item['error']}")
+    print(
+        f"{len(accepted)} files handed to the server (indexing in the background; "
+        f"`enclave status` shows progress), {len(refused)} refused"
+    )
+    if json_summary:
+        print(json.dumps({"handed_off": len(accepted), "refused": refused, "documents": accepted}))
+    return 1 if refused else 0

@@ -1,0 +1,276 @@
+"""The drop folder: sync, bad files, watchers and crash recovery, on real files with the real
+embedder and Chroma."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.inbox import InboxSync, InboxWatcher
+from ingest.pipeline import IngestPipeline, build_pipeline
+from retriever.components import Components
+from retriever.embedder import SentenceTransformerEmbedder
+from retriever.settings import Settings
+from tests.conftest import DEMO, ROOT, write
+
+pytestmark = pytest.mark.integration
+
+TOPICS = [
+    "routers",
+    "leave",
+    "badges",
+    "invoices",
+    "backups",
+    "laptops",
+    "parking",
+    "VPN",
+    "canteen",
+    "printers",
+    "fibre",
+    "alarms",
+    "payroll",
+    "travel",
+    "contracts",
+    "phones",
+    "servers",
+    "training",
+    "visitors",
+    "shifts",
+]
+
+
+class CountingEmbedder:
+    """The real embedder, counting what it is asked to embed."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+        self.inner = inner
+        self.dimension = inner.dimension
+        self.max_tokens = inner.max_tokens
+        self.texts: list[str] = []
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.texts += texts
+        return self.inner.embed(texts)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def _doc(i: int, extra: str = "") -> str:
+    topic = TOPICS[i % len(TOPICS)]
+    return (
+        f"# Note {i} about {topic}\n\nPolicy {1000 + i} covers {topic}. "
+        f"The owner of {topic} is team {i}. {extra}\n"
+    )
+
+
+@pytest.fixture
+def inbox_pipeline(
+    settings: Settings, embedder: SentenceTransformerEmbedder
+) -> Iterator[tuple[IngestPipeline, CountingEmbedder]]:
+    counting = CountingEmbedder(embedder)
+    pipeline = build_pipeline(Components(settings, embedder=counting))
+    yield pipeline, counting
+    pipeline.close()
+
+
+def _assert_consistent(pipeline: IngestPipeline) -> None:
+    """Every indexed document has exactly its chunks in both indexes; nothing else is there."""
+    indexed = {r.id: r for r in pipeline.registry.list("indexed")}
+    assert pipeline.store.all_document_ids() == set(indexed)
+    assert pipeline.keyword.all_document_ids() == set(indexed)
+    for doc_id, record in indexed.items():
+        dense = pipeline.store.ids_for_document(doc_id)
+        keyword = pipeline.keyword.ids_for_document(doc_id)
+        assert len(dense) == len(set(dense)) == record.chunks
+        assert sorted(dense) == sorted(keyword)
+
+
+def test_add_change_rename_delete(inbox_pipeline: tuple[IngestPipeline, CountingEmbedder]) -> None:
+    pipeline, counting = inbox_pipeline
+    inbox = pipeline.inbox
+    files = [write(inbox / ("hr" if i < 3 else "ops") / f"note-{i}.md", _doc(i)) for i in range(10)]
+    write(inbox / "ops" / "~$lock.docx", "office lock file")
+    write(inbox / "ops" / "copy.part", "partial download")
+    sync = InboxSync(pipeline, settle_s=0)
+    assert sync.scan().count("indexed") == 10
+    _assert_consistent(pipeline)
+    assert {r.collection for r in pipeline.registry.list("indexed")} == {"hr", "ops"}
+
+    files[0].write_text(_doc(0, "Changed: the owner is now team 99."))
+    files[1].write_text(_doc(1, "Changed again."))
+    renamed = files[2].with_name("renamed-note-2.md")
+    moved_to = inbox / "ops" / renamed.name
+    files[2].rename(moved_to)  # new name, and from collection hr to ops
+    files[3].unlink()
+    counting.texts.clear()
+    report = sync.scan()
+    assert report.count("indexed") == 2
+    assert report.count("renamed") == 1
+    assert report.count("deleted") == 1
+    # The moved file was not re-embedded, only the two changed ones were.
+    assert all("Note 2 " not in t for t in counting.texts)
+    assert any("team 99" in t for t in counting.texts)
+    moved = pipeline.registry.get_by_path(str(moved_to))
+    assert moved is not None and moved.status == "indexed" and moved.collection == "ops"
+    hits = pipeline.store.get(pipeline.store.ids_for_document(moved.id))
+    assert {c.path for c in hits.values()} == {str(moved_to)}
+    assert {c.collection for c in hits.values()} == {"ops"}
+    assert len(pipeline.registry.list("indexed")) == 9
+    _assert_consistent(pipeline)
+    assert sync.scan().outcomes == []  # nothing left to do
+    # Each scan with work is a job, with per-file outcomes and rates.
+    latest, first = pipeline.jobs.list()[:2]
+    assert latest["kind"] == "inbox" and latest["status"] == "finished"
+    assert latest["counts"] == {"indexed": 2, "renamed": 1, "deleted": 1}
+    assert first["counts"] == {"indexed": 10} and first["done"] == first["total"] == 10
+    files = pipeline.jobs.get(latest["id"])["files"]  # type: ignore[index]
+    assert {f["status"] for f in files} == {"indexed", "renamed", "deleted"}
+
+
+def _encrypted_pdf(path: Path) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(str(DEMO / "it-security-policy.pdf")).pages[:1]:
+        writer.add_page(page)
+    writer.encrypt("secret")
+    with path.open("wb") as fh:
+        writer.write(fh)
+
+
+def _zip_bomb_docx(path: Path) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document>" + "A" * 50_000_000)
+    path.write_bytes(buffer.getvalue())
+
+
+def test_bad_files_fail_with_distinct_reasons(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        llm_backend="fake",
+        watch="off",
+        parse_workers=1,
+        parse_timeout_s=20,
+        quarantine="move",
+    )
+    components = Components(settings, embedder=embedder)
+    pipeline = build_pipeline(components)
+    try:
+        inbox = pipeline.inbox
+        for i in range(20):
+            write(inbox / f"good-{i}.md", _doc(i))
+        (inbox / "corrupt.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\n" * 3)
+        _encrypted_pdf(inbox / "encrypted.pdf")
+        _zip_bomb_docx(inbox / "bomb.docx")
+        outside = write(tmp_path / "outside" / "secret.md", "# Secret\n\nnot for the index\n")
+        (inbox / "link.md").symlink_to(outside)
+        # A file the parser cannot finish in time: a large text, with a short time limit
+        # once the worker has warmed up (its first parse of a format imports the parser).
+        (inbox / "huge.txt").write_text(("word " * 20 + "\n\n") * 200_000)
+        pool = pipeline.parser_pool
+        assert pool is not None
+        pool.load(DEMO / "facilities-guide.txt")
+        pool.load(write(tmp_path / "warm.md", "# Warm\n\nup\n"))
+        pool.timeout_s = 3
+        report = InboxSync(pipeline, settle_s=0).scan()
+
+        failed = {
+            Path(o.path).name.split("-")[0]: o.error
+            for o in report.outcomes
+            if o.status == "failed"
+        }
+        assert report.count("indexed") == 20, report.to_dict()
+        assert len(failed) == 5, failed
+        reasons = " | ".join(str(e) for e in failed.values())
+        for expected in ("damaged", "encrypted", "zip bomb", "outside the inbox", "longer than"):
+            assert expected in reasons, reasons
+        assert len(set(failed.values())) == len(failed)  # distinct reasons
+        # Quarantined with the reason beside each file; nothing bad reached the indexes.
+        quarantined = sorted(p.name for p in settings.quarantine_dir.rglob("*.error.json"))
+        assert len(quarantined) == 5
+        assert all(r.status != "indexed" or "good-" in r.path for r in pipeline.registry.list())
+        _assert_consistent(pipeline)
+    finally:
+        pipeline.close()
+
+
+@pytest.mark.parametrize("mode", ["events", "poll"])
+def test_watcher_follows_the_folder(
+    mode: str, inbox_pipeline: tuple[IngestPipeline, CountingEmbedder]
+) -> None:
+    pipeline, _ = inbox_pipeline
+    watcher = InboxWatcher(InboxSync(pipeline, settle_s=0.3), mode, poll_interval_s=0.3)  # type: ignore[arg-type]
+    watcher.start()
+    try:
+        doc = write(pipeline.inbox / "team" / "new.md", _doc(5))
+
+        def status() -> str | None:
+            record = pipeline.registry.get_by_path(str(doc))
+            return record.status if record else None
+
+        deadline = time.time() + 60
+        while status() != "indexed":
+            assert time.time() < deadline, f"not indexed ({mode})"
+            time.sleep(0.2)
+        doc.unlink()
+        while status() != "deleted":
+            assert time.time() < deadline, f"not deleted ({mode})"
+            time.sleep(0.2)
+        _assert_consistent(pipeline)
+    finally:
+        watcher.stop()
+
+
+def test_sigkill_during_ingestion_never_duplicates_or_loses(tmp_path: Path) -> None:
+    """Kill `enclave ingest` at random moments, restart it, and check the indexes."""
+    docs = tmp_path / "docs"
+    for i in range(16):
+        write(docs / f"doc-{i}.md", _doc(i, " ".join(f"detail {i}-{j}." for j in range(150))))
+    data = tmp_path / "data"
+    # Small write batches: many points where a kill lands between two commits.
+    env = {**os.environ, "ENCLAVE_PARSE_WORKERS": "0", "ENCLAVE_INGEST_BATCH_CHUNKS": "8"}
+    command = [sys.executable, "-m", "server.cli", "ingest", str(docs), "--data", str(data)]
+    rng = random.Random(7)
+    for _ in range(10):
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        time.sleep(rng.uniform(2.0, 9.0))
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+
+    settings = Settings(data_dir=data, parse_workers=0, watch="off")
+    components = Components(settings)
+    pipeline = build_pipeline(components)
+    try:
+        # Orphans a kill can leave (chunks written, registry not yet updated) are removed at
+        # the next start, as `enclave serve` does.
+        pipeline.remove_orphans()
+        assert len(pipeline.registry.list("indexed")) == 16
+        assert pipeline.registry.counts()["pending"] == 0
+        _assert_consistent(pipeline)
+    finally:
+        pipeline.close()

@@ -1,0 +1,76 @@
+"""Helpers for tests of the answer routes: an app with one indexed document, SSE parsing and a
+generator that holds its slot until told to go on."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from retriever.components import Components
+from retriever.generation import FakeGenerator, GenerationParams, Message
+
+LEAVE = (
+    "Parental leave lasts 16 weeks at full pay. It can be split into two blocks. "
+    "Requests go to the HR portal at least eight weeks ahead."
+)
+QUESTION = "How long is parental leave?"
+
+
+def fake_model(components: Components) -> FakeGenerator:
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    return fake
+
+
+def upload(client: FlaskClient, name: str = "leave.txt", text: str = LEAVE) -> str:
+    """Index a document through the API (so it is registered) and wait until it is indexed."""
+    data = {"file": (io.BytesIO(text.encode()), name)}
+    response = client.post("/api/v1/documents", data=data)
+    assert response.status_code == 202, response.get_data(as_text=True)
+    doc_id = str(response.get_json()["id"])
+    for _ in range(300):
+        status = client.get(f"/api/v1/documents/{doc_id}").get_json()["status"]
+        if status != "pending":
+            break
+        time.sleep(0.05)
+    assert status == "indexed"
+    return doc_id
+
+
+def parse_sse(text: str) -> list[tuple[str | None, str]]:
+    """(event name, data) for each event; comment lines are skipped, as clients do."""
+    events = []
+    for block in text.split("\n\n"):
+        name, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+        if data:
+            events.append((name, "\n".join(data)))
+    return events
+
+
+def sse_json(text: str) -> list[tuple[str | None, Any]]:
+    return [(name, json.loads(data)) for name, data in parse_sse(text)]
+
+
+class BlockingGenerator(FakeGenerator):
+    """Starts like the fake, then waits for `go` before writing: it holds its slot meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.go = threading.Event()
+
+    def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        self.started.set()
+        assert self.go.wait(timeout=30), "the test never let the generator go on"
+        yield from super().stream(messages, params)
