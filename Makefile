@@ -45,8 +45,10 @@ lint: install
 EVAL ?= ../shared/eval
 
 bench: install
-	$(BIN)/python benchmarks/answers.py
-	$(BIN)/python benchmarks/answers.py --answer-mode extractive
+	mkdir -p benchmarks/results
+	for mode in generative extractive; do \
+	  $(BIN)/enclave eval answers --qa corpora/demo --mode $$mode --json \
+	    | tail -n 1 > benchmarks/results/answers-demo-$$mode.json; done
 	$(BIN)/python benchmarks/ingest.py
 	$(MAKE) eval
 

@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"])
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N queries")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
+
+    p = kinds.add_parser("answers", parents=[common], help="answer quality on a question set")
+    p.add_argument(
+        "--qa",
+        type=Path,
+        required=True,
+        help="folder with passages.jsonl + qa.jsonl, or a questions.jsonl beside its documents",
+    )
+    p.add_argument("--mode", choices=["generative", "extractive"], help="answer mode")
+    p.add_argument("--retrieval", choices=["hybrid", "dense", "bm25"])
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
     return parser
 
 
@@ -231,7 +243,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     from server.evaluate import evaluate_beir, evaluate_qa
 
-    mode = args.mode or settings.retrieval_mode
+    mode = getattr(args, "mode", None) or settings.retrieval_mode
     bar: tqdm[Any] | None = None
 
     def progress(done: int, total: int) -> None:
@@ -240,7 +252,20 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             bar = tqdm(total=total, unit="doc", desc="Indexing", file=sys.stderr, disable=None)
         bar.update(done - bar.n)
 
-    if args.beir:
+    if args.eval_kind == "answers":
+        from server.eval_answers import evaluate_answers
+
+        questions = tqdm(unit="question", desc="Asking", file=sys.stderr, disable=None)
+
+        def asked(done: int, total: int) -> None:
+            questions.total = total
+            questions.update(done - questions.n)
+
+        result = evaluate_answers(
+            settings, args.qa, args.mode, args.retrieval, args.limit, progress, asked
+        )
+        questions.close()
+    elif args.beir:
         result = evaluate_beir(settings, args.beir, args.split, mode, args.limit, progress)
     else:
         result = evaluate_qa(settings, args.qa, mode, args.limit, progress)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ingest.loaders import Element
 from ingest.pipeline import build_pipeline
+from retriever.answer_metrics import is_yes_no
 from retriever.components import Components
 from retriever.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from retriever.search import Mode
@@ -179,7 +180,7 @@ def evaluate_qa(
             yield pid, "", text
 
     components = open_index(settings, passages_file, documents, progress)
-    rows = [r for r in read_jsonl(qa_file) if str(r["answer"]).strip().lower() not in ("yes", "no")]
+    rows = [r for r in read_jsonl(qa_file) if not is_yes_no(r["answer"])]
     if limit:
         rows = rows[:limit]
     found = 0

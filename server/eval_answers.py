@@ -1,0 +1,156 @@
+"""`enclave eval answers`: ask every question of a set through the production answer path and
+score the answers (exact match, token F1, gold containment, citation validity, abstention)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ingest.pipeline import build_pipeline
+from retriever.answer import AnswerMode
+from retriever.answer_metrics import (
+    citation_validity,
+    contains_gold,
+    exact_match,
+    is_yes_no,
+    token_f1,
+)
+from retriever.components import Components
+from retriever.metrics import percentile
+from retriever.search import Mode
+from retriever.settings import Settings
+from server.evaluate import Progress, open_index, read_jsonl
+
+
+def _golds(row: dict[str, Any]) -> list[str] | None:
+    """Gold answers of a row, or None when the documents cannot answer it."""
+    if row.get("answer") is None:
+        return None
+    golds = [str(row["answer"])]
+    golds += [str(a) for a in row.get("answers") or [] if a is not None]
+    return golds
+
+
+def _files_index(settings: Settings, folder: Path) -> Components:
+    """A cached index of the documents in `folder`, built with the real ingestion pipeline."""
+    listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime) for p in folder.iterdir())
+    key = json.dumps(
+        [
+            str(folder.resolve()),
+            listing,
+            settings.embed_model,
+            settings.chunk_tokens,
+            settings.chunk_overlap_tokens,
+            1,
+        ]
+    )
+    data = (
+        settings.data_dir
+        / "eval"
+        / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    )
+    components = Components(settings.model_copy(update={"data_dir": data}))
+    marker = data / "complete.json"
+    if not marker.exists():
+        pipeline = build_pipeline(components)
+        report = pipeline.ingest([folder])
+        pipeline.close()
+        marker.write_text(json.dumps(report.to_dict()))
+    return components
+
+
+def load_question_set(
+    settings: Settings, path: Path, progress: Progress | None = None
+) -> tuple[Components, list[dict[str, Any]]]:
+    """A passages + qa folder (rag-mini-wikipedia layout: yes/no questions are left out), or
+    a questions.jsonl (or its folder) whose documents lie beside it."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / "passages.jsonl").is_file() and (folder / "qa.jsonl").is_file():
+        passages = folder / "passages.jsonl"
+
+        def documents() -> Iterator[tuple[str, str, str]]:
+            for row in read_jsonl(passages):
+                yield str(row["id"]), "", str(row["passage"])
+
+        rows = [r for r in read_jsonl(folder / "qa.jsonl") if not is_yes_no(r.get("answer"))]
+        return open_index(settings, passages, documents, progress), rows
+    questions = path if path.is_file() else folder / "questions.jsonl"
+    if not questions.is_file():
+        raise FileNotFoundError(
+            f"{path}: expected passages.jsonl + qa.jsonl, or a questions.jsonl beside documents"
+        )
+    return _files_index(settings, folder), list(read_jsonl(questions))
+
+
+def evaluate_answers(
+    settings: Settings,
+    path: Path,
+    answer_mode: AnswerMode | None = None,
+    retrieval_mode: Mode | None = None,
+    limit: int = 0,
+    progress: Progress | None = None,
+    asked: Progress | None = None,
+) -> dict[str, Any]:
+    """`progress` follows indexing (documents), `asked` the questions."""
+    components, rows = load_question_set(settings, path, progress)
+    if limit:
+        rows = rows[:limit]
+    service = components.answers
+    mode = answer_mode or settings.answer_mode
+    scores: dict[str, list[float]] = {k: [] for k in ("exact_match", "f1", "contains_gold")}
+    abstained_answerable: list[float] = []
+    abstained_unanswerable: list[float] = []
+    source_at_3: list[float] = []
+    valid = cited = 0
+    latencies: list[float] = []
+    rates: list[float] = []
+    for row in rows:
+        start = time.perf_counter()
+        answer = service.ask(str(row["question"]), mode=retrieval_mode, answer_mode=mode)
+        latencies.append((time.perf_counter() - start) * 1000)
+        if asked:
+            asked(len(latencies), len(rows))
+        if answer.timings.get("tokens_per_s"):
+            rates.append(float(answer.timings["tokens_per_s"]))
+        golds = _golds(row)
+        if golds is None:
+            abstained_unanswerable.append(float(answer.abstained))
+            continue
+        abstained_answerable.append(float(answer.abstained))
+        text = "" if answer.abstained else answer.answer
+        scores["exact_match"].append(exact_match(text, golds))
+        scores["f1"].append(token_f1(text, golds))
+        scores["contains_gold"].append(contains_gold(text, golds))
+        if row.get("source"):
+            names = [Path(s.path).name for s in answer.sources[:3]]
+            source_at_3.append(float(row["source"] in names))
+        if not answer.abstained:
+            v, c = citation_validity(
+                answer.answer, [s.text for s in answer.sources], service.support_threshold
+            )
+            valid, cited = valid + v, cited + c
+
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 4) if values else None
+
+    result: dict[str, Any] = {name: mean(values) for name, values in scores.items()}
+    result.update(
+        citation_validity=round(valid / cited, 4) if cited else None,
+        abstain_answerable=mean(abstained_answerable),
+        abstain_unanswerable=mean(abstained_unanswerable),
+        latency_ms_p50=round(percentile(latencies, 0.5), 1),
+        latency_ms_p95=round(percentile(latencies, 0.95), 1),
+        tokens_per_s=mean(rates),
+        questions=len(rows),
+        answerable=len(abstained_answerable),
+        unanswerable=len(abstained_unanswerable),
+        mode=mode,
+        dataset=path.name,
+    )
+    if source_at_3:
+        result["source_at_3"] = mean(source_at_3)
+    return result
