@@ -14,6 +14,7 @@ from retriever.generation import GenerationParams, Generator
 from retriever.grounding import (
     Support,
     extract_answer,
+    focus,
     question_coverage,
     split_sentences,
     support_for,
@@ -191,6 +192,7 @@ class AnswerService:
         support_threshold: float = 0.6,
         slots: GenerationSlots | None = None,
         min_coverage: float = 0.0,
+        focus_sentences: int = 0,
     ) -> None:
         self.searcher = searcher
         self.generator = generator
@@ -202,6 +204,7 @@ class AnswerService:
         self.support_threshold = support_threshold
         self.slots = slots
         self.min_coverage = min_coverage
+        self.focus_sentences = focus_sentences
 
     def ask(
         self,
@@ -243,13 +246,26 @@ class AnswerService:
             yield DoneEvent(answer)
             return
         params = self._params(max_tokens)
+        shown = result.hits
+        if self.focus_sentences:
+            shown = [
+                replace(
+                    h,
+                    chunk=replace(
+                        h.chunk, text=focus(question, h.chunk.text, self.focus_sentences)
+                    ),
+                )
+                for h in result.hits
+            ]
         prompt = build_prompt(
             question,
-            result.hits,
+            shown,
             self.generator.count_tokens,
             self.generator.context_size,
             params.max_tokens,
         )
+        # The model sees the focused sentences; sources, checks and spans use whole passages.
+        prompt.hits = result.hits[: len(prompt.hits)]
         sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
         ticket = self.slots.admit() if self.slots is not None else None
         pieces: list[str] = []

@@ -116,6 +116,7 @@ class Components:
             answer_mode=s.answer_mode,
             support_threshold=s.support_threshold,
             min_coverage=s.min_question_coverage,
+            focus_sentences=s.focus_sentences,
             slots=self.slots,
         )
 

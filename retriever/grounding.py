@@ -130,3 +130,17 @@ def question_coverage(question: str, passages: Sequence[str]) -> float:
     for passage in passages:
         found |= asked & content_words(passage)
     return len(found) / len(asked)
+
+
+def focus(question: str, text: str, keep: int) -> str:
+    """The `keep` sentences of `text` sharing the most words with the question, in their
+    original order (the first ones when none does): a short, pointed context for a small model."""
+    spans = split_sentences(text)
+    if len(spans) <= keep:
+        return text
+    asked = content_words(question)
+    ranked = sorted(
+        range(len(spans)), key=lambda i: (-len(asked & content_words(spans[i].text)), i)
+    )
+    chosen = sorted(ranked[:keep])
+    return " ".join(spans[i].text for i in chosen)

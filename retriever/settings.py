@@ -88,6 +88,9 @@ class Settings(BaseModel):
     answer_mode: Literal["generative", "extractive"] = Field(
         "generative", description="generative: the SLM writes; extractive: quote sources."
     )
+    focus_sentences: int = Field(
+        3, ge=0, le=50, description="Sentences per source shown to the model; 0: whole."
+    )
     support_threshold: float = Field(
         0.6, ge=0, le=1, description="Share of an answer sentence's words a source must hold."
     )
