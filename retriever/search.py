@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from retriever.types import Chunk, Hit
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
-_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -38,20 +36,16 @@ def reciprocal_rank_fusion(
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
-def _word_set(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
-
-
 def collapse_duplicates(hits: list[Hit]) -> list[Hit]:
-    """Keep the best of hits with the same words (the same passage in two files, a re-saved
-    copy): a set signature keeps this linear, so it stays cheap at any k."""
+    """Keep the best of hits with the same text up to case and spacing (the same passage in
+    two files, a re-saved copy); linear, so it stays cheap at any k."""
     kept: list[Hit] = []
-    seen: set[frozenset[str]] = set()
+    seen: set[str] = set()
     for hit in hits:
-        words = _word_set(hit.chunk.text)
-        if words and words in seen:
+        key = " ".join(hit.chunk.text.lower().split())
+        if key in seen:
             continue
-        seen.add(words)
+        seen.add(key)
         kept.append(hit)
     return kept
 
@@ -126,6 +120,10 @@ class HybridSearcher:
                 k=self.rrf_k,
             )
 
+        # Only the head of the ranking can reach the answer: fetch no more than it needs
+        # (twice k, as room for collapsed duplicates, or the reranker's candidates).
+        head = max(k, self.rerank_candidates if self.reranker is not None else 0)
+        ranked = ranked[: 2 * head]
         missing = [cid for cid, _ in ranked if cid not in chunks]
         chunks.update(self.store.get(missing))
         hits = [
