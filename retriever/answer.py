@@ -60,6 +60,7 @@ class Answer:
     supports: list[Support] = field(default_factory=list)
     dropped: int = 0  # answer sentences removed because no source supported them
     mode: str = "generative"
+    model_cited: bool | None = None  # whether the model's own text cited a given source
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class Answer:
             ],
             "answer_mode": self.mode,
             "unsupported_sentences_removed": self.dropped,
+            "model_cited": self.model_cited,
             "timings": self.timings,
         }
 
@@ -363,7 +365,19 @@ class AnswerService:
         timings: dict[str, float],
     ) -> Answer:
         """Clean the model's text and keep only what the sources support."""
-        text, _ = clean_answer(raw, len(prompt.hits))
+        text, model_citations = clean_answer(raw, len(prompt.hits))
+        answer = self._checked(question, text, prompt, sources, timings)
+        answer.model_cited = bool(model_citations)
+        return answer
+
+    def _checked(
+        self,
+        question: str,
+        text: str,
+        prompt: BuiltPrompt,
+        sources: list[Source],
+        timings: dict[str, float],
+    ) -> Answer:
         texts = [h.chunk.text for h in prompt.hits]
         if says_not_found(text):
             return Answer(NOT_FOUND, True, sources, [], timings, mode="generative")

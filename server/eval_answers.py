@@ -108,12 +108,15 @@ def evaluate_answers(
     valid = cited = 0
     latencies: list[float] = []
     rates: list[float] = []
+    model_cited: list[float] = []
     for row in rows:
         start = time.perf_counter()
         answer = service.ask(str(row["question"]), mode=retrieval_mode, answer_mode=mode)
         latencies.append((time.perf_counter() - start) * 1000)
         if asked:
             asked(len(latencies), len(rows))
+        if answer.model_cited is not None:
+            model_cited.append(float(answer.model_cited))
         if answer.timings.get("tokens_per_s"):
             rates.append(float(answer.timings["tokens_per_s"]))
         golds = _golds(row)
@@ -145,6 +148,7 @@ def evaluate_answers(
         latency_ms_p50=round(percentile(latencies, 0.5), 1),
         latency_ms_p95=round(percentile(latencies, 0.95), 1),
         tokens_per_s=mean(rates),
+        model_citation_rate=mean(model_cited),
         questions=len(rows),
         answerable=len(abstained_answerable),
         unanswerable=len(abstained_unanswerable),

@@ -86,6 +86,10 @@ _SCHEMAS: dict[str, Any] = {
             },
             "answer_mode": {"type": "string"},
             "unsupported_sentences_removed": {"type": "integer"},
+            "model_cited": {
+                "type": ["boolean", "null"],
+                "description": "Whether the model's own text cited a given source.",
+            },
             "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
             "timings": {
                 "type": "object",

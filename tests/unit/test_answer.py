@@ -67,6 +67,7 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     assert not answer.abstained
     assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
     assert answer.citations == [1]
+    assert answer.model_cited is True
     assert answer.sources[0].path == "/hr/leave.md"
     assert set(answer.timings) >= {"retrieve_ms", "generate_ms", "tokens", "tokens_per_s"}
     # The model saw the numbered source and the grounding instruction.
