@@ -24,6 +24,7 @@ class InboxSync:
         self.pipeline = pipeline
         self.inbox = pipeline.inbox
         self.settle_s = settle_s
+        self.unsettled = 0  # files the last scan left for later: still being written
         self._lock = threading.Lock()  # one scan at a time
 
     def _unchanged(self, path: Path, stat: os.stat_result) -> bool:
@@ -43,6 +44,7 @@ class InboxSync:
             self.inbox.mkdir(parents=True, exist_ok=True)
             now = time.time()
             ready: list[Path] = []
+            unsettled = 0
             for file in discover([self.inbox]):
                 path = absolute(file)
                 try:
@@ -52,7 +54,8 @@ class InboxSync:
                 if self._unchanged(path, stat):
                     continue
                 if now - stat.st_mtime < self.settle_s:
-                    continue  # still being written: next scan
+                    unsettled += 1  # still being written: next scan
+                    continue
                 ready.append(path)
             gone = [
                 record
@@ -61,6 +64,7 @@ class InboxSync:
                 and self.pipeline.in_inbox(Path(record.path))
                 and not os.path.lexists(record.path)
             ]
+            self.unsettled = unsettled
             if not ready and not gone:
                 return IngestReport()
             jobs = self.pipeline.jobs
@@ -160,19 +164,8 @@ class InboxWatcher:
                     log.info("inbox: %s", report.to_dict())
             except Exception:
                 log.exception("inbox scan failed; retrying at the next interval")
-            if self._unsettled():
-                self._wake.set()
-
-    def _unsettled(self) -> bool:
-        """A file skipped as still being written needs another look soon."""
-        now = time.time()
-        for file in discover([self.sync.inbox]):
-            try:
-                if now - file.stat().st_mtime < self.sync.settle_s:
-                    return True
-            except FileNotFoundError:
-                continue
-        return False
+            if self.sync.unsettled:
+                self._wake.set()  # a file skipped as still being written: look again soon
 
     def stop(self) -> None:
         self._stop.set()
