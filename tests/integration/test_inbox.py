@@ -7,6 +7,7 @@ import io
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -237,6 +238,25 @@ def test_watcher_follows_the_folder(
         watcher.stop()
 
 
+def _count(registry: Path, status: str) -> int:
+    with sqlite3.connect(registry) as db:
+        return int(
+            db.execute("SELECT count(*) FROM documents WHERE status = ?", (status,)).fetchone()[0]
+        )
+
+
+def _wait_for_pending(registry: Path, process: subprocess.Popen[bytes]) -> None:
+    """Until the ingest run has registered its work (documents pending)."""
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if registry.exists() and _count(registry, "pending") > 0:
+                return
+        except sqlite3.OperationalError:
+            pass  # the schema is being created
+        time.sleep(0.05)
+
+
 def test_sigkill_during_ingestion_never_duplicates_or_loses(tmp_path: Path) -> None:
     """Kill `enclave ingest` at random moments, restart it, and check the indexes."""
     docs = tmp_path / "docs"
@@ -247,18 +267,24 @@ def test_sigkill_during_ingestion_never_duplicates_or_loses(tmp_path: Path) -> N
     env = {**os.environ, "ENCLAVE_PARSE_WORKERS": "0", "ENCLAVE_INGEST_BATCH_CHUNKS": "8"}
     command = [sys.executable, "-m", "server.cli", "ingest", str(docs), "--data", str(data)]
     rng = random.Random(7)
+    landed_mid_work = 0
     for _ in range(10):
+        # --force: every run re-indexes everything, so every kill interrupts real work.
         process = subprocess.Popen(
-            command,
+            [*command, "--force"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        time.sleep(rng.uniform(2.0, 9.0))
+        _wait_for_pending(data / "registry.sqlite3", process)
+        time.sleep(rng.uniform(0.0, 3.0))
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        landed_mid_work += _count(data / "registry.sqlite3", "pending") > 0
+    # The kills did land in the middle of the work, not only before or after it.
+    assert landed_mid_work >= 3
     final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-2000:]
 
