@@ -57,9 +57,9 @@ eval: install
 	mkdir -p benchmarks/results
 	for mode in dense bm25 hybrid; do \
 	  $(BIN)/enclave eval retrieval --beir $(EVAL)/scifact --mode $$mode --json \
-	    | tail -n 1 > benchmarks/results/scifact-$$mode.json; done
+	    | tail -n 1 > benchmarks/results/retrieval-beir-$$mode.json; done
 	$(BIN)/enclave eval retrieval --qa $(EVAL)/rag-mini-wikipedia --json \
-	  | tail -n 1 > benchmarks/results/rag-mini-wikipedia.json
+	  | tail -n 1 > benchmarks/results/retrieval-qa.json
 
 corpus: install
 	$(BIN)/python corpora/build_demo.py

@@ -51,18 +51,18 @@ def test_not_found_detection() -> None:
     assert not says_not_found("Annual leave is 25 days [1].")
 
 
-def test_answer_service_with_fake_model(components: Components) -> None:
-    chunk = Chunk(
-        chunk_id("p", 0, "x"),
-        "p",
-        0,
-        "Parental leave lasts 16 weeks at full pay. It can be split.",
-        "/hr/leave.md",
-        "Leave policy",
-        "default",
-    )
+def _index(components: Components, text: str, path: str = "/hr/leave.md") -> None:
+    """One chunk of one document, in both indexes."""
+    chunk = Chunk(chunk_id(path, 0, text), path, 0, text, path, "Leave policy", "default")
     components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
     components.keyword.add([chunk])
+
+
+LEAVE = "Parental leave lasts 16 weeks at full pay. It may be split into two blocks."
+
+
+def test_answer_service_with_fake_model(components: Components) -> None:
+    _index(components, LEAVE)
     answer = components.answers.ask("How long is parental leave?")
     assert not answer.abstained
     assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
@@ -78,9 +78,7 @@ def test_answer_service_with_fake_model(components: Components) -> None:
 
 
 def test_model_saying_not_found_becomes_an_abstention(components: Components) -> None:
-    chunk = Chunk(chunk_id("p", 0, "y"), "p", 0, "The canteen opens at 08:00.", "/f.txt", "F", "c")
-    components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
-    components.keyword.add([chunk])
+    _index(components, "The canteen opens at 08:00.", "/facilities.txt")
     fake = components.generator
     assert isinstance(fake, FakeGenerator)
     fake.enqueue("I could not find the answer in the documents.")
@@ -96,22 +94,8 @@ def test_empty_index_abstains_without_calling_the_model(components: Components) 
     assert isinstance(fake, FakeGenerator) and fake.history == []
 
 
-def _index_leave(components: Components) -> None:
-    chunk = Chunk(
-        chunk_id("l", 0, "z"),
-        "l",
-        0,
-        "Parental leave lasts 16 weeks at full pay. It may be split into two blocks.",
-        "/hr/leave.md",
-        "Leave policy",
-        "default",
-    )
-    components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
-    components.keyword.add([chunk])
-
-
 def test_extractive_mode_quotes_without_the_model(components: Components) -> None:
-    _index_leave(components)
+    _index(components, LEAVE)
     answer = components.answers.ask("How long is parental leave?", answer_mode="extractive")
     assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
     assert answer.mode == "extractive" and answer.citations == [1]
@@ -122,7 +106,7 @@ def test_extractive_mode_quotes_without_the_model(components: Components) -> Non
 
 
 def test_unsupported_generation_falls_back_to_quoting(components: Components) -> None:
-    _index_leave(components)
+    _index(components, LEAVE)
     fake = components.generator
     assert isinstance(fake, FakeGenerator)
     fake.enqueue("Parental leave lasts 52 weeks and includes a company car [1].")
