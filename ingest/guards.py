@@ -7,10 +7,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.loaders import LoadError, UnsupportedFileError, sniff_mismatch
+from ingest.loaders import ZIP_FORMATS, LoadError, UnsupportedFileError, sniff_mismatch
 
 MB = 1024 * 1024
-_ZIP_FORMATS = {".docx", ".pptx", ".xlsx"}
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def check_file(path: Path, limits: Limits, root: Path | None = None) -> None:
         mismatch = sniff_mismatch(suffix, fh.read(4096))
     if mismatch:
         raise UnsupportedFileError(mismatch)
-    if suffix in _ZIP_FORMATS:
+    if suffix in ZIP_FORMATS:
         check_zip(path, limits)
     elif suffix == ".pdf":
         check_pdf(path, limits)

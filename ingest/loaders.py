@@ -27,7 +27,7 @@ _PARTITIONERS: dict[str, tuple[str, str]] = {
     ".eml": ("unstructured.partition.email", "partition_email"),
 }
 SUPPORTED_SUFFIXES = frozenset(_PARTITIONERS)
-_ZIP_FORMATS = {".docx", ".pptx", ".xlsx"}
+ZIP_FORMATS = frozenset({".docx", ".pptx", ".xlsx"})  # Office Open XML: zip archives
 _SKIPPED_CATEGORIES = {"Header", "Footer", "PageBreak", "PageNumber", "Image"}
 _TEMPORARY = re.compile(r"^(~\$|\.)|\.(tmp|part|crdownload|swp)$|~$", re.IGNORECASE)
 
@@ -74,9 +74,9 @@ def sniff_mismatch(suffix: str, head: bytes) -> str | None:
     suffix = suffix.lower()
     if suffix == ".pdf" and not head.startswith(b"%PDF-"):
         return "the file is named .pdf but is not a PDF"
-    if suffix in _ZIP_FORMATS and not head.startswith(b"PK\x03\x04"):
+    if suffix in ZIP_FORMATS and not head.startswith(b"PK\x03\x04"):
         return f"the file is named {suffix} but is not an Office Open XML (zip) file"
-    if suffix not in _ZIP_FORMATS and suffix != ".pdf" and b"\x00" in head:
+    if suffix not in ZIP_FORMATS and suffix != ".pdf" and b"\x00" in head:
         return f"the file is named {suffix} but contains binary data"
     return None
 

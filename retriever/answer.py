@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from retriever.generation import GenerationParams, Generator
 from retriever.grounding import (
+    CITATION,
     Support,
     extract_answer,
     focus,
@@ -24,7 +25,6 @@ from retriever.search import HybridSearcher, Mode, SearchResult
 from retriever.slots import GenerationSlots
 from retriever.types import Hit
 
-_CITATION = re.compile(r"\[(\d{1,2})\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Phrases by which a model says it found nothing.
 _ABSTAIN_PATTERNS = re.compile(
@@ -117,7 +117,7 @@ def clean_answer(text: str, n_sources: int) -> tuple[str, list[int]]:
     kept: list[str] = []
     seen: set[str] = set()
     for sentence in _SENTENCE_END.split(text):
-        key = _CITATION.sub("", sentence).strip().lower()
+        key = CITATION.sub("", sentence).strip().lower()
         if not key and kept:  # a citation after the full stop belongs to that sentence
             kept[-1] += " " + sentence.strip()
             continue
@@ -130,9 +130,9 @@ def clean_answer(text: str, n_sources: int) -> tuple[str, list[int]]:
     def check(match: re.Match[str]) -> str:
         return match.group(0) if 1 <= int(match.group(1)) <= n_sources else ""
 
-    text = _CITATION.sub(check, text)
+    text = CITATION.sub(check, text)
     text = re.sub(r"\s+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
-    cited = sorted({int(m) for m in _CITATION.findall(text)})
+    cited = sorted({int(m) for m in CITATION.findall(text)})
     return text, cited
 
 
@@ -156,12 +156,12 @@ def verify(text: str, sources: Sequence[str], threshold: float) -> tuple[str, li
     supports: list[Support] = []
     dropped = 0
     for span in split_sentences(text):
-        cited = [int(n) for n in _CITATION.findall(span.text)]
+        cited = [int(n) for n in CITATION.findall(span.text)]
         found = support_for(span.text, sources, preferred=cited)
         if found is None or found.score < threshold:
             dropped += 1
             continue
-        sentence = _CITATION.sub("", span.text).strip()
+        sentence = CITATION.sub("", span.text).strip()
         sentence = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s{2,}", " ", sentence))
         end = sentence[-1] if sentence[-1] in ".!?" else "."
         kept.append(f"{sentence.rstrip('.!?').rstrip()} [{found.n}]{end}")

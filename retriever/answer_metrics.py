@@ -8,15 +8,14 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from retriever.grounding import split_sentences, support_for
+from retriever.grounding import CITATION, split_sentences, support_for
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_CITATION = re.compile(r"\s*\[(\d{1,2})\]")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize(text: str) -> str:
-    text = _CITATION.sub("", text).lower().translate(_PUNCTUATION)
+    text = CITATION.sub("", text).lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -50,7 +49,7 @@ def citation_validity(answer: str, sources: Sequence[str], threshold: float) -> 
     """(valid, total) citations: a citation [n] is valid when source n supports its sentence."""
     valid = total = 0
     for span in split_sentences(answer):
-        for n in {int(m) for m in _CITATION.findall(span.text)}:
+        for n in {int(m) for m in CITATION.findall(span.text)}:
             total += 1
             if 1 <= n <= len(sources):
                 found = support_for(span.text, [sources[n - 1]])

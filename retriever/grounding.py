@@ -14,7 +14,8 @@ from retriever.keyword import STOPWORDS
 _SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-_CITATION = re.compile(r"\s*\[\d{1,2}\]")
+# A citation "[n]" with the space before it; group 1 is the source number.
+CITATION = re.compile(r"\s*\[(\d{1,2})\]")
 MIN_SENTENCE_CHARS = 12
 
 
@@ -66,7 +67,7 @@ def support_for(
 ) -> Support | None:
     """The source sentence that best backs `claim`, with the share of the claim's words found
     in it. A number in the claim that appears in no source means no support at all."""
-    claim = _CITATION.sub("", claim)
+    claim = CITATION.sub("", claim)
     words = content_words(claim)
     if not words:
         return None

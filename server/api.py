@@ -13,6 +13,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
 from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
+from ingest.registry import DocumentRecord
 from retriever.answer import ANSWER_MODES, AnswerStream, DoneEvent, SourcesEvent, TokenEvent
 from retriever.search import MODES
 from server.common import (
@@ -108,12 +109,17 @@ def list_documents() -> ResponseReturnValue:
     return jsonify({"documents": docs, "counts": registry.counts()})
 
 
-@api.get("/documents/<document_id>")
-def get_document(document_id: str) -> ResponseReturnValue:
+def _document(document_id: str) -> DocumentRecord:
+    """The document with that id, unless unknown or deleted (404)."""
     record = state().pipeline.registry.get(document_id)
     if record is None or record.status == "deleted":
         raise ApiError(404, "document_not_found", f"no document with id '{document_id}'")
-    return jsonify(record.to_dict())
+    return record
+
+
+@api.get("/documents/<document_id>")
+def get_document(document_id: str) -> ResponseReturnValue:
+    return jsonify(_document(document_id).to_dict())
 
 
 @api.post("/documents")
@@ -148,16 +154,14 @@ def upload_document() -> ResponseReturnValue:
     record = st.pipeline.registry.register(
         str(target.resolve()), st.settings.default_collection, digest, stat.st_size, stat.st_mtime
     )
-    st.submit(record.id, target)
+    st.submit(record)
     return jsonify({"id": record.id, "status": record.status, "path": record.path}), 202
 
 
 @api.delete("/documents/<document_id>")
 def delete_document(document_id: str) -> ResponseReturnValue:
     st = state()
-    record = st.pipeline.registry.get(document_id)
-    if record is None or record.status == "deleted":
-        raise ApiError(404, "document_not_found", f"no document with id '{document_id}'")
+    record = _document(document_id)
     st.pipeline.delete(document_id)
     uploaded = Path(record.path)
     if uploaded.parent.resolve() == st.settings.uploads_dir.resolve():

@@ -243,7 +243,6 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     from server.evaluate import evaluate_beir, evaluate_qa
 
-    mode = getattr(args, "mode", None) or settings.retrieval_mode
     bar: tqdm[Any] | None = None
 
     def progress(done: int, total: int) -> None:
@@ -265,10 +264,12 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             settings, args.qa, args.mode, args.retrieval, args.limit, progress, asked
         )
         questions.close()
-    elif args.beir:
-        result = evaluate_beir(settings, args.beir, args.split, mode, args.limit, progress)
     else:
-        result = evaluate_qa(settings, args.qa, mode, args.limit, progress)
+        retrieval = args.mode or settings.retrieval_mode
+        if args.beir:
+            result = evaluate_beir(settings, args.beir, args.split, retrieval, args.limit, progress)
+        else:
+            result = evaluate_qa(settings, args.qa, retrieval, args.limit, progress)
     if bar is not None:
         bar.close()
     for key, value in result.items():

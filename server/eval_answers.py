@@ -3,7 +3,6 @@ score the answers (exact match, token F1, gold containment, citation validity, a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from retriever.components import Components
 from retriever.metrics import percentile
 from retriever.search import Mode
 from retriever.settings import Settings
-from server.evaluate import Progress, open_index, read_jsonl
+from server.evaluate import Progress, cache_dir, open_index, read_jsonl
 
 
 def _golds(row: dict[str, Any]) -> list[str] | None:
@@ -38,21 +37,7 @@ def _golds(row: dict[str, Any]) -> list[str] | None:
 def _files_index(settings: Settings, folder: Path) -> Components:
     """A cached index of the documents in `folder`, built with the real ingestion pipeline."""
     listing = sorted((p.name, p.stat().st_size, p.stat().st_mtime) for p in folder.iterdir())
-    key = json.dumps(
-        [
-            str(folder.resolve()),
-            listing,
-            settings.embed_model,
-            settings.chunk_tokens,
-            settings.chunk_overlap_tokens,
-            1,
-        ]
-    )
-    data = (
-        settings.data_dir
-        / "eval"
-        / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    )
+    data = cache_dir(settings, folder.name, [str(folder.resolve()), listing])
     components = Components(settings.model_copy(update={"data_dir": data}))
     marker = data / "complete.json"
     if not marker.exists():

@@ -42,21 +42,14 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def _cache_dir(settings: Settings, source: Path) -> Path:
-    stat = source.stat()
+def cache_dir(settings: Settings, name: str, identity: object) -> Path:
+    """The eval data dir for a dataset: a new one whenever the data (`identity`: path, sizes,
+    mtimes) or a setting that changes the index (embedder, chunking) changes."""
     key = json.dumps(
-        [
-            str(source.resolve()),
-            stat.st_size,
-            stat.st_mtime,
-            settings.embed_model,
-            settings.chunk_tokens,
-            settings.chunk_overlap_tokens,
-            1,
-        ]
+        [identity, settings.embed_model, settings.chunk_tokens, settings.chunk_overlap_tokens, 1]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return settings.data_dir / "eval" / f"{source.parent.name}-{digest}"
+    return settings.data_dir / "eval" / f"{name}-{digest}"
 
 
 def open_index(
@@ -66,7 +59,9 @@ def open_index(
     progress: Progress | None = None,
 ) -> Components:
     """Components over a cached index of (id, title, text) documents; built on first use."""
-    data = _cache_dir(settings, source)
+    stat = source.stat()
+    identity = [str(source.resolve()), stat.st_size, stat.st_mtime]
+    data = cache_dir(settings, source.parent.name, identity)
     # Documents arrive as text: no parser workers needed.
     components = Components(settings.model_copy(update={"data_dir": data, "parse_workers": 0}))
     marker = data / "complete.json"

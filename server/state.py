@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 from flask import current_app
 
 from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
+from ingest.registry import DocumentRecord
 from retriever.components import Components
 
 log = logging.getLogger(__name__)
@@ -64,10 +64,8 @@ class EnclaveState:
     def load_in_background(self) -> None:
         threading.Thread(target=self.load, name="enclave-load", daemon=True).start()
 
-    def submit(self, document_id: str, path: Path) -> Future[FileOutcome]:
+    def submit(self, record: DocumentRecord) -> Future[FileOutcome]:
         """Index an uploaded, registered document in the ingestion thread, as a job."""
-        record = self.pipeline.registry.get(document_id)
-        assert record is not None
         jobs = self.pipeline.jobs
         job = jobs.start("upload", 1)
 
