@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import logging
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,7 +11,8 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from retriever.generation import GenerationParams, Generator
+from retriever.escalation import Escalation
+from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
     CITATION,
     Support,
@@ -25,6 +27,7 @@ from retriever.search import HybridSearcher, Mode, SearchResult
 from retriever.slots import GenerationSlots
 from retriever.types import Hit
 
+log = logging.getLogger(__name__)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 # Phrases by which a model says it found nothing.
 _ABSTAIN_PATTERNS = re.compile(
@@ -61,6 +64,7 @@ class Answer:
     dropped: int = 0  # answer sentences removed because no source supported them
     mode: str = "generative"
     model_cited: bool | None = None  # whether the model's own text cited a given source
+    escalated: dict[str, Any] | None = None  # the larger model that answered, if one did
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,7 @@ class Answer:
             "answer_mode": self.mode,
             "unsupported_sentences_removed": self.dropped,
             "model_cited": self.model_cited,
+            "escalated": self.escalated,
             "timings": self.timings,
         }
 
@@ -144,6 +149,10 @@ def says_not_found(text: str) -> bool:
     return not text.strip() or bool(_ABSTAIN_PATTERNS.search(text))
 
 
+class GenerationTimeout(GenerationError):
+    """The request's time ran out before the model could start."""
+
+
 AnswerMode = Literal["generative", "extractive"]
 ANSWER_MODES: tuple[AnswerMode, ...] = ("generative", "extractive")
 
@@ -195,6 +204,8 @@ class AnswerService:
         slots: GenerationSlots | None = None,
         min_coverage: float = 0.0,
         focus_sentences: int = 0,
+        timeout_s: float = 120.0,
+        escalation: Escalation | None = None,
     ) -> None:
         self.searcher = searcher
         self.generator = generator
@@ -207,6 +218,8 @@ class AnswerService:
         self.slots = slots
         self.min_coverage = min_coverage
         self.focus_sentences = focus_sentences
+        self.timeout_s = timeout_s
+        self.escalation = escalation
 
     def ask(
         self,
@@ -216,9 +229,13 @@ class AnswerService:
         collections: Sequence[str] | None = None,
         answer_mode: AnswerMode | None = None,
         max_tokens: int | None = None,
+        timeout_s: float | None = None,
+        actor: str = "anonymous",
     ) -> Answer:
         with closing(
-            self.stream(question, top_k, mode, collections, answer_mode, max_tokens)
+            self.stream(
+                question, top_k, mode, collections, answer_mode, max_tokens, timeout_s, actor
+            )
         ) as events:
             return final_answer(events)
 
@@ -230,6 +247,8 @@ class AnswerService:
         collections: Sequence[str] | None = None,
         answer_mode: AnswerMode | None = None,
         max_tokens: int | None = None,
+        timeout_s: float | None = None,
+        actor: str = "anonymous",
     ) -> AnswerStream:
         """`SourcesEvent`, then a `TokenEvent` per piece the model writes, then `DoneEvent`
         with the checked answer (which may differ from the raw tokens: unsupported sentences
@@ -238,14 +257,20 @@ class AnswerService:
         Retrieval, the prompt and admission to a generation slot all happen before the first
         event, so their errors (`PromptTooLongError`, `SlotsBusy`) come from the first
         `next()`, before anything is sent. Closing the generator stops the model and frees
-        the slot. `max_tokens` can only lower the configured limit. Answers that need no
-        model (abstention, extractive mode) take no slot and have no token events."""
+        the slot. `max_tokens` and `timeout_s` can only lower the configured limits; when the
+        time runs out while queued, `GenerationTimeout`; while writing, the model stops and
+        the answer is checked from what it wrote (`timings["timed_out"]`). Answers that need
+        no model (abstention, extractive mode) take no slot and have no token events. An
+        abstention or an answer that failed the support check goes to the escalation model
+        when the policy allows one (`actor` is recorded in the audit log)."""
         timings: dict[str, float] = {}
+        limit = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
+        deadline = time.perf_counter() + limit
         result = self._retrieve(question, top_k, mode, collections, timings)
         answer = self._without_model(question, result, answer_mode or self.answer_mode, timings)
         if answer is not None:
             yield SourcesEvent(answer.sources)
-            yield DoneEvent(answer)
+            yield DoneEvent(self._maybe_escalate(question, answer, result.hits, actor))
             return
         params = self._params(max_tokens)
         shown = result.hits
@@ -274,14 +299,54 @@ class AnswerService:
         try:
             yield SourcesEvent(sources)
             queued = time.perf_counter()
-            if ticket is not None:
-                ticket.wait()
+            if ticket is not None and not ticket.wait(timeout=deadline - queued):
+                raise GenerationTimeout(
+                    f"no generation slot became free within {limit:g} s; retry later"
+                )
             timings["queue_ms"] = round((time.perf_counter() - queued) * 1000, 1)
-            yield from self._generate(prompt, params, pieces, timings)
+            yield from self._generate(prompt, params, pieces, timings, deadline)
         finally:
             if ticket is not None:
                 ticket.release()
-        yield DoneEvent(self._check(question, "".join(pieces), prompt, sources, timings))
+        answer = self._check(question, "".join(pieces), prompt, sources, timings)
+        yield DoneEvent(self._maybe_escalate(question, answer, prompt.hits, actor))
+
+    def _maybe_escalate(
+        self, question: str, local: Answer, hits: Sequence[Hit], actor: str
+    ) -> Answer:
+        """The larger model's checked answer when the local one abstained or failed the
+        support check, the policy allows it and there are sources to give it; else `local`."""
+        failed = local.abstained or local.mode == "extractive_fallback"
+        if self.escalation is None or not failed or not hits:
+            return local
+        escalation = self.escalation
+        generator = escalation.generator
+        prompt = build_prompt(
+            question,
+            list(hits),
+            generator.count_tokens,
+            generator.context_size,
+            self.params.max_tokens,
+        )
+        sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
+        reason = "abstained" if local.abstained else "unsupported"
+        escalation.record(actor, question, [h.chunk.document_id for h in prompt.hits], reason)
+        timings = dict(local.timings)
+        start = time.perf_counter()
+        try:
+            raw = "".join(generator.stream(prompt.messages, self.params))
+        except GenerationError as exc:
+            log.warning("escalation to %s failed: %s", escalation.endpoint, exc)
+            return local
+        timings["escalation_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        text = clean_answer(raw, len(prompt.hits))[0]
+        answer = self._checked(question, text, prompt, sources, timings)
+        answer.escalated = {
+            "endpoint": escalation.endpoint,
+            "model": generator.name,
+            "reason": reason,
+        }
+        return answer
 
     def _retrieve(
         self,
@@ -329,6 +394,7 @@ class AnswerService:
         params: GenerationParams,
         pieces: list[str],
         timings: dict[str, float],
+        deadline: float,
     ) -> Iterator[TokenEvent]:
         start = time.perf_counter()
         first_token_ms = None
@@ -339,6 +405,9 @@ class AnswerService:
                     first_token_ms = (time.perf_counter() - start) * 1000
                 pieces.append(piece)
                 yield TokenEvent(piece)
+                if time.perf_counter() > deadline:
+                    timings["timed_out"] = True
+                    break
         finally:
             # Stops the model now, not when the garbage collector gets to it.
             close = getattr(stream, "close", None)

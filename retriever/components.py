@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from functools import cached_property
 
 from retriever.answer import AnswerService
+from retriever.audit import AuditLog
 from retriever.embedder import Embedder, SentenceTransformerEmbedder
+from retriever.escalation import Escalation, EscalationRefused, check_policy
 from retriever.generation import (
     CTransformersGenerator,
     FakeGenerator,
+    GenerationError,
     GenerationParams,
     Generator,
     LlamaCppGenerator,
+    OpenAIGenerator,
 )
 from retriever.keyword import KeywordIndex
 from retriever.models import (
@@ -27,6 +32,8 @@ from retriever.search import HybridSearcher
 from retriever.settings import Settings
 from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore
+
+log = logging.getLogger(__name__)
 
 
 class Components:
@@ -118,7 +125,33 @@ class Components:
             min_coverage=s.min_question_coverage,
             focus_sentences=s.focus_sentences,
             slots=self.slots,
+            timeout_s=s.llm_timeout_s,
+            escalation=self.escalation,
         )
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.settings.audit_path, self.settings.audit_retention_days)
+
+    @cached_property
+    def escalation(self) -> Escalation | None:
+        """The larger model, if the policy allows the configured endpoint (else None, logged)."""
+        s = self.settings
+        if s.escalation_policy == "never":
+            return None
+        try:
+            check_policy(s.escalation_policy, s.escalation_endpoint, s.escalation_on_premises_hosts)
+        except EscalationRefused as exc:
+            log.warning("escalation disabled: %s", exc)
+            return None
+        generator = OpenAIGenerator(
+            s.escalation_endpoint,
+            s.escalation_model,
+            s.escalation_api_key,
+            context_size=s.llm_context,
+            timeout_s=s.llm_timeout_s,
+        )
+        return Escalation(generator, s.escalation_endpoint, self.audit)
 
     @cached_property
     def slots(self) -> GenerationSlots:
@@ -136,6 +169,16 @@ def build_generator(settings: Settings) -> Generator:
     backend = settings.llm_backend
     if backend == "fake":
         return FakeGenerator(settings.llm_context)
+    if backend == "openai":
+        if not settings.llm_endpoint:
+            raise GenerationError('llm_backend "openai" needs llm_endpoint (the server\'s URL)')
+        return OpenAIGenerator(
+            settings.llm_endpoint,
+            settings.llm_model,
+            settings.llm_api_key,
+            context_size=settings.llm_context,
+            timeout_s=settings.llm_timeout_s,
+        )
     bundled = None if settings.llm_model else bundled_llm_path()
     path = resolve_model_path(settings.llm_model, bundled)
     threads = settings.llm_threads or os.cpu_count() or 1

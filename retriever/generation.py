@@ -1,7 +1,10 @@
-"""SLM runtimes behind one small interface: llama.cpp (default), ctransformers (legacy), fake."""
+"""Model runtimes behind one small interface: llama.cpp in process (default), an
+OpenAI-compatible server on the premises, ctransformers (legacy GGML), and a fake for tests."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import threading
 from collections.abc import Iterator
@@ -122,6 +125,92 @@ class CTransformersGenerator:
                 stop=params.stop or None,
                 stream=True,
             )
+
+
+class OpenAIGenerator:
+    """Any OpenAI-compatible chat server (llama.cpp's, vLLM, a larger model on another machine):
+    streamed `POST {base_url}/chat/completions`.
+
+    The OpenAI API exposes no tokenizer, so token counts for the prompt budget are estimated
+    on the safe side (one token per `CHARS_PER_TOKEN` characters; English text averages ~4)."""
+
+    CHARS_PER_TOKEN = 3
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "",
+        api_key: str = "",
+        context_size: int = 2048,
+        timeout_s: float = 120.0,
+    ) -> None:
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.context_size = context_size
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # trust_env=False: no proxy from the environment; the administrator named this host.
+        self.client = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout_s, trust_env=False
+        )
+        self.name = model or self._first_model()
+
+    def _first_model(self) -> str:
+        try:
+            response = self.client.get("/models")
+            response.raise_for_status()
+            return str(response.json()["data"][0]["id"])
+        except Exception as exc:
+            raise GenerationError(
+                f"cannot list the models of {self.base_url}: {exc}; name one in the settings"
+            ) from exc
+
+    def count_tokens(self, text: str) -> int:
+        return math.ceil(len(text) / self.CHARS_PER_TOKEN)
+
+    def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        import httpx
+
+        body = {
+            "model": self.name,
+            "messages": messages,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "stream": True,
+        }
+        if params.stop:
+            body["stop"] = params.stop
+        try:
+            # Leaving the `with` (finished, or closed early by a client that went away)
+            # closes the connection, which stops the server's generation.
+            with self.client.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise GenerationError(
+                        f"{self.base_url} answered {response.status_code}: {response.text[:300]}"
+                    )
+                for line in response.iter_lines():
+                    text = _sse_delta(line)
+                    if text is None:
+                        break
+                    if text:
+                        yield text
+        except httpx.HTTPError as exc:
+            raise GenerationError(f"model server {self.base_url} failed: {exc}") from exc
+
+
+def _sse_delta(line: str) -> str | None:
+    """The text of one server-sent event line of a chat completion stream; None at the end."""
+    if not line.startswith("data:"):
+        return ""
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return None
+    try:
+        choices = json.loads(data).get("choices") or [{}]
+    except json.JSONDecodeError as exc:
+        raise GenerationError(f"the model server sent an unreadable event: {data[:200]}") from exc
+    return str((choices[0].get("delta") or {}).get("content") or "")
 
 
 class FakeGenerator:

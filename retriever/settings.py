@@ -96,15 +96,38 @@ class Settings(BaseModel):
     )
 
     # Generation
-    llm_backend: Literal["llamacpp", "ctransformers", "fake"] = Field("llamacpp")
+    llm_backend: Literal["llamacpp", "openai", "ctransformers", "fake"] = Field("llamacpp")
     llm_model: str = Field(
-        "", description="Path of a GGUF (or GGML) model; empty: bundled SmolLM2."
+        "",
+        description="Path of a GGUF (or GGML) model; empty: bundled SmolLM2. With the openai "
+        "backend: the model name on the server (empty: its first).",
+    )
+    llm_endpoint: str = Field(
+        "", description="Base URL of an OpenAI-compatible server, for the openai backend."
+    )
+    llm_api_key: str = Field("", description="Bearer key for llm_endpoint, if it needs one.")
+    llm_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="Longest time one answer may take (queue included)."
     )
     llm_threads: int = Field(0, ge=0, le=256, description="CPU threads; 0: all cores.")
     llm_context: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
     llm_max_tokens: int = Field(200, ge=1, le=4096, description="Most new tokens per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_repeat_penalty: float = Field(1.15, ge=1, le=2)
+
+    # Escalation to a larger model (TOML: an [escalation] table with these names, unprefixed)
+    escalation_policy: Literal["never", "on_premises", "always"] = Field(
+        "never", description="When a larger model may be asked; see the README."
+    )
+    escalation_endpoint: str = Field("", description="OpenAI-compatible base URL to escalate to.")
+    escalation_model: str = Field("", description="Model name there; empty: its first.")
+    escalation_api_key: str = Field("", description="Bearer key for escalation_endpoint.")
+    escalation_on_premises_hosts: list[str] = Field(
+        default_factory=list, description="Hosts counted as on the premises (comma-separated)."
+    )
+    audit_retention_days: int = Field(
+        365, ge=0, description="Days audit entries are kept; 0: forever."
+    )
 
     # Server
     host: str = Field("127.0.0.1")
@@ -122,6 +145,17 @@ class Settings(BaseModel):
         if not value or not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
+
+    @field_validator("escalation_on_premises_hosts", mode="before")
+    @classmethod
+    def _host_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: "a.internal,b.internal"
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
 
     @property
     def inbox_dir(self) -> Path:
@@ -148,6 +182,18 @@ class Settings(BaseModel):
         return self.data_dir / "uploads"
 
 
+def _flatten_tables(data: dict[str, Any]) -> dict[str, Any]:
+    """`[escalation] policy = ...` in TOML is the setting `escalation_policy`."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for inner, inner_value in value.items():
+                flat[f"{key}_{inner}"] = inner_value
+        else:
+            flat[key] = value
+    return flat
+
+
 def env_name(field: str) -> str:
     return ENV_ALIASES.get(field, ENV_PREFIX + field.upper())
 
@@ -172,7 +218,7 @@ def load_settings(
             raise SettingsError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
-        for key, value in data.items():
+        for key, value in _flatten_tables(data).items():
             values[key] = value
             origin[key] = str(path)
 

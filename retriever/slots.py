@@ -59,12 +59,17 @@ class GenerationSlots:
         estimate = self._mean_hold_s * (self._waiting + 1) / self.slots
         return max(1, min(120, math.ceil(estimate)))
 
-    def _wait(self) -> None:
+    def _wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._active >= self.slots:
-                self._cond.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
             self._waiting -= 1
             self._active += 1
+            return True
 
     def _release(self, running: bool, held_s: float | None) -> None:
         with self._cond:
@@ -91,12 +96,16 @@ class Ticket:
     def running(self) -> bool:
         return self._running
 
-    def wait(self) -> None:
-        if self._running or self._released:
-            return
-        self._slots._wait()
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until this request holds a slot (True), or `timeout` seconds pass (False; the
+        ticket is still queued until `release()`)."""
+        if self._running:
+            return True
+        if self._released or not self._slots._wait(timeout):
+            return False
         self._running = True
         self._since = time.perf_counter()
+        return True
 
     def release(self) -> None:
         if self._released:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Generator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,23 @@ from werkzeug.utils import secure_filename
 
 from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
 from ingest.registry import DocumentRecord
-from retriever.answer import ANSWER_MODES, AnswerStream, DoneEvent, SourcesEvent, TokenEvent
+from retriever.answer import (
+    ANSWER_MODES,
+    AnswerStream,
+    DoneEvent,
+    SourcesEvent,
+    TokenEvent,
+    final_answer,
+)
 from retriever.search import MODES
 from server.common import (
+    actor,
     answer_errors,
     check_question,
     first_event,
     json_body,
     optional_bool,
+    optional_timeout,
     require_ready,
     stream_failure,
 )
@@ -72,17 +82,23 @@ def ask() -> ResponseReturnValue:
         )
     collections = _collections(body.get("collection"))
     stream = optional_bool(body, "stream")
+    timeout_s = optional_timeout(body)
     require_ready()
     answers = state().components.answers
-    if not stream:
-        with answer_errors():
-            answer = answers.ask(
-                question, top_k=top_k, mode=mode, answer_mode=answer_mode, collections=collections
-            )
-        return jsonify(answer.to_dict())
+    # The whole answer is the last event of the stream (`final_answer`), so one call serves both.
     events = answers.stream(
-        question, top_k=top_k, mode=mode, answer_mode=answer_mode, collections=collections
+        question,
+        top_k=top_k,
+        mode=mode,
+        answer_mode=answer_mode,
+        collections=collections,
+        timeout_s=timeout_s,
+        actor=actor(),
     )
+    if not stream:
+        with answer_errors(), closing(events):
+            answer = final_answer(events)
+        return jsonify(answer.to_dict())
     first = first_event(events)
     return event_stream_response(EventStream(_ask_events(first, events), events))
 

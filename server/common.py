@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import request
 
-from retriever.answer import AnswerStream, SourcesEvent
+from retriever.answer import AnswerStream, GenerationTimeout, SourcesEvent
 from retriever.generation import GenerationError
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy
@@ -51,6 +51,21 @@ def optional_bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
+def optional_timeout(body: dict[str, Any]) -> float | None:
+    """`timeout_s` of a request: seconds, lowered to `llm_timeout_s` if larger."""
+    value = body.get("timeout_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ApiError(400, "invalid_timeout_s", "'timeout_s' must be a positive number")
+    return float(value)
+
+
+def actor() -> str:
+    """Who is asking, for the audit log (user accounts come later: the client address)."""
+    return f"anonymous@{request.remote_addr or 'unknown'}"
+
+
 @contextmanager
 def answer_errors() -> Iterator[None]:
     """Errors raised before an answer starts, as HTTP errors."""
@@ -60,6 +75,11 @@ def answer_errors() -> Iterator[None]:
         raise ApiError(400, "question_too_long", str(exc)) from None
     except SlotsBusy as exc:
         raise ApiError(429, "busy", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    except GenerationTimeout as exc:
+        raise ApiError(504, "timeout", str(exc)) from None
+    except GenerationError as exc:
+        log.warning("generation failed: %s", exc)
+        raise ApiError(502, "generation_failed", str(exc)) from None
 
 
 def first_event(events: AnswerStream) -> SourcesEvent:
@@ -75,6 +95,8 @@ def first_event(events: AnswerStream) -> SourcesEvent:
 
 def stream_failure(exc: Exception) -> tuple[str, str]:
     """(code, message) for an error after a stream's headers were sent."""
+    if isinstance(exc, GenerationTimeout):
+        return "timeout", str(exc)
     if isinstance(exc, GenerationError):
         log.warning("generation failed: %s", exc)
         return "generation_failed", str(exc)

@@ -44,6 +44,10 @@ def _files_index(settings: Settings, folder: Path) -> Components:
         pipeline = build_pipeline(components)
         report = pipeline.ingest([folder])
         pipeline.close()
+        if report.count("failed"):
+            # No marker: a half-built index must not be taken for a finished one next time.
+            failures = report.to_dict()["failures"]
+            raise RuntimeError(f"could not index the question set's documents: {failures}")
         marker.write_text(json.dumps(report.to_dict()))
     return components
 

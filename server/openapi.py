@@ -42,6 +42,11 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Answer as server-sent events: `sources`, `token`..., then "
                 "`done` (the same object as without streaming) or `error`.",
             },
+            "timeout_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "Seconds this answer may take (capped by `llm_timeout_s`).",
+            },
             "collection": {
                 "description": "Search only these collections (inbox subfolders).",
                 "oneOf": [
@@ -89,6 +94,11 @@ _SCHEMAS: dict[str, Any] = {
             "model_cited": {
                 "type": ["boolean", "null"],
                 "description": "Whether the model's own text cited a given source.",
+            },
+            "escalated": {
+                "type": ["object", "null"],
+                "description": "The larger model that answered (endpoint, model, reason), "
+                "when the local answer was escalated under the escalation policy.",
             },
             "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
             "timings": {
@@ -156,7 +166,7 @@ def openapi_document() -> dict[str, Any]:
                                 }
                             },
                         },
-                        **_errors(400, 503),
+                        **_errors(400, 502, 503, 504),
                     },
                 }
             },

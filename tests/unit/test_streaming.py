@@ -169,3 +169,22 @@ def test_busy_model_answers_429_with_retry_after(
     finally:
         blocking.go.set()
         app.extensions["enclave"].shutdown()
+
+
+def test_ask_out_of_time_while_queued_answers_504(
+    client: FlaskClient, components: Components
+) -> None:
+    held = components.slots.admit()  # another question holds the only slot
+    try:
+        response = client.post("/api/v1/ask", json={"question": QUESTION, "timeout_s": 0.05})
+    finally:
+        held.release()
+    assert response.status_code == 504
+    assert response.get_json()["error"]["code"] == "timeout"
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
+def test_ask_timeout_must_be_a_positive_number(client: FlaskClient, value: object) -> None:
+    response = client.post("/api/v1/ask", json={"question": QUESTION, "timeout_s": value})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_timeout_s"

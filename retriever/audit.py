@@ -1,0 +1,86 @@
+"""Append-only audit log in the data directory (SQLite): who did what, when, with which data.
+
+Escalations to a larger model are recorded here (target, model, the documents whose text was
+sent); other events (admin actions, questions) share the same table, told apart by `action`.
+Rows older than `retention_days` are dropped when the log is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+"""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.at)),
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "detail": self.detail,
+        }
+
+
+class AuditLog:
+    def __init__(self, path: Path, retention_days: int = 365) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        if retention_days > 0:
+            self._db.execute(
+                "DELETE FROM audit WHERE at < ?", (time.time() - retention_days * 86400,)
+            )
+
+    def record(self, actor: str, action: str, target: str = "", **detail: Any) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), actor, action, target, json.dumps(detail, sort_keys=True)),
+            )
+
+    def tail(self, limit: int = 20, action: str | None = None) -> list[AuditEntry]:
+        """The newest `limit` entries (of one action, if given), oldest first."""
+        query = "SELECT id, at, actor, action, target, detail FROM audit"
+        args: list[Any] = []
+        if action:
+            query += " WHERE action = ?"
+            args.append(action)
+        query += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            rows = self._db.execute(query, args).fetchall()
+        return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
