@@ -18,6 +18,7 @@ from retriever.grounding import (
     Support,
     extract_answer,
     focus,
+    key_term_coverage,
     question_coverage,
     split_sentences,
     support_for,
@@ -204,6 +205,7 @@ class AnswerService:
         slots: GenerationSlots | None = None,
         min_coverage: float = 0.0,
         focus_sentences: int = 0,
+        min_key_coverage: float = 0.0,
         timeout_s: float = 120.0,
         escalation: Escalation | None = None,
     ) -> None:
@@ -217,6 +219,7 @@ class AnswerService:
         self.support_threshold = support_threshold
         self.slots = slots
         self.min_coverage = min_coverage
+        self.min_key_coverage = min_key_coverage
         self.focus_sentences = focus_sentences
         self.timeout_s = timeout_s
         self.escalation = escalation
@@ -369,12 +372,19 @@ class AnswerService:
         timings: dict[str, float],
     ) -> Answer | None:
         """The answer when the model is not needed: nothing relevant, or extractive mode."""
+        passages = [h.chunk.embedding_text() for h in result.hits]
         weak = (
-            result.best_dense_similarity is not None
-            and result.best_dense_similarity < self.min_relevance
-        ) or question_coverage(
-            question, [h.chunk.embedding_text() for h in result.hits]
-        ) < self.min_coverage
+            (
+                result.best_dense_similarity is not None
+                and result.best_dense_similarity < self.min_relevance
+            )
+            or question_coverage(question, passages) < self.min_coverage
+            or (
+                self.min_key_coverage > 0
+                and key_term_coverage(question, passages, self.searcher.keyword.term_weights)
+                < self.min_key_coverage
+            )
+        )
         if not result.hits or weak:
             timings.update(generate_ms=0.0, tokens=0, tokens_per_s=0.0)
             nearest = [Source.from_hit(i, h) for i, h in enumerate(result.hits, start=1)]

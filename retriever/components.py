@@ -123,6 +123,7 @@ class Components:
             answer_mode=s.answer_mode,
             support_threshold=s.support_threshold,
             min_coverage=s.min_question_coverage,
+            min_key_coverage=s.min_key_coverage,
             focus_sentences=s.focus_sentences,
             slots=self.slots,
             timeout_s=s.llm_timeout_s,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from retriever.keyword import STOPWORDS
@@ -131,6 +131,46 @@ def question_coverage(question: str, passages: Sequence[str]) -> float:
     for passage in passages:
         found |= asked & content_words(passage)
     return len(found) / len(asked)
+
+
+# Words that shape a question rather than say what it is about ("how much", "do I need").
+QUESTION_SCAFFOLD = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "much many long often far get got need needs use used using take make made kind type "
+        "exactly usually typically currently please tell know give find also any some all one "
+        "other about happen happens mean means called name named"
+    ).split()
+)
+
+
+def key_terms(question: str) -> dict[str, str]:
+    """The words a question is about, stem -> word as written (lower case)."""
+    return {
+        _stem(w): w
+        for w in _WORD.findall(question.lower())
+        if w not in STOPWORDS and w not in QUESTION_SCAFFOLD and not (len(w) == 1 and w.isalpha())
+    }
+
+
+def key_term_coverage(
+    question: str, passages: Sequence[str], weights: Callable[[list[str]], dict[str, float]]
+) -> float:
+    """How much of what the question is about one passage holds: the largest share, over the
+    passages, of the question's key terms found in it, each weighted by `weights` (the
+    corpus's inverse document frequency, so rare terms such as names weigh most).
+
+    A question whose distinctive terms no single passage holds ("the CEO's salary" against
+    pay-scale tables) is likely not answered there, however close the embeddings are."""
+    terms = key_terms(question)
+    if not terms:
+        return 1.0
+    weight_of = weights(list(terms.values()))
+    total = sum(weight_of[w] for w in terms.values()) or 1.0
+    best = 0.0
+    for passage in passages:
+        found = terms.keys() & content_words(passage)
+        best = max(best, sum(weight_of[terms[t]] for t in found) / total)
+    return best
 
 
 def focus(question: str, text: str, keep: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 import threading
@@ -103,6 +104,9 @@ class KeywordIndex:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Document frequencies for `term_weights`, dropped whenever the index changes.
+        self._df: dict[str, int] = {}
+        self._total: int | None = None
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -112,9 +116,30 @@ class KeywordIndex:
             "tokenize='porter unicode61 remove_diacritics 2')"
         )
 
+    def term_weights(self, words: Iterable[str]) -> dict[str, float]:
+        """Inverse document frequency of each word over the indexed chunks (stemmed as the
+        index stems), ln(1 + N / (1 + df)): a word no chunk holds weighs the most."""
+        with self._lock:
+            if self._total is None:
+                self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            weights = {}
+            for word in words:
+                if word not in self._df:
+                    row = self._db.execute(
+                        "SELECT count(*) FROM chunks WHERE chunks MATCH ?", (f'"{word}"',)
+                    ).fetchone()
+                    self._df[word] = int(row[0])
+                weights[word] = math.log(1 + self._total / (1 + self._df[word]))
+        return weights
+
+    def _changed(self) -> None:
+        self._df.clear()
+        self._total = None
+
     def add(self, chunks: Iterable[Chunk]) -> None:
         rows = [(c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks]
         with self._lock:
+            self._changed()
             self._db.execute("BEGIN")
             try:
                 # Replace semantics: a re-added chunk id never appears twice.
@@ -133,6 +158,7 @@ class KeywordIndex:
 
     def delete_document(self, document_id: str) -> None:
         with self._lock:
+            self._changed()
             self._db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
 
     def set_collection(self, document_id: str, collection: str) -> None:

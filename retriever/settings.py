@@ -83,6 +83,12 @@ class Settings(BaseModel):
     min_question_coverage: float = Field(
         0.5, ge=0, le=1, description="Abstain when fewer of the question's words are found."
     )
+    min_key_coverage: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Abstain when no passage holds this share of the question's key terms.",
+    )
 
     # Answering
     answer_mode: Literal["generative", "extractive"] = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval", choices=["hybrid", "dense", "bm25"])
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
+    p.add_argument("--details", type=Path, help="write each question's answer to this JSONL file")
     return parser
 
 
@@ -260,9 +262,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             questions.total = total
             questions.update(done - questions.n)
 
-        result = evaluate_answers(
-            settings, args.qa, args.mode, args.retrieval, args.limit, progress, asked
-        )
+        with contextlib.ExitStack() as stack:
+            details = stack.enter_context(args.details.open("w")) if args.details else None
+            result = evaluate_answers(
+                settings, args.qa, args.mode, args.retrieval, args.limit, progress, asked, details
+            )
         questions.close()
     else:
         retrieval = args.mode or settings.retrieval_mode

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ingest.pipeline import build_pipeline
 from retriever.answer import AnswerMode
@@ -83,8 +83,10 @@ def evaluate_answers(
     limit: int = 0,
     progress: Progress | None = None,
     asked: Progress | None = None,
+    details: TextIO | None = None,
 ) -> dict[str, Any]:
-    """`progress` follows indexing (documents), `asked` the questions."""
+    """`progress` follows indexing (documents), `asked` the questions; `details` receives one
+    JSON line per question (question, gold answers, answer, abstained, sources)."""
     components, rows = load_question_set(settings, path, progress)
     if limit:
         rows = rows[:limit]
@@ -109,6 +111,16 @@ def evaluate_answers(
         if answer.timings.get("tokens_per_s"):
             rates.append(float(answer.timings["tokens_per_s"]))
         golds = _golds(row)
+        if details is not None:
+            record = {
+                "question": row["question"],
+                "golds": golds,
+                "answer": answer.answer,
+                "abstained": answer.abstained,
+                "answer_mode": answer.mode,
+                "sources": [s.path for s in answer.sources],
+            }
+            details.write(json.dumps(record) + "\n")
         if golds is None:
             abstained_unanswerable.append(float(answer.abstained))
             continue

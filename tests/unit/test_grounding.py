@@ -1,7 +1,17 @@
 from __future__ import annotations
 
+import pytest
+
 from retriever.answer import verify
-from retriever.grounding import extract_answer, split_sentences, support_for
+from retriever.components import Components
+from retriever.grounding import (
+    extract_answer,
+    key_term_coverage,
+    key_terms,
+    split_sentences,
+    support_for,
+)
+from retriever.types import Chunk, chunk_id
 
 SOURCES = [
     "Full-time employees get 25 working days of paid annual leave. Part-time staff get a "
@@ -43,3 +53,42 @@ def test_extractive_answer_quotes_the_best_sentence() -> None:
     assert len(supports) == 1
     assert supports[0].n == 1 and "carried over" in supports[0].span.text
     assert extract_answer("the of and", SOURCES) == []
+
+
+def test_key_terms_leave_out_question_scaffolding() -> None:
+    assert set(key_terms("How much bereavement leave do I get?").values()) == {
+        "bereavement",
+        "leave",
+    }
+
+
+def test_key_term_coverage_weighs_rare_terms_and_needs_one_passage() -> None:
+    weights = {"ceo": 5.0, "salary": 4.0, "annual": 1.0, "leave": 1.0}
+
+    def idf(words: list[str]) -> dict[str, float]:
+        return {w: weights.get(w, 2.0) for w in words}
+
+    passages = [
+        "Annual leave is 25 days.",
+        "Salary bands are set by HR.",
+        "The CEO chairs the board.",
+    ]
+    # Each key term is somewhere, but no single passage is about the CEO's salary.
+    assert key_term_coverage("What is the CEO's annual salary?", passages, idf) == pytest.approx(
+        5.0 / 10.0
+    )
+    assert key_term_coverage("What is the CEO's annual salary?", passages[:1], idf) == 0.1
+    assert key_term_coverage("How long is annual leave?", passages, idf) == 1.0
+    assert key_term_coverage("How much?", passages, idf) == 1.0  # nothing to look for
+
+
+def test_term_weights_follow_the_index(components: Components) -> None:
+    def add(i: int, text: str) -> None:
+        components.keyword.add([Chunk(chunk_id("d", i, text), f"d{i}", i, text, "/d", "", "c")])
+
+    add(0, "Parental leave lasts sixteen weeks.")
+    add(1, "Annual leave is twenty-five days.")
+    weights = components.keyword.term_weights(["leave", "parental", "salary"])
+    assert weights["salary"] > weights["parental"] > weights["leave"]
+    add(2, "The canteen opens at eight.")  # the cache follows the index: parental is rarer now
+    assert components.keyword.term_weights(["parental"])["parental"] > weights["parental"]
