@@ -115,7 +115,11 @@ def test_ask_in_a_conversation_stores_turns_and_rewrites_follow_ups(
     events = sse_json(
         client.post(
             "/api/v1/ask",
-            json={"question": "Can it be split?", "conversation_id": conversation_id, "stream": True},
+            json={
+                "question": "Can it be split?",
+                "conversation_id": conversation_id,
+                "stream": True,
+            },
         ).get_data(as_text=True)
     )
     done = dict(events)["done"]

@@ -116,9 +116,7 @@ def test_pages_load_only_from_this_server(client: FlaskClient, path: str) -> Non
     assert page.status_code == 200
     assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     html = page.get_data(as_text=True)
-    assert "http://" not in html and "https://" not in html and "//" not in html.replace(
-        "<!--", ""
-    )
+    assert "http://" not in html and "https://" not in html and "//" not in html.replace("<!--", "")
     assert "<script>" not in html and "style=" not in html  # nothing inline (CSP)
     for asset in ("/static/app.css", "/static/common.js"):
         assert asset in html
