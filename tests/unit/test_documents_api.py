@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from collections.abc import Iterator
 
@@ -104,10 +105,21 @@ def test_reindex_and_retry_failed(client: FlaskClient, components: Components) -
     assert client.get(f"/api/v1/documents/{bad_id}/file").status_code == 410
 
 
-def test_health_reports_the_ingestion_queue(client: FlaskClient) -> None:
-    body = client.get("/api/v1/health").get_json()
-    assert body["ingest"] == {"queue": 0}
-    assert set(body["generation"]) >= {"slots", "active", "waiting"}
+def _queue(client: FlaskClient) -> int:
+    return int(client.get("/api/v1/health").get_json()["ingest"]["queue"])
+
+
+def test_health_reports_the_ingestion_queue(app: Flask, client: FlaskClient) -> None:
+    state = app.extensions["enclave"]
+    go = threading.Event()
+    running = state._run_ingest(go.wait)  # holds the one ingestion thread
+    waiting = state._run_ingest(lambda: None)
+    assert _queue(client) >= 2
+    go.set()
+    running.result(timeout=30)
+    waiting.result(timeout=30)
+    assert _queue(client) == 0
+    assert set(client.get("/api/v1/health").get_json()["generation"]) >= {"slots", "active"}
 
 
 @pytest.mark.parametrize("path", ["/", "/library", "/admin", "/c/abc123"])
