@@ -176,9 +176,12 @@ def document_json(record: DocumentRecord) -> dict[str, Any]:
     """A document as the API shows it: the registry's fields, its file name and when it
     was last indexed."""
     body = record.to_dict()
-    name = Path(record.path).name
+    stored = Path(record.path).name
+    name = stored
     if Path(record.path).parent == state().settings.uploads_dir.resolve():
-        name = _UPLOAD_PREFIX.sub("", name)  # uploads are stored as <sha256[:16]>-<name>
+        name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <sha256[:16]>-<name>
+        if record.error:
+            body["error"] = record.error.replace(stored, name)
     body["name"] = name
     body["indexed_at"] = record.updated_at if record.status == "indexed" else None
     return body

@@ -611,6 +611,7 @@
       $("library-line").textContent =
         `Searching ${fmt(health.documents.indexed)} documents · ${fmt(health.chunks)} passages`;
     } catch (_) { /* the sidebar shows the server's state */ }
-    input.focus();
+    // Focus the question box, except on touch screens, where it would pop the keyboard up.
+    if (!matchMedia("(pointer: coarse)").matches) input.focus();
   })();
 })();

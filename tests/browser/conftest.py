@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -160,6 +161,14 @@ def only_this_server(live_app: LiveApp) -> Iterator[None]:
     assert elsewhere == [], f"requests to other hosts: {elsewhere}"
 
 
-def screenshot(page: object, name: str) -> None:
+def screenshot(page: Any, name: str, full_page: bool = False) -> None:
+    """Save docs/screenshots/<name>.png. The pages scroll inside their main column, not the
+    document, so a full-page shot grows the viewport to the column's height first."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))  # type: ignore[attr-defined]
+    size = page.viewport_size
+    if full_page:
+        height = page.evaluate("() => document.querySelector('.page').scrollHeight + 56")
+        page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    if full_page:
+        page.set_viewport_size(size)
