@@ -15,7 +15,11 @@ pytestmark = pytest.mark.browser
 
 Page = Any  # playwright.sync_api.Page; Any keeps mypy away from an optional dependency
 BROKEN_DOCX = b"PK\x03\x04 not really a zip archive"
-NOTE = "The Kestrel badge office in Building C opens at 07:30 on weekdays.\n"
+# Markup in a document must reach the page as text, never as HTML.
+NOTE = (
+    "The Kestrel badge office in Building C opens at 07:30 on weekdays.\n"
+    'Badges are printed there <img src=x onerror="window.pwned=1"> while you wait.\n'
+)
 
 
 def expect(target: Any) -> Any:
@@ -202,7 +206,12 @@ def test_upload_by_drag_and_drop_becomes_indexed(page: Page, tmp_path: Path) -> 
     # The new document answers questions.
     page.goto("/")
     ask(page, "When does the Kestrel badge office in Building C open?")
-    expect(last_answer(page).locator(".source-card").first).to_contain_text("badge-office")
+    card = last_answer(page).locator(".source-card").first
+    expect(card).to_contain_text("badge-office")
+    card.click()
+    expect(page.locator("#panel-passage")).to_contain_text('<img src=x onerror="window.pwned=1">')
+    assert page.locator("#panel-passage img").count() == 0
+    assert page.evaluate("() => window.pwned") is None
 
 
 def test_a_failed_file_shows_its_reason_and_can_be_retried(page: Page, tmp_path: Path) -> None:

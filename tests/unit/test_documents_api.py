@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -128,8 +130,17 @@ def test_pages_load_only_from_this_server(client: FlaskClient, path: str) -> Non
     assert page.status_code == 200
     assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     html = page.get_data(as_text=True)
-    assert "http://" not in html and "https://" not in html and "//" not in html.replace("<!--", "")
+    # No absolute or protocol-relative URL: every link and asset is on this server.
+    assert not re.search(r"https?:|(?:src|href)=\"//", html)
     assert "<script>" not in html and "style=" not in html  # nothing inline (CSP)
     for asset in ("/static/app.css", "/static/common.js"):
         assert asset in html
         assert client.get(asset).status_code == 200
+
+
+def test_scripts_never_parse_text_as_html() -> None:
+    static = Path(__file__).resolve().parents[2] / "server" / "static"
+    for script in static.glob("*.js"):
+        code = script.read_text()
+        for sink in ("innerHTML", "outerHTML =", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in code, f"{script.name} uses {sink}"
