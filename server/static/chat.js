@@ -231,10 +231,16 @@
     const cited = new Set(answer.citations || []);
     const cards = el("div", {class: "source-cards"});
     for (const s of answer.sources) {
-      const meta = [s.page ? `p. ${s.page}` : null, fileName(s.path)].filter(Boolean).join(" · ");
+      // Several passages often come from one document: the card shows which words it holds,
+      // from the sentence that supports the answer when there is one.
+      const [start, end] = spansFor(answer, s.n)[0] || [0, s.text.length];
+      const words = s.text.slice(start, end).replace(/\s+/g, " ").trim();
+      const snippet = words.length > 90 ? `${words.slice(0, 90).trimEnd()}…` : words;
+      const meta = [s.page ? `p. ${s.page}` : null, `“${snippet}”`].filter(Boolean).join(" · ");
       cards.append(el("button", {
         class: `source-card ${cited.has(s.n) ? "cited" : "uncited"}`, type: "button",
         dataset: {n: s.n}, "aria-label": `Open source ${s.n}: ${s.title || fileName(s.path)}`,
+        title: `${fileName(s.path)}${s.page ? `, page ${s.page}` : ""}`,
         onclick: (event) => openSource(message, s.n, event.currentTarget),
       },
       el("span", {class: "source-num", text: String(s.n)}),
