@@ -7,7 +7,7 @@ DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean
+.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean chromium screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,19 @@ serve: install
 
 run: ingest-demo serve
 
-test: install
+# The browser tests drive Debian's Chromium (never a browser downloaded by playwright).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y --no-install-recommends chromium fonts-inter; }
+
+test: install chromium
 	$(BIN)/python -m pytest -q
+
+# Re-take the README's screenshots (docs/screenshots) with the browser tests.
+screenshots: install chromium
+	ENCLAVE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit

@@ -166,6 +166,8 @@ def verify(text: str, sources: Sequence[str], threshold: float) -> tuple[str, li
     supports: list[Support] = []
     dropped = 0
     for span in split_sentences(text):
+        if not CITATION.sub("", span.text).strip(" .!?"):
+            continue  # a citation after the full stop ("... days. [1]"), not a sentence
         cited = [int(n) for n in CITATION.findall(span.text)]
         found = support_for(span.text, sources, preferred=cited)
         if found is None or found.score < threshold:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Generator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request, send_file
 from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
@@ -23,7 +24,9 @@ from retriever.answer import (
     TokenEvent,
     final_answer,
 )
+from retriever.followup import Turn, contextualize
 from retriever.search import MODES
+from server.access import readable, readable_document
 from server.common import (
     actor,
     answer_errors,
@@ -83,11 +86,12 @@ def ask() -> ResponseReturnValue:
     collections = _collections(body.get("collection"))
     stream = optional_bool(body, "stream")
     timeout_s = optional_timeout(body)
+    thread = _Thread.from_body(body, question)
     require_ready()
     answers = state().components.answers
     # The whole answer is the last event of the stream (`final_answer`), so one call serves both.
     events = answers.stream(
-        question,
+        thread.query if thread else question,
         top_k=top_k,
         mode=mode,
         answer_mode=answer_mode,
@@ -98,44 +102,158 @@ def ask() -> ResponseReturnValue:
     if not stream:
         with answer_errors(), closing(events):
             answer = final_answer(events)
-        return jsonify(answer.to_dict())
+        result = answer.to_dict()
+        if thread:
+            thread.save_question()
+            result.update(thread.save_answer(result))
+        return jsonify(result)
     first = first_event(events)
-    return event_stream_response(EventStream(_ask_events(first, events), events))
+    if thread:
+        thread.save_question()
+    return event_stream_response(EventStream(_ask_events(first, events, thread), events))
 
 
-def _ask_events(first: SourcesEvent, events: AnswerStream) -> Generator[str, None, None]:
+class _Thread:
+    """The conversation a question belongs to: its history makes a follow-up self-contained
+    for retrieval (`retriever.followup`), and the question and answer are stored in it."""
+
+    def __init__(self, conversation_id: str, question: str) -> None:
+        self.store = state().conversations
+        self.conversation_id = conversation_id
+        self.question = question
+        history = [Turn(m["role"], m["content"]) for m in self.store.messages(conversation_id)]
+        self.query = contextualize(question, history, state().settings.max_question_chars)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], question: str) -> _Thread | None:
+        conversation_id = body.get("conversation_id")
+        if conversation_id is None:
+            return None
+        if not isinstance(conversation_id, str):
+            raise ApiError(400, "invalid_conversation_id", "'conversation_id' must be a string")
+        if state().conversations.get(conversation_id) is None:
+            raise ApiError(
+                404, "conversation_not_found", f"no conversation with id '{conversation_id}'"
+            )
+        return cls(conversation_id, question)
+
+    def save_question(self) -> None:
+        query = self.query if self.query != self.question else None
+        self.store.add_message(self.conversation_id, "user", self.question, query=query)
+
+    def save_answer(self, answer: dict[str, Any], stopped: bool = False) -> dict[str, Any]:
+        """Store the answer; returns the fields that tell the client where it was stored."""
+        message_id = self.store.add_message(
+            self.conversation_id, "assistant", answer["answer"], answer=answer, stopped=stopped
+        )
+        return {
+            "conversation_id": self.conversation_id,
+            "message_id": message_id,
+            "query": self.query,
+        }
+
+
+def _ask_events(
+    first: SourcesEvent, events: AnswerStream, thread: _Thread | None = None
+) -> Generator[str, None, None]:
     """`sources`, `token`..., then `done` (the checked answer, as without streaming) or
-    `error`. The tokens are the model's raw text: `done.answer` replaces them."""
-    yield sse([vars(s) for s in first.sources], "sources")
+    `error`. The tokens are the model's raw text: `done.answer` replaces them. In a
+    conversation, an answer stopped by the client is stored as far as it got."""
+    sources = [vars(s) for s in first.sources]
+    pieces: list[str] = []
+    finished = False
     try:
+        yield sse(sources, "sources")
         for event in events:
             if isinstance(event, TokenEvent):
+                pieces.append(event.text)
                 yield sse({"text": event.text}, "token")
             elif isinstance(event, DoneEvent):
-                yield sse(event.answer.to_dict(), "done")
+                result = event.answer.to_dict()
+                if thread:
+                    result.update(thread.save_answer(result))
+                finished = True
+                yield sse(result, "done")
     except Exception as exc:
+        finished = True
         code, message = stream_failure(exc)
         yield sse({"error": {"code": code, "message": message}}, "error")
+    finally:
+        if thread and not finished:
+            partial = {"answer": "".join(pieces).strip(), "abstained": False, "sources": sources}
+            thread.save_answer({**partial, "stopped": True}, stopped=True)
+
+
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")
+
+
+def document_json(record: DocumentRecord) -> dict[str, Any]:
+    """A document as the API shows it: the registry's fields, its file name and when it
+    was last indexed."""
+    body = record.to_dict()
+    stored = Path(record.path).name
+    name = stored
+    if Path(record.path).parent == state().settings.uploads_dir.resolve():
+        name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <sha256[:16]>-<name>
+        if record.error:
+            body["error"] = record.error.replace(stored, name)
+    body["name"] = name
+    body["indexed_at"] = record.updated_at if record.status == "indexed" else None
+    return body
 
 
 @api.get("/documents")
 def list_documents() -> ResponseReturnValue:
     registry = state().pipeline.registry
-    docs = [r.to_dict() for r in registry.list() if r.status != "deleted"]
+    docs = [document_json(r) for r in registry.list() if readable(r)]
     return jsonify({"documents": docs, "counts": registry.counts()})
-
-
-def _document(document_id: str) -> DocumentRecord:
-    """The document with that id, unless unknown or deleted (404)."""
-    record = state().pipeline.registry.get(document_id)
-    if record is None or record.status == "deleted":
-        raise ApiError(404, "document_not_found", f"no document with id '{document_id}'")
-    return record
 
 
 @api.get("/documents/<document_id>")
 def get_document(document_id: str) -> ResponseReturnValue:
-    return jsonify(_document(document_id).to_dict())
+    return jsonify(document_json(readable_document(document_id)))
+
+
+# Formats a browser shows safely as they are; anything else is downloaded. HTML is never
+# rendered: a document's scripts must not run with the app's origin.
+_INLINE_TYPES = {
+    ".pdf": "application/pdf",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/plain; charset=utf-8",
+    ".csv": "text/plain; charset=utf-8",
+}
+
+
+@api.get("/documents/<document_id>/file")
+def document_file(document_id: str) -> ResponseReturnValue:
+    """The original file of a document the registry knows (never a path from the client).
+    PDFs open at a page with `#page=N` on the URL."""
+    record = readable_document(document_id)
+    path = Path(record.path)
+    if path.is_symlink() or not path.is_file():
+        raise ApiError(410, "file_gone", f"the file of document '{document_id}' is no longer there")
+    name = document_json(record)["name"]
+    inline = _INLINE_TYPES.get(path.suffix.lower())
+    response: Response = send_file(
+        path,
+        mimetype=inline,
+        as_attachment=inline is None,
+        download_name=str(name),
+        max_age=0,
+    )
+    response.headers["Content-Security-Policy"] = "sandbox"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@api.post("/documents/<document_id>/reindex")
+def reindex_document(document_id: str) -> ResponseReturnValue:
+    """Parse and embed the document again from its file (a retry after a failure)."""
+    record = readable_document(document_id)
+    require_ready()
+    if not state().reindex([record], "reindex"):
+        raise ApiError(410, "file_gone", f"the file of document '{document_id}' is no longer there")
+    return jsonify({"id": document_id, "status": "pending"}), 202
 
 
 @api.post("/documents")
@@ -177,7 +295,7 @@ def upload_document() -> ResponseReturnValue:
 @api.delete("/documents/<document_id>")
 def delete_document(document_id: str) -> ResponseReturnValue:
     st = state()
-    record = _document(document_id)
+    record = readable_document(document_id)
     st.pipeline.delete(document_id)
     uploaded = Path(record.path)
     if uploaded.parent.resolve() == st.settings.uploads_dir.resolve():
@@ -203,6 +321,7 @@ def health() -> ResponseReturnValue:
         model=components.generator.name,
         retrieval_mode=st.settings.retrieval_mode,
         generation=components.slots.stats(),
+        ingest={"queue": st.ingest_queue},
     )
     return jsonify(body)
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Flask, send_from_directory
-from flask.typing import ResponseReturnValue
+from flask import Flask
 
 from retriever.components import Components
 from retriever.settings import Settings
 from server.api import api
+from server.conversations_api import conversations_api
 from server.errors import register_error_handlers
 from server.ingest_api import ingest_api
 from server.openai_api import openai_api, openai_error_response
 from server.state import EnclaveState
+from server.ui import ui
 
 
 def create_app(
@@ -30,11 +31,9 @@ def create_app(
     register_error_handlers(app, {"/v1/": openai_error_response})
     app.register_blueprint(api)
     app.register_blueprint(ingest_api)
+    app.register_blueprint(conversations_api)
     app.register_blueprint(openai_api)
-
-    @app.get("/")
-    def index() -> ResponseReturnValue:
-        return send_from_directory(app.root_path + "/static", "index.html")
+    app.register_blueprint(ui)
 
     if load == "now":
         st.load()

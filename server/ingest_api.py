@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from server.access import readable
+from server.common import require_ready
 from server.errors import ApiError
 from server.state import state
 
@@ -25,3 +27,14 @@ def get_job(job_id: str) -> ResponseReturnValue:
     if job is None:
         raise ApiError(404, "job_not_found", f"no ingestion job with id '{job_id}'")
     return jsonify(job)
+
+
+@ingest_api.post("/retry-failed")
+def retry_failed() -> ResponseReturnValue:
+    """Index every failed document again from its file, as one job (files that are gone
+    stay failed)."""
+    require_ready()
+    st = state()
+    failed = [r for r in st.pipeline.registry.list("failed") if readable(r)]
+    pending = st.reindex(failed, "retry")
+    return jsonify({"documents": [r.id for r in pending], "count": len(pending)}), 202

@@ -47,6 +47,12 @@ _SCHEMAS: dict[str, Any] = {
                 "exclusiveMinimum": 0,
                 "description": "Seconds this answer may take (capped by `llm_timeout_s`).",
             },
+            "conversation_id": {
+                "type": "string",
+                "description": "Ask within a conversation: a follow-up is made self-contained "
+                "for retrieval from the earlier questions, and the question and answer are stored "
+                "in it (the answer then carries `conversation_id`, `message_id` and `query`).",
+            },
             "collection": {
                 "description": "Search only these collections (inbox subfolders).",
                 "oneOf": [
@@ -101,6 +107,16 @@ _SCHEMAS: dict[str, Any] = {
                 "when the local answer was escalated under the escalation policy.",
             },
             "sources": {"type": "array", "items": {"$ref": "#/components/schemas/Source"}},
+            "conversation_id": {"type": "string", "description": "with `conversation_id` only"},
+            "message_id": {
+                "type": "string",
+                "description": "the stored answer's id (for feedback); with `conversation_id` only",
+            },
+            "query": {
+                "type": "string",
+                "description": "the self-contained question retrieval used; with "
+                "`conversation_id` only",
+            },
             "timings": {
                 "type": "object",
                 "properties": {
@@ -117,12 +133,251 @@ _SCHEMAS: dict[str, Any] = {
             "path": {"type": "string"},
             "collection": {"type": "string"},
             "title": {"type": "string"},
+            "name": {"type": "string", "description": "file name"},
             "status": {"type": "string", "enum": ["pending", "indexed", "failed", "deleted"]},
             "chunks": {"type": "integer"},
-            "error": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"], "description": "why it failed"},
+            "size": {"type": "integer", "description": "bytes"},
+            "sha256": {"type": "string"},
+            "updated_at": {"type": "number"},
+            "indexed_at": {"type": ["number", "null"]},
+        },
+    },
+    "Conversation": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "title": {"type": "string"},
+            "created_at": {"type": "number"},
+            "updated_at": {"type": "number"},
+            "messages": {"type": "integer", "description": "in the list: how many"},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "role": {"type": "string", "enum": ["user", "assistant"]},
+            "content": {"type": "string"},
+            "query": {
+                "type": ["string", "null"],
+                "description": "user: the self-contained question retrieval used, if rewritten",
+            },
+            "answer": {
+                "description": "assistant: the answer object as `ask` returned it",
+                "oneOf": [{"$ref": "#/components/schemas/AskResponse"}, {"type": "null"}],
+            },
+            "stopped": {"type": "boolean", "description": "the reader stopped the answer"},
+            "feedback": {"oneOf": [{"$ref": "#/components/schemas/Feedback"}, {"type": "null"}]},
+            "created_at": {"type": "number"},
+        },
+    },
+    "Feedback": {
+        "type": "object",
+        "properties": {
+            "message_id": {"type": "string"},
+            "conversation_id": {"type": ["string", "null"]},
+            "rating": {"type": "string", "enum": ["up", "down"]},
+            "comment": {"type": "string"},
+            "question": {"type": "string"},
+            "answer": {"type": "string"},
+            "abstained": {"type": "boolean"},
+            "created_at": {"type": "number"},
         },
     },
 }
+_CONVERSATION_ID = {
+    "name": "conversation_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+
+def _limit_param(most: int) -> dict[str, Any]:
+    return {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": most},
+    }
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _conversation_paths() -> dict[str, Any]:
+    conversation = {"$ref": "#/components/schemas/Conversation"}
+    title = {"type": "object", "properties": {"title": {"type": "string", "maxLength": 80}}}
+    return {
+        "/api/v1/conversations": {
+            "get": {
+                "operationId": "listConversations",
+                "summary": "Conversations, most recently active first",
+                "parameters": [_limit_param(500)],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "conversations": {"type": "array", "items": conversation}
+                            },
+                        },
+                        "conversations",
+                    ),
+                    **_errors(400),
+                },
+            },
+            "post": {
+                "operationId": "createConversation",
+                "summary": "Start a conversation (titled by its first question unless given)",
+                "requestBody": _body(title, required=False),
+                "responses": {"201": _json(conversation, "created"), **_errors(400)},
+            },
+        },
+        "/api/v1/conversations/{conversation_id}": {
+            "get": {
+                "operationId": "getConversation",
+                "summary": "A conversation with its messages, answers with their sources",
+                "parameters": [_CONVERSATION_ID],
+                "responses": {
+                    "200": _json(
+                        {
+                            "allOf": [
+                                conversation,
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "messages": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Message"},
+                                        }
+                                    },
+                                },
+                            ]
+                        },
+                        "conversation",
+                    ),
+                    **_errors(404),
+                },
+            },
+            "patch": {
+                "operationId": "renameConversation",
+                "summary": "Rename a conversation",
+                "parameters": [_CONVERSATION_ID],
+                "requestBody": _body({**title, "required": ["title"]}),
+                "responses": {"200": _json(conversation, "renamed"), **_errors(400, 404)},
+            },
+            "delete": {
+                "operationId": "deleteConversation",
+                "summary": "Delete a conversation and its messages (feedback given stays)",
+                "parameters": [_CONVERSATION_ID],
+                "responses": {"200": _json({"type": "object"}, "deleted"), **_errors(404)},
+            },
+        },
+        "/api/v1/feedback": {
+            "get": {
+                "operationId": "listFeedback",
+                "summary": "Answer ratings and comments, newest first (for administrators)",
+                "parameters": [
+                    _limit_param(500),
+                    {
+                        "name": "rating",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["up", "down"]},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "feedback": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Feedback"},
+                                },
+                                "counts": {"type": "object"},
+                            },
+                        },
+                        "feedback",
+                    ),
+                    **_errors(400),
+                },
+            },
+            "post": {
+                "operationId": "giveFeedback",
+                "summary": "Rate an answer up or down, with an optional comment (a second "
+                "rating of the same answer replaces the first)",
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["message_id", "rating"],
+                        "properties": {
+                            "message_id": {"type": "string"},
+                            "rating": {"type": "string", "enum": ["up", "down"]},
+                            "comment": {"type": "string", "maxLength": 2000},
+                        },
+                    }
+                ),
+                "responses": {
+                    "201": _json({"$ref": "#/components/schemas/Feedback"}, "stored"),
+                    **_errors(400, 404),
+                },
+            },
+        },
+    }
+
+
+def _document_action_paths() -> dict[str, Any]:
+    return {
+        "/api/v1/documents/{document_id}/file": {
+            "get": {
+                "operationId": "getDocumentFile",
+                "summary": "The document's original file (PDF, text, Markdown and CSV shown "
+                "inline, other formats downloaded); add `#page=N` to open a PDF at a page",
+                "parameters": [_DOC_ID],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(404, 410),
+                },
+            }
+        },
+        "/api/v1/documents/{document_id}/reindex": {
+            "post": {
+                "operationId": "reindexDocument",
+                "summary": "Parse and index the document again from its file (retry a failure)",
+                "parameters": [_DOC_ID],
+                "responses": {
+                    "202": _json({"type": "object"}, "pending again"),
+                    **_errors(404, 410, 503),
+                },
+            }
+        },
+        "/api/v1/ingest/retry-failed": {
+            "post": {
+                "operationId": "retryFailed",
+                "summary": "Index every failed document again from its file, as one job",
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "documents": {"type": "array", "items": {"type": "string"}},
+                                "count": {"type": "integer"},
+                            },
+                        },
+                        "documents pending again",
+                    ),
+                    **_errors(503),
+                },
+            }
+        },
+    }
 
 
 def openapi_document() -> dict[str, Any]:
@@ -283,6 +538,8 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "job"), **_errors(404)},
                 }
             },
+            **_document_action_paths(),
+            **_conversation_paths(),
             "/api/v1/openapi.json": {
                 "get": {
                     "operationId": "openapi",

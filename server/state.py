@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
 
 from flask import current_app
 
 from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
-from ingest.registry import DocumentRecord
+from ingest.registry import DocumentRecord, file_sha256
 from retriever.components import Components
+from server.conversations import ConversationStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EnclaveState:
@@ -27,6 +32,9 @@ class EnclaveState:
         # One ingestion thread: the embedded indexes take a single writer.
         self._ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-ingest")
         self._watcher: InboxWatcher | None = None
+        self._conversations: ConversationStore | None = None
+        self._queued = 0  # ingestion tasks submitted and not finished (admin: queue depth)
+        self._queued_lock = threading.Lock()
 
     @property
     def pipeline(self) -> IngestPipeline:
@@ -34,6 +42,33 @@ class EnclaveState:
             if self._pipeline is None:
                 self._pipeline = build_pipeline(self.components)
             return self._pipeline
+
+    @property
+    def conversations(self) -> ConversationStore:
+        with self._pipeline_lock:
+            if self._conversations is None:
+                path = self.settings.data_dir / "conversations.sqlite3"
+                self._conversations = ConversationStore(path)
+            return self._conversations
+
+    @property
+    def ingest_queue(self) -> int:
+        """Ingestion tasks (uploads, re-indexing, inbox scans) waiting or running."""
+        with self._queued_lock:
+            return self._queued
+
+    def _run_ingest(self, task: Callable[[], T]) -> Future[T]:
+        with self._queued_lock:
+            self._queued += 1
+
+        def counted() -> T:
+            try:
+                return task()
+            finally:
+                with self._queued_lock:
+                    self._queued -= 1
+
+        return self._ingest.submit(counted)
 
     def load(self) -> None:
         """Load models and indexes (health turns ok then); then reconcile the inbox with the
@@ -47,12 +82,12 @@ class EnclaveState:
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
         # Every write goes through the one ingestion thread: a single writer.
-        self._ingest.submit(self._reconcile, sync)
+        self._run_ingest(lambda: self._reconcile(sync))
         self._watcher = InboxWatcher(
             sync,
             self.settings.watch,
             self.settings.poll_interval_s,
-            run=lambda: self._ingest.submit(sync.scan).result(),
+            run=lambda: self._run_ingest(sync.scan).result(),
         )
         self._watcher.start()
 
@@ -64,18 +99,46 @@ class EnclaveState:
     def load_in_background(self) -> None:
         threading.Thread(target=self.load, name="enclave-load", daemon=True).start()
 
-    def submit(self, record: DocumentRecord) -> Future[FileOutcome]:
-        """Index an uploaded, registered document in the ingestion thread, as a job."""
+    def submit(
+        self, records: DocumentRecord | Sequence[DocumentRecord], kind: str = "upload"
+    ) -> Future[list[FileOutcome]]:
+        """Index registered (pending) documents in the ingestion thread, as one job."""
+        batch = [records] if isinstance(records, DocumentRecord) else list(records)
         jobs = self.pipeline.jobs
-        job = jobs.start("upload", 1)
+        job = jobs.start(kind, len(batch))
 
-        def run() -> FileOutcome:
-            outcome = self.pipeline.index(record)
-            jobs.recorder(job)(outcome.path, outcome)
-            jobs.finish(job)
-            return outcome
+        def run() -> list[FileOutcome]:
+            outcomes = []
+            record = jobs.recorder(job)
+            try:
+                for outcome in self.pipeline.index_records(batch):
+                    record(outcome.path, outcome)
+                    outcomes.append(outcome)
+            finally:
+                jobs.finish(job)
+            return outcomes
 
-        return self._ingest.submit(run)
+        return self._run_ingest(run)
+
+    def reindex(self, records: Sequence[DocumentRecord], kind: str) -> list[DocumentRecord]:
+        """Parse and embed these documents again from their files (a retry after a failure,
+        or a refresh); each keeps its id and collection. Returns those marked pending; a
+        document whose file is gone is left as it was."""
+        registry = self.pipeline.registry
+        pending = []
+        for record in records:
+            path = Path(record.path)
+            if not path.is_file():
+                continue
+            stat = path.stat()
+            pending.append(
+                registry.register(
+                    record.path, record.collection, file_sha256(path), stat.st_size, stat.st_mtime
+                )
+            )
+        if pending:
+            self.submit(pending, kind)
+        return pending
 
     def shutdown(self) -> None:
         if self._watcher is not None:
@@ -83,6 +146,8 @@ class EnclaveState:
         self._ingest.shutdown(wait=True)
         if self._pipeline is not None:
             self._pipeline.close()
+        if self._conversations is not None:
+            self._conversations.close()
 
 
 def state() -> EnclaveState:

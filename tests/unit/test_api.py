@@ -146,5 +146,5 @@ def test_openapi_matches_the_routes(app: Flask, client: FlaskClient) -> None:
 
 def test_index_page_is_served(client: FlaskClient) -> None:
     page = client.get("/")
-    assert page.status_code == 200 and b"/api/v1/ask" in page.data
+    assert page.status_code == 200 and b'id="composer"' in page.data
     assert b"http://" not in page.data and b"https://" not in page.data  # no outside host

@@ -92,3 +92,12 @@ def test_term_weights_follow_the_index(components: Components) -> None:
     assert weights["salary"] > weights["parental"] > weights["leave"]
     add(2, "The canteen opens at eight.")  # the cache follows the index: parental is rarer now
     assert components.keyword.term_weights(["parental"])["parental"] > weights["parental"]
+
+
+def test_a_citation_after_the_full_stop_is_not_an_unsupported_sentence() -> None:
+    checked, supports, dropped = verify(
+        "Full-time employees get 25 working days. [1]", SOURCES, 0.6
+    )
+    assert dropped == 0
+    assert checked == "Full-time employees get 25 working days [1]."
+    assert len(supports) == 1

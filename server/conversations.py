@@ -1,0 +1,247 @@
+"""Conversations, their messages and answer feedback: a small SQLite store in the data dir.
+
+An assistant message keeps the whole answer object (sources, supports, abstention), so a past
+conversation renders exactly as it was answered. Feedback copies the question and the answer
+it rates: it was sent to the administrators and stays listed when its conversation is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    query TEXT,
+    answer TEXT,
+    stopped INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, created_at);
+CREATE TABLE IF NOT EXISTS feedback (
+    message_id TEXT PRIMARY KEY,
+    conversation_id TEXT,
+    rating TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    question TEXT NOT NULL DEFAULT '',
+    answer TEXT NOT NULL DEFAULT '',
+    abstained INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_created ON feedback(created_at);
+"""
+TITLE_CHARS = 80
+RATINGS = ("up", "down")
+
+
+def title_for(question: str) -> str:
+    """A conversation's first title: its first question, on one line, cut at a word."""
+    text = " ".join(question.split())
+    if len(text) <= TITLE_CHARS:
+        return text
+    return text[:TITLE_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+class ConversationStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    # -- conversations ------------------------------------------------------------------------
+
+    def create(self, title: str = "") -> dict[str, Any]:
+        now = time.time()
+        conversation = {
+            "id": uuid.uuid4().hex[:16],
+            "title": title.strip()[:TITLE_CHARS] or "New chat",
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO conversations(id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                tuple(conversation.values()),
+            )
+        return conversation
+
+    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) "
+                "AS messages FROM conversations c ORDER BY updated_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def get(self, conversation_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        return dict(row) if row else None
+
+    def messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT m.*, f.rating, f.comment FROM messages m "
+                "LEFT JOIN feedback f ON f.message_id = m.id "
+                "WHERE m.conversation_id = ? ORDER BY m.rowid",
+                (conversation_id,),
+            ).fetchall()
+        out = []
+        for row in rows:
+            message = dict(row)
+            message["answer"] = json.loads(row["answer"]) if row["answer"] else None
+            message["stopped"] = bool(row["stopped"])
+            message["feedback"] = (
+                {"rating": row["rating"], "comment": row["comment"]} if row["rating"] else None
+            )
+            del message["rating"], message["comment"]
+            out.append(message)
+        return out
+
+    def rename(self, conversation_id: str, title: str) -> dict[str, Any] | None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE conversations SET title = ?, updated_at = ? WHERE id = ?",
+                (title.strip()[:TITLE_CHARS], time.time(), conversation_id),
+            )
+        return self.get(conversation_id)
+
+    def delete(self, conversation_id: str) -> bool:
+        with self._tx() as db:
+            db.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+            deleted = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            return deleted.rowcount > 0
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        query: str | None = None,
+        answer: dict[str, Any] | None = None,
+        stopped: bool = False,
+    ) -> str:
+        """Append a message; the conversation moves to the top, and a conversation still
+        called "New chat" takes its first question as title."""
+        message_id = uuid.uuid4().hex[:16]
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO messages(id, conversation_id, role, content, query, answer, stopped, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message_id,
+                    conversation_id,
+                    role,
+                    content,
+                    query,
+                    json.dumps(answer, ensure_ascii=False) if answer is not None else None,
+                    int(stopped),
+                    now,
+                ),
+            )
+            db.execute(
+                "UPDATE conversations SET updated_at = ?, title = CASE WHEN title = 'New chat' "
+                "AND ? = 'user' THEN ? ELSE title END WHERE id = ?",
+                (now, role, title_for(content), conversation_id),
+            )
+        return message_id
+
+    def message(self, message_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        return dict(row) if row else None
+
+    # -- feedback -----------------------------------------------------------------------------
+
+    def set_feedback(self, message_id: str, rating: str, comment: str = "") -> dict[str, Any]:
+        """Rate an assistant message (a second rating replaces the first)."""
+        message = self.message(message_id)
+        if message is None or message["role"] != "assistant":
+            raise KeyError(message_id)
+        with self._lock:
+            # Rows are appended in order: the question is the user message just before.
+            question_row = self._db.execute(
+                "SELECT content FROM messages WHERE conversation_id = ? AND role = 'user' "
+                "AND rowid < (SELECT rowid FROM messages WHERE id = ?) "
+                "ORDER BY rowid DESC LIMIT 1",
+                (message["conversation_id"], message_id),
+            ).fetchone()
+        answer = json.loads(message["answer"]) if message["answer"] else {}
+        entry = {
+            "message_id": message_id,
+            "conversation_id": message["conversation_id"],
+            "rating": rating,
+            "comment": comment.strip(),
+            "question": question_row[0] if question_row else "",
+            "answer": message["content"],
+            "abstained": bool(answer.get("abstained")),
+            "created_at": time.time(),
+        }
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO feedback(message_id, conversation_id, rating, comment, "
+                "question, answer, abstained, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                tuple(entry.values()),
+            )
+        return entry
+
+    def feedback(self, limit: int = 100, rating: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM feedback"
+        params: tuple[object, ...] = ()
+        if rating:
+            sql += " WHERE rating = ?"
+            params = (rating,)
+        with self._lock:
+            rows = self._db.execute(
+                sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit)
+            ).fetchall()
+        return [{**dict(r), "abstained": bool(r["abstained"])} for r in rows]
+
+    def feedback_counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT rating, count(*) FROM feedback GROUP BY rating")
+            found = {r[0]: int(r[1]) for r in rows.fetchall()}
+        return {r: found.get(r, 0) for r in RATINGS}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

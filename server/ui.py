@@ -1,0 +1,47 @@
+"""The web pages: chat, document library and admin, rendered from templates; the pages talk
+to /api/v1 from plain JavaScript files under static/ (no build step, nothing from another
+host: the Content-Security-Policy below lets the browser fetch from this server only)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, render_template
+from flask.typing import ResponseReturnValue
+
+ui = Blueprint("ui", __name__, static_folder="static", static_url_path="/static")
+
+# The pages may load and call only this server; no inline scripts or styles.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+PAGES = {"chat": "Chat", "library": "Documents", "admin": "Admin"}
+
+
+def _page(template: str, page: str, **context: object) -> ResponseReturnValue:
+    response = Response(render_template(template, page=page, pages=PAGES, **context))
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@ui.get("/")
+def chat() -> ResponseReturnValue:
+    return _page("chat.html", "chat", conversation_id="")
+
+
+@ui.get("/c/<conversation_id>")
+def conversation(conversation_id: str) -> ResponseReturnValue:
+    # The script loads it (and says so if it is gone); the id is only a data attribute.
+    return _page("chat.html", "chat", conversation_id=conversation_id)
+
+
+@ui.get("/library")
+def library() -> ResponseReturnValue:
+    return _page("library.html", "library")
+
+
+@ui.get("/admin")
+def admin() -> ResponseReturnValue:
+    return _page("admin.html", "admin")
