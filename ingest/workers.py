@@ -3,10 +3,12 @@ or explodes the parser costs one worker, never the server."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
 import resource
+import tempfile
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 from ingest.loaders import LoadedDocument, LoadError, load_document, use_bundled_spacy_model
 
 MB = 1024 * 1024
+STARTUP_TIMEOUT_S = 300.0  # a worker's imports and warm-up, on a busy machine
 
 
 def _address_space() -> int:
@@ -22,12 +25,33 @@ def _address_space() -> int:
         return int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _warm_up() -> None:
+    """Parse a small text and Markdown file, so the parser modules and NLP models a first file
+    would load are loaded now: that start-up cost is not charged to a file's time limit."""
+    with tempfile.TemporaryDirectory(prefix="enclave-warm-") as folder:
+        for name, text in _WARM_UP_FILES.items():
+            path = Path(folder) / name
+            path.write_text(text, encoding="utf-8")
+            # A warm-up problem shows up again, with its reason, on the real files.
+            with contextlib.suppress(Exception):
+                load_document(path)
+
+
+_WARM_UP_FILES = {
+    "warm-up.txt": "Warm up\n\nThe parser reads this sentence once at start.\n",
+    "warm-up.md": "# Warm up\n\n- The parser reads this list once at start.\n",
+}
+
+
 def _serve(conn: Connection, memory_mb: int) -> None:
-    """Worker loop: receive a path, send back ("ok", document) or ("error", reason)."""
+    """Worker loop: warm up and say ("ready", None); then receive a path, send back
+    ("ok", document) or ("error", reason)."""
     use_bundled_spacy_model()
+    _warm_up()
     # The limit is on top of what the worker already maps (libraries, models).
     limit = _address_space() + memory_mb * MB
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    conn.send(("ready", None))
     while True:
         try:
             path = conn.recv()
@@ -51,6 +75,16 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        self.ready = False
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the worker has warmed up (its first message); False if it failed to."""
+        if not self.ready:
+            try:
+                self.ready = self.conn.poll(timeout_s) and self.conn.recv()[0] == "ready"
+            except (EOFError, OSError):
+                return False
+        return self.ready
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -90,6 +124,13 @@ class ParserPool:
 
     def load(self, path: Path) -> LoadedDocument:
         worker = self._idle.get()
+        # A new worker's start-up is not the file's fault: the time limit starts once it is up.
+        if not worker.wait_ready(STARTUP_TIMEOUT_S):
+            code = worker.process.exitcode
+            self._replace(worker)
+            raise LoadError(
+                f"a parser process could not start (exit code {code}); see the server log"
+            )
         try:
             worker.conn.send(str(path))
             if not worker.conn.poll(self.timeout_s):

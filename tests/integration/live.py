@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -34,17 +35,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(data: Path, timeout_s: float = 180) -> Iterator[str]:
-    """`enclave serve` on a free loopback port; yields its base URL once healthy."""
+def live_server(
+    data: Path, timeout_s: float = 180, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`enclave serve` on a free loopback port; yields its base URL once healthy. Its output
+    goes to a file (a pipe nobody reads could fill up and block the server)."""
     port = free_port()
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in the finally below
     server = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--data", str(data), "--port", str(port)],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()[-5000:]
+
     try:
         deadline = time.time() + timeout_s
         while True:
@@ -54,10 +65,11 @@ def live_server(data: Path, timeout_s: float = 180) -> Iterator[str]:
                         break
             except OSError:
                 pass
-            assert time.time() < deadline, "server did not become healthy"
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert time.time() < deadline, "server did not become healthy: " + output()
+            assert server.poll() is None, output()
             time.sleep(1)
         yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()

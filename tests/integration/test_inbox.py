@@ -4,16 +4,21 @@ embedder and Chroma."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,6 +29,7 @@ from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.settings import Settings
 from tests.conftest import DEMO, ROOT, write
+from tests.integration.live import enclave, live_server
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +306,88 @@ def test_sigkill_during_ingestion_never_duplicates_or_loses(tmp_path: Path) -> N
         _assert_consistent(pipeline)
     finally:
         pipeline.close()
+
+
+def _http_json(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_live_server_keeps_answering_while_bad_files_are_ingested(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "hr-leave-policy.docx").write_bytes((DEMO / "hr-leave-policy.docx").read_bytes())
+    assert enclave("ingest", str(docs), "--data", str(data)).returncode == 0
+    env = {
+        "ENCLAVE_WATCH": "poll",
+        "ENCLAVE_POLL_INTERVAL_S": "1",
+        "ENCLAVE_SETTLE_S": "0",
+        "ENCLAVE_PARSE_TIMEOUT_S": "10",
+        "ENCLAVE_QUARANTINE": "move",
+    }
+    question = {"question": "How many days of paid annual leave do full-time employees get?"}
+    with live_server(data, env=env) as base:
+        inbox = data / "inbox"
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / "corrupt.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\n" * 3)
+        _encrypted_pdf(inbox / "encrypted.pdf")
+        _zip_bomb_docx(inbox / "bomb.docx")
+        # Parsing this takes longer than parse_timeout_s: the worker is killed and replaced.
+        (inbox / "huge.txt").write_text(("word " * 20 + "\n\n") * 200_000)
+        write(inbox / "canteen.md", "# Canteen\n\nThe rooftop canteen serves soup on Fridays.\n")
+        dropped = {"corrupt.pdf", "encrypted.pdf", "bomb.docx", "huge.txt", "canteen.md"}
+
+        # One client asks without pause while the server ingests; the main thread watches
+        # the registry. Some answer must overlap a moment when a dropped file was pending.
+        answers: list[tuple[float, float, int, dict[str, Any]]] = []
+        stop = threading.Event()
+
+        def ask_continuously() -> None:
+            while not stop.is_set():
+                began = time.time()
+                code, body = _http_json(f"{base}/api/v1/ask", question)
+                answers.append((began, time.time(), code, body))
+
+        asker = threading.Thread(target=ask_continuously)
+        asker.start()
+        busy_at: list[float] = []
+        deadline = time.time() + 300
+        try:
+            while True:
+                _, listing = _http_json(f"{base}/api/v1/documents")
+                status = {
+                    Path(d["path"]).name: d["status"]
+                    for d in listing["documents"]
+                    if Path(d["path"]).name in dropped
+                }
+                if "pending" in status.values():
+                    busy_at.append(time.time())
+                elif len(status) == len(dropped):
+                    break
+                assert time.time() < deadline, f"ingestion did not finish: {status}"
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            asker.join()
+        assert busy_at, "no dropped file was ever seen pending"
+        for _, _, code, body in answers:
+            assert code == 200 and body["answer"] and body["sources"], body
+        assert any(began <= t <= ended for began, ended, _, _ in answers for t in busy_at)
+        reasons = {Path(d["path"]).name: d["error"] for d in listing["documents"]}
+        assert status == {name: "failed" for name in dropped - {"canteen.md"}} | {
+            "canteen.md": "indexed"
+        }, reasons
+        errors = [d["error"] for d in listing["documents"] if d["status"] == "failed"]
+        assert len(set(errors)) == 4 and all(errors)  # a distinct reason for each
+        code, canteen = _http_json(
+            f"{base}/api/v1/ask", {"question": "When does the rooftop canteen serve soup?"}
+        )
+        assert code == 200 and canteen["sources"][0]["path"].endswith("canteen.md"), canteen
+        code, health = _http_json(f"{base}/api/v1/health")
+        assert code == 200 and health["status"] == "ok"
