@@ -11,6 +11,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.escalation import Escalation
 from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
@@ -18,8 +19,6 @@ from retriever.grounding import (
     Support,
     extract_answer,
     focus,
-    key_term_coverage,
-    question_coverage,
     split_sentences,
     support_for,
 )
@@ -66,6 +65,7 @@ class Answer:
     mode: str = "generative"
     model_cited: bool | None = None  # whether the model's own text cited a given source
     escalated: dict[str, Any] | None = None  # the larger model that answered, if one did
+    abstention_reason: str | None = None  # why the passages could not answer, if they could not
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +81,7 @@ class Answer:
             "unsupported_sentences_removed": self.dropped,
             "model_cited": self.model_cited,
             "escalated": self.escalated,
+            "abstention_reason": self.abstention_reason,
             "timings": self.timings,
         }
 
@@ -201,13 +202,11 @@ class AnswerService:
         params: GenerationParams,
         top_k: int = 4,
         mode: Mode = "hybrid",
-        min_relevance: float = 0.2,
+        abstention: AbstentionThresholds | None = None,
         answer_mode: AnswerMode = "generative",
         support_threshold: float = 0.6,
         slots: GenerationSlots | None = None,
-        min_coverage: float = 0.0,
         focus_sentences: int = 0,
-        min_key_coverage: float = 0.0,
         timeout_s: float = 120.0,
         escalation: Escalation | None = None,
     ) -> None:
@@ -216,12 +215,15 @@ class AnswerService:
         self.params = params
         self.top_k = top_k
         self.mode = mode
-        self.min_relevance = min_relevance
+        self.evidence = EvidenceCheck(
+            abstention or AbstentionThresholds(min_relevance=0.2),
+            searcher.embedder,
+            searcher.keyword.term_weights,
+            focus_sentences,
+        )
         self.answer_mode = answer_mode
         self.support_threshold = support_threshold
         self.slots = slots
-        self.min_coverage = min_coverage
-        self.min_key_coverage = min_key_coverage
         self.focus_sentences = focus_sentences
         self.timeout_s = timeout_s
         self.escalation = escalation
@@ -374,23 +376,13 @@ class AnswerService:
         timings: dict[str, float],
     ) -> Answer | None:
         """The answer when the model is not needed: nothing relevant, or extractive mode."""
-        passages = [h.chunk.embedding_text() for h in result.hits]
-        weak = (
-            (
-                result.best_dense_similarity is not None
-                and result.best_dense_similarity < self.min_relevance
-            )
-            or question_coverage(question, passages) < self.min_coverage
-            or (
-                self.min_key_coverage > 0
-                and key_term_coverage(question, passages, self.searcher.keyword.term_weights)
-                < self.min_key_coverage
-            )
-        )
-        if not result.hits or weak:
+        reason = self.evidence.weakness(question, result)
+        if reason is not None:
             timings.update(generate_ms=0.0, tokens=0, tokens_per_s=0.0)
             nearest = [Source.from_hit(i, h) for i, h in enumerate(result.hits, start=1)]
-            return Answer(NOT_FOUND, True, nearest, [], timings, mode=answer_mode)
+            answer = Answer(NOT_FOUND, True, nearest, [], timings, mode=answer_mode)
+            answer.abstention_reason = reason
+            return answer
         if answer_mode == "extractive":
             return self._extractive(question, result.hits, timings)
         return None

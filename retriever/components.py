@@ -7,6 +7,7 @@ import os
 import threading
 from functools import cached_property
 
+from retriever.abstention import AbstentionThresholds
 from retriever.answer import AnswerService
 from retriever.audit import AuditLog
 from retriever.embedder import Embedder, SentenceTransformerEmbedder
@@ -119,11 +120,14 @@ class Components:
             params,
             top_k=s.top_k,
             mode=s.retrieval_mode,
-            min_relevance=s.min_relevance,
+            abstention=AbstentionThresholds(
+                min_relevance=s.min_relevance,
+                min_coverage=s.min_question_coverage,
+                min_key_coverage=s.min_key_coverage,
+                min_sentence_similarity=s.min_sentence_similarity,
+            ),
             answer_mode=s.answer_mode,
             support_threshold=s.support_threshold,
-            min_coverage=s.min_question_coverage,
-            min_key_coverage=s.min_key_coverage,
             focus_sentences=s.focus_sentences,
             slots=self.slots,
             timeout_s=s.llm_timeout_s,

@@ -89,6 +89,9 @@ class Settings(BaseModel):
         le=1,
         description="Abstain when no passage holds this share of the question's key terms.",
     )
+    min_sentence_similarity: float = Field(
+        0.4, ge=-1, le=1, description="Abstain when no sentence is this close to the question."
+    )
 
     # Answering
     answer_mode: Literal["generative", "extractive"] = Field(

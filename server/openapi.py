@@ -101,6 +101,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["boolean", "null"],
                 "description": "Whether the model's own text cited a given source.",
             },
+            "abstention_reason": {
+                "type": ["string", "null"],
+                "description": "Why the passages could not answer, when Enclave abstained "
+                "without asking the model.",
+            },
             "escalated": {
                 "type": ["object", "null"],
                 "description": "The larger model that answered (endpoint, model, reason), "

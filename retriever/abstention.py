@@ -1,0 +1,80 @@
+"""When the retrieved passages are too weak to answer from: the checks that let Enclave say
+"not in the documents" without asking the model. Cheapest first; each has a threshold in the
+settings (0 turns it off) and a reason a person can read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from retriever.embedder import Embedder
+from retriever.grounding import (
+    MIN_SENTENCE_CHARS,
+    focus,
+    key_term_coverage,
+    question_coverage,
+    split_sentences,
+)
+from retriever.search import SearchResult
+from retriever.types import Hit
+
+TermWeights = Callable[[list[str]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class AbstentionThresholds:
+    min_relevance: float = 0.0  # best dense cosine of a passage
+    min_coverage: float = 0.0  # share of the question's words found in the passages
+    min_key_coverage: float = 0.0  # IDF-weighted share of its key terms in one passage
+    min_sentence_similarity: float = 0.0  # best cosine of a single sentence
+
+
+class EvidenceCheck:
+    def __init__(
+        self,
+        thresholds: AbstentionThresholds,
+        embedder: Embedder,
+        term_weights: TermWeights,
+        focus_sentences: int = 3,
+    ) -> None:
+        self.thresholds = thresholds
+        self.embedder = embedder
+        self.term_weights = term_weights
+        self.focus_sentences = focus_sentences or 3
+
+    def weakness(self, question: str, result: SearchResult) -> str | None:
+        """Why the passages cannot answer the question, or None if they may."""
+        t = self.thresholds
+        if not result.hits:
+            return "nothing in the documents matches the question"
+        best = result.best_dense_similarity
+        if best is not None and best < t.min_relevance:
+            return f"no passage is close to the question (best cosine {best:.2f})"
+        passages = [h.chunk.embedding_text() for h in result.hits]
+        if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
+            return "most of the question's words occur in no passage"
+        if t.min_key_coverage:
+            coverage = key_term_coverage(question, passages, self.term_weights)
+            if coverage < t.min_key_coverage:
+                return f"no passage holds what the question is about ({coverage:.0%} of it)"
+        # Last, as it costs an embedding pass.
+        if t.min_sentence_similarity:
+            similarity = self.best_sentence_similarity(question, result.hits)
+            if similarity < t.min_sentence_similarity:
+                return f"no sentence answers the question (best cosine {similarity:.2f})"
+        return None
+
+    def best_sentence_similarity(self, question: str, hits: Sequence[Hit]) -> float:
+        """The highest cosine between the question and a sentence of the passages (the few
+        per passage sharing most words with it, as the model would see them). A passage can
+        be near a question as a whole (same topic) while no sentence in it answers it."""
+        sentences = [
+            span.text
+            for hit in hits
+            for span in split_sentences(focus(question, hit.chunk.text, self.focus_sentences))
+            if len(span.text) >= MIN_SENTENCE_CHARS
+        ]
+        if not sentences:
+            return 0.0
+        vectors = self.embedder.embed([question, *sentences])
+        return float((vectors[1:] @ vectors[0]).max())

@@ -1,0 +1,73 @@
+"""The evidence checks that decide "not in the documents" before the model is asked, with
+the real embedder, Chroma and FTS5 index."""
+
+from __future__ import annotations
+
+from retriever.abstention import AbstentionThresholds, EvidenceCheck
+from retriever.components import Components
+from retriever.types import Chunk, chunk_id
+
+PASSAGES = {
+    "leave": "Full-time employees get 25 working days of paid annual leave. Up to 5 unused "
+    "days may be carried over to the next year.",
+    "canteen": "The canteen on floor 2 opens at 08:00 and closes at 15:30 on weekdays.",
+    "salary": "Salary reviews take place every April. Managers propose increases to HR.",
+    "board": "The CEO chairs the monthly management board meeting.",
+}
+
+
+def _index(components: Components) -> None:
+    for i, (name, text) in enumerate(PASSAGES.items()):
+        chunk = Chunk(chunk_id(name, i, text), name, 0, text, f"/{name}.md", name.title(), "c")
+        components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
+        components.keyword.add([chunk])
+
+
+def _check(components: Components, **thresholds: float) -> EvidenceCheck:
+    return EvidenceCheck(
+        AbstentionThresholds(**thresholds),
+        components.embedder,
+        components.keyword.term_weights,
+    )
+
+
+def _weakness(components: Components, check: EvidenceCheck, question: str) -> str | None:
+    return check.weakness(question, components.searcher.search(question, 4, "hybrid"))
+
+
+def test_a_question_no_single_passage_is_about_is_refused(components: Components) -> None:
+    _index(components)
+    check = _check(components, min_key_coverage=0.6)
+    # "CEO" and "salary" are each somewhere, never together.
+    reason = _weakness(components, check, "What is the CEO's annual salary?")
+    assert reason is not None and "what the question is about" in reason
+    assert _weakness(components, check, "How many days of annual leave do employees get?") is None
+
+
+def test_a_passage_on_topic_without_an_answering_sentence_is_refused(
+    components: Components,
+) -> None:
+    _index(components)
+    check = _check(components, min_sentence_similarity=0.4)
+    similarity = check.best_sentence_similarity(
+        "When does the canteen open?", components.searcher.search("canteen", 4, "hybrid").hits
+    )
+    assert similarity > 0.6
+    reason = _weakness(components, check, "How much is the monthly home-working allowance?")
+    assert reason is not None and "no sentence answers" in reason
+    assert _weakness(components, check, "When does the canteen open?") is None
+
+
+def test_checks_that_are_off_never_refuse(components: Components) -> None:
+    _index(components)
+    check = _check(components)
+    assert _weakness(components, check, "What is the monthly home-working allowance?") is None
+    empty = components.searcher.search("anything", 4, "hybrid", ["no-such-collection"])
+    assert check.weakness("anything", empty) == "nothing in the documents matches the question"
+
+
+def test_the_answer_says_why_it_abstained(components: Components) -> None:
+    _index(components)
+    answer = components.answers.ask("What is the CEO's annual salary?")
+    assert answer.abstained
+    assert answer.to_dict()["abstention_reason"]
