@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import threading
 from functools import cached_property
+from pathlib import Path
 
 from retriever.answer import AnswerService
-from retriever.embedder import Embedder, SentenceTransformerEmbedder
+from retriever.embedder import Embedder, embedder_identity, load_embedder
 from retriever.generation import (
     CTransformersGenerator,
     FakeGenerator,
@@ -48,16 +49,27 @@ class Components:
     @cached_property
     def embedder(self) -> Embedder:
         with self._lock:
-            path = resolve_model_path(
-                self.settings.embed_model,
-                None if self.settings.embed_model else bundled_embedder_path(),
+            s = self.settings
+            return load_embedder(
+                self.embedder_path, s.embed_backend, s.embed_batch_size, s.model_cache_dir
             )
-            return SentenceTransformerEmbedder(path, batch_size=self.settings.embed_batch_size)
+
+    @property
+    def embedder_path(self) -> Path:
+        bundled = None if self.settings.embed_model else bundled_embedder_path()
+        return resolve_model_path(self.settings.embed_model, bundled)
+
+    @cached_property
+    def embedder_identity(self) -> str | None:
+        """Model + backend of the vectors: the store refuses an index made by another."""
+        if "embedder" in self.__dict__:  # given by the caller (tests): its own, if it says
+            return getattr(self.embedder, "identity", None)
+        return embedder_identity(self.embedder_path, self.settings.embed_backend)
 
     @cached_property
     def store(self) -> ChromaStore:
         with self._lock:
-            return ChromaStore(self.settings.chroma_dir)
+            return ChromaStore(self.settings.chroma_dir, self.embedder_identity)
 
     @cached_property
     def keyword(self) -> KeywordIndex:
