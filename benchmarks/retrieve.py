@@ -176,8 +176,11 @@ def main() -> int:
         start = time.perf_counter()
         print(f"index {size} ...", flush=True)
         indexes[size] = builders[size]()
-        print(f"index {size}: {indexes[size].store.count()} chunks "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"index {size}: {indexes[size].store.count()} chunks "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
     if args.build_only:
         return 0
     queries = [str(q["text"]) for q in read_jsonl(BEIR / "queries.jsonl")][: args.queries]

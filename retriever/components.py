@@ -23,6 +23,7 @@ from retriever.models import (
     bundled_llm_path,
     resolve_model_path,
 )
+from retriever.prompt import fixed_prefix
 from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
 from retriever.settings import Settings
@@ -138,10 +139,18 @@ class Components:
         return GenerationSlots(self.settings.generation_slots, self.settings.generation_queue)
 
     def warm_up(self) -> None:
-        """Load the models now, so the first question is not the slow one."""
+        """Load the models and page in the indexes now, so the first question is not the slow
+        one: a search (Chroma loads its vector index on the first query) and, for llama.cpp,
+        the system prompt evaluated into the KV cache that later questions reuse."""
         self.embedder.embed(["warm up"])
-        self.generator.count_tokens("warm up")
-        _ = self.store, self.keyword
+        if self.store.count():
+            self.searcher.search("warm up", 1)
+        _ = self.keyword
+        prime = getattr(self.generator, "prime", None)
+        if prime is not None:
+            prime(fixed_prefix())
+        else:
+            self.generator.count_tokens("warm up")
 
 
 def build_generator(settings: Settings) -> Generator:
