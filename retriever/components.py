@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from retriever.answer import AnswerService
+from retriever.batching import CoalescingEmbedder
 from retriever.embedder import Embedder, embedder_identity, load_embedder
 from retriever.generation import (
     CTransformersGenerator,
@@ -81,7 +82,7 @@ class Components:
     def searcher(self) -> HybridSearcher:
         s = self.settings
         return HybridSearcher(
-            self.embedder,
+            CoalescingEmbedder(self.embedder),  # concurrent questions share forward passes
             self.store,
             self.keyword,
             candidates_k=s.candidates_k,
