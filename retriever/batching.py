@@ -61,7 +61,8 @@ class CoalescingEmbedder:
         return request.vectors
 
     def _take(self) -> list[_Request]:
-        batch, size = [], 0
+        batch: list[_Request] = []
+        size = 0
         while self._queue and (not batch or size + len(self._queue[0].texts) <= self.max_batch):
             size += len(self._queue[0].texts)
             batch.append(self._queue.pop(0))
