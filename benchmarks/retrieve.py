@@ -15,10 +15,13 @@ on each query, so machine noise falls on all of them alike. Writes results/retri
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import multiprocessing
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -33,10 +36,12 @@ from common import (  # type: ignore[import-not-found]
     write_result,
 )
 
+from ingest.chunker import Chunker
 from ingest.loaders import Element
 from ingest.pipeline import build_pipeline
 from retriever.components import Components
 from retriever.settings import Settings
+from retriever.types import Chunk
 from server.evaluate import open_index
 
 FINE = {"chunk_tokens": 32, "chunk_overlap_tokens": 12}
@@ -70,34 +75,58 @@ def small_index() -> Components:
     return open_index(base_settings(), BEIR / "corpus.jsonl", corpus_documents, progress)
 
 
-def big_index() -> Components:
-    """SciFact + passages in 32-token chunks, the first 100,000 of them."""
+def fine_chunks(chunker: Chunker, coarser: Chunker) -> list[Chunk]:
+    """32-token chunks of every document (about 91,000), topped up to 100,000 with a second
+    pass at another granularity (as an index holding two versions of a corpus would be)."""
+    chunks: list[Chunk] = []
+    for pass_, splitter in (("", chunker), ("#2", coarser)):
+        for doc_id, title, text in all_documents():
+            element = Element(text, "NarrativeText", None, ())
+            doc = doc_id + pass_
+            chunks += splitter.chunk([element], doc, f"bench:{doc}", title, "default")
+            if len(chunks) >= BIG_CHUNKS:
+                return chunks[:BIG_CHUNKS]
+    return chunks
+
+
+_worker_embedder: Any = None
+
+
+def _embed_in_worker(settings: Settings, texts: list[str]) -> np.ndarray:
+    global _worker_embedder
+    if _worker_embedder is None:
+        _worker_embedder = Components(settings).embedder
+    return _worker_embedder.embed(texts)
+
+
+def big_index(workers: int = 1) -> Components:
+    """SciFact + passages in 32-token chunks, the first 100,000 of them. Resumes an
+    interrupted build (chunk ids are stable); `workers` processes embed in parallel."""
     settings = base_settings(**FINE)
     data = CACHE / "retrieve" / f"fine-{BIG_CHUNKS}-{settings.embed_backend}"
-    components = Components(
-        settings.model_copy(update={"data_dir": data}),
-    )
+    components = Components(settings.model_copy(update={"data_dir": data}))
     marker = data / "complete.json"
     if marker.exists():
         return components
     pipeline = build_pipeline(components)
-    pending: list[Any] = []
-    written = 0
-    start = time.perf_counter()
-    for doc_id, title, text in all_documents():
-        element = Element(text, "NarrativeText", None, ())
-        pending += pipeline.chunker.chunk([element], doc_id, f"bench:{doc_id}", title, "default")
-        if len(pending) >= WRITE_BATCH or written + len(pending) >= BIG_CHUNKS:
-            pending = pending[: BIG_CHUNKS - written]
-            pipeline.write_chunks(pending)
-            written += len(pending)
-            pending = []
+    have = set(components.store.collection.get(include=[])["ids"])
+    embedder = components.embedder
+    coarser = Chunker(embedder.count_tokens, embedder.max_tokens, 48, 0)
+    missing = [c for c in fine_chunks(pipeline.chunker, coarser) if c.id not in have]
+    print(f"  {len(have)} chunks indexed, {len(missing)} to embed", flush=True)
+    slices = [missing[i : i + WRITE_BATCH] for i in range(0, len(missing), WRITE_BATCH)]
+    start, written = time.perf_counter(), 0
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_embed_in_worker, settings, [c.embedding_text() for c in part])
+            for part in slices
+        ]
+        for part, future in zip(slices, futures, strict=True):
+            components.store.upsert(part, future.result())
+            components.keyword.add(part)
+            written += len(part)
             rate = written / (time.perf_counter() - start)
-            print(f"  {written} chunks, {rate:.0f} chunks/s", flush=True)
-            if written >= BIG_CHUNKS:
-                break
-    if pending:
-        pipeline.write_chunks(pending)
+            print(f"  +{written} chunks, {rate:.0f} chunks/s", flush=True)
     pipeline.close()
     marker.write_text(json.dumps({"chunks": components.store.count()}))
     return components
@@ -163,14 +192,52 @@ def measure(components: Components, queries: list[str], label: str) -> list[dict
     return rows
 
 
+def concurrency(
+    components: Components, queries: list[str], label: str, levels: tuple[int, ...] = (1, 4, 16)
+) -> list[dict[str, Any]]:
+    """Hybrid queries from several threads at once: the production searcher, whose query
+    embeddings of concurrent callers share forward passes, against one that embeds each query
+    on its own. The two take turns at each level."""
+    coalesced = components.searcher
+    per_query = copy.copy(coalesced)
+    per_query.embedder = components.embedder
+    k = components.settings.top_k
+    rows = []
+    for level in levels:
+        for name, searcher in (("per-query", per_query), ("coalesced", coalesced)):
+            latencies: list[float] = []
+
+            def ask(query: str, searcher: Any = searcher, latencies: list = latencies) -> None:
+                start = time.perf_counter()
+                searcher.search(query, k, "hybrid")
+                latencies.append((time.perf_counter() - start) * 1000)
+
+            start = time.perf_counter()
+            with ThreadPoolExecutor(level) as pool:
+                list(pool.map(ask, queries))
+            wall = time.perf_counter() - start
+            rows.append(
+                {
+                    "index": label,
+                    "threads": level,
+                    "query_embedding": name,
+                    "queries_per_s": round(len(queries) / wall, 1),
+                    **summary_ms(latencies),
+                }
+            )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5k,100k")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--concurrent-queries", type=int, default=160)
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--build-workers", type=int, default=1, help="embedding processes")
     args = parser.parse_args()
     sizes = args.sizes.split(",")
-    builders = {"5k": small_index, "100k": big_index}
+    builders = {"5k": small_index, "100k": lambda: big_index(args.build_workers)}
     indexes = {}
     for size in sizes:
         start = time.perf_counter()
@@ -188,6 +255,10 @@ def main() -> int:
     for size, components in indexes.items():
         rows += measure(components, queries, size)
     print_table(rows)
+    concurrent: list[dict[str, Any]] = []
+    for size, components in indexes.items():
+        concurrent += concurrency(components, queries[: args.concurrent_queries], size)
+    print_table(concurrent)
     result = {
         "benchmark": "retrieve",
         "queries": len(queries),
@@ -195,6 +266,7 @@ def main() -> int:
         "candidates_k": indexes[sizes[0]].settings.candidates_k,
         "embed_backend": indexes[sizes[0]].settings.embed_backend,
         "rows": rows,
+        "concurrent": concurrent,
         "machine": machine(),
     }
     write_result("retrieve", result)
