@@ -99,14 +99,14 @@ def _embed_in_worker(settings: Settings, texts: list[str]) -> np.ndarray:
     return _worker_embedder.embed(texts)
 
 
-def big_index(workers: int = 1) -> Components:
+def big_index(workers: int = 1, partial: bool = False) -> Components:
     """SciFact + passages in 32-token chunks, the first 100,000 of them. Resumes an
     interrupted build (chunk ids are stable); `workers` processes embed in parallel."""
     settings = base_settings(**FINE)
     data = CACHE / "retrieve" / f"fine-{BIG_CHUNKS}-{settings.embed_backend}"
     components = Components(settings.model_copy(update={"data_dir": data}))
     marker = data / "complete.json"
-    if marker.exists():
+    if marker.exists() or partial:
         return components
     pipeline = build_pipeline(components)
     have = set(components.store.collection.get(include=[])["ids"])
@@ -235,9 +235,10 @@ def main() -> int:
     parser.add_argument("--concurrent-queries", type=int, default=160)
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument("--build-workers", type=int, default=1, help="embedding processes")
+    parser.add_argument("--partial", action="store_true", help="measure an unfinished 100k index")
     args = parser.parse_args()
     sizes = args.sizes.split(",")
-    builders = {"5k": small_index, "100k": lambda: big_index(args.build_workers)}
+    builders = {"5k": small_index, "100k": lambda: big_index(args.build_workers, args.partial)}
     indexes = {}
     for size in sizes:
         start = time.perf_counter()
