@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[str, "FileOutcome"], None]
 Loader = Callable[[Path], LoadedDocument]
 STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped")
+PARSE_AHEAD = 16  # parsed documents held per worker while a batch is embedded
 
 
 @dataclass
@@ -220,8 +221,10 @@ class IngestPipeline:
             return _Parsed(record, error=f"{type(exc).__name__}: {exc}")
 
     def _parsed_in_order(self, records: Sequence[DocumentRecord]) -> Iterator[_Parsed]:
-        """Parse up to 2 x parse_workers files ahead of the one being embedded (in parser
-        processes, so parsing overlaps embedding); in process, one after the other."""
+        """Parse up to PARSE_AHEAD x parse_workers files ahead of the one being chunked (in
+        parser processes); in process, one after the other. The workers keep parsing while
+        the main thread embeds a whole batch: with only a couple of files ahead they sat idle
+        through every embedding pass, and the embedder then waited for them file by file."""
         if self.parser_pool is None:
             yield from map(self._parse, records)
             return
@@ -230,7 +233,7 @@ class IngestPipeline:
             queued = iter(records)
             for record in queued:
                 window.append(pool.submit(self._parse, record))
-                if len(window) >= 2 * self.parse_workers:
+                if len(window) >= PARSE_AHEAD * self.parse_workers:
                     yield window.pop(0).result()
             for future in window:
                 yield future.result()

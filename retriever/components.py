@@ -6,11 +6,13 @@ import logging
 import os
 import threading
 from functools import cached_property
+from pathlib import Path
 
 from retriever.abstention import AbstentionThresholds
 from retriever.answer import AnswerService
 from retriever.audit import AuditLog
-from retriever.embedder import Embedder, SentenceTransformerEmbedder
+from retriever.batching import CoalescingEmbedder
+from retriever.embedder import Embedder, embedder_identity, load_embedder
 from retriever.escalation import Escalation, EscalationRefused, check_policy
 from retriever.generation import (
     CTransformersGenerator,
@@ -28,6 +30,7 @@ from retriever.models import (
     bundled_llm_path,
     resolve_model_path,
 )
+from retriever.prompt import fixed_prefix
 from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
 from retriever.settings import Settings
@@ -56,16 +59,27 @@ class Components:
     @cached_property
     def embedder(self) -> Embedder:
         with self._lock:
-            path = resolve_model_path(
-                self.settings.embed_model,
-                None if self.settings.embed_model else bundled_embedder_path(),
+            s = self.settings
+            return load_embedder(
+                self.embedder_path, s.embed_backend, s.embed_batch_size, s.model_cache_dir
             )
-            return SentenceTransformerEmbedder(path, batch_size=self.settings.embed_batch_size)
+
+    @property
+    def embedder_path(self) -> Path:
+        bundled = None if self.settings.embed_model else bundled_embedder_path()
+        return resolve_model_path(self.settings.embed_model, bundled)
+
+    @cached_property
+    def embedder_identity(self) -> str | None:
+        """Model + backend of the vectors: the store refuses an index made by another."""
+        if "embedder" in self.__dict__:  # given by the caller (tests): its own, if it says
+            return getattr(self.embedder, "identity", None)
+        return embedder_identity(self.embedder_path, self.settings.embed_backend)
 
     @cached_property
     def store(self) -> ChromaStore:
         with self._lock:
-            return ChromaStore(self.settings.chroma_dir)
+            return ChromaStore(self.settings.chroma_dir, self.embedder_identity)
 
     @cached_property
     def keyword(self) -> KeywordIndex:
@@ -76,7 +90,7 @@ class Components:
     def searcher(self) -> HybridSearcher:
         s = self.settings
         return HybridSearcher(
-            self.embedder,
+            CoalescingEmbedder(self.embedder),  # concurrent questions share forward passes
             self.store,
             self.keyword,
             candidates_k=s.candidates_k,
@@ -164,10 +178,18 @@ class Components:
         return GenerationSlots(self.settings.generation_slots, self.settings.generation_queue)
 
     def warm_up(self) -> None:
-        """Load the models now, so the first question is not the slow one."""
+        """Load the models and page in the indexes now, so the first question is not the slow
+        one: a search (Chroma loads its vector index on the first query) and, for llama.cpp,
+        the system prompt evaluated into the KV cache that later questions reuse."""
         self.embedder.embed(["warm up"])
-        self.generator.count_tokens("warm up")
-        _ = self.store, self.keyword
+        if self.store.count():
+            self.searcher.search("warm up", 1)
+        _ = self.keyword
+        prime = getattr(self.generator, "prime", None)
+        if prime is not None:
+            prime(fixed_prefix())
+        else:
+            self.generator.count_tokens("warm up")
 
 
 def build_generator(settings: Settings) -> Generator:

@@ -1,9 +1,11 @@
-"""Sentence-transformers embedder loaded from a local path (never from a hub)."""
+"""Embedders loaded from a local sentence-transformers model (never from a hub): torch
+(sentence-transformers itself) or ONNX Runtime (fp32 or int8, see onnx_embedder.py)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
@@ -11,6 +13,10 @@ import retriever.privacy  # noqa: F401  (offline switches before the HF imports)
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+BACKENDS: tuple[Backend, ...] = ("torch", "onnx", "onnx-int8")
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
 class Embedder(Protocol):
@@ -20,6 +26,34 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> np.ndarray: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+_digests: dict[tuple[str, int, float], str] = {}
+
+
+def model_id(path: Path) -> str:
+    """A readable name plus a digest of the model's config and weights: the same model at
+    another path has the same id, a retrained one (same name) does not."""
+    label = path.name if path.name not in ("", "model") else path.parent.name
+    files = sorted(
+        f
+        for f in path.rglob("*")
+        if f.is_file() and (f.suffix in WEIGHT_SUFFIXES or f.name == "config.json")
+    )
+    sha = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        key = (str(file), stat.st_size, stat.st_mtime)
+        if key not in _digests:
+            _digests[key] = hashlib.sha256(file.read_bytes()).hexdigest()
+        sha.update(f"{file.relative_to(path)}:{_digests[key]}\n".encode())
+    return f"{label}-{sha.hexdigest()[:12]}"
+
+
+def embedder_identity(path: Path, backend: str) -> str:
+    """What a vector index must record: the model and how it was run (an int8 model's
+    vectors differ from the fp32 ones, slightly but not interchangeably)."""
+    return f"{model_id(path)}/{backend}"
 
 
 class SentenceTransformerEmbedder:
@@ -36,6 +70,7 @@ class SentenceTransformerEmbedder:
         self.dimension = int(self.model.get_embedding_dimension() or 0)
         self.max_tokens = int(self.model.max_seq_length or 256)
         self.tokenizer = self.model.tokenizer
+        self.identity = embedder_identity(path, "torch")
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -52,3 +87,19 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, text: str) -> int:
         """Tokens the model reads for `text`, without the [CLS]/[SEP] it adds."""
         return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+
+def load_embedder(
+    path: Path, backend: str, batch_size: int, cache_dir: Path, threads: int = 0
+) -> Embedder:
+    """The embedder for a backend; ONNX ones are exported into `cache_dir` on first use."""
+    if backend == "torch":
+        return SentenceTransformerEmbedder(path, batch_size=batch_size)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown embed_backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    from retriever.onnx_embedder import OnnxEmbedder, export_onnx
+
+    onnx_file = export_onnx(path, model_id(path), cache_dir, quantize=backend == "onnx-int8")
+    return OnnxEmbedder(
+        path, onnx_file, embedder_identity(path, backend), batch_size=batch_size, threads=threads
+    )

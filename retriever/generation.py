@@ -82,6 +82,14 @@ class LlamaCppGenerator:
                 # Closed early (the client went away): stop decoding before freeing the lock.
                 chunks.close()  # type: ignore[union-attr]
 
+    def prime(self, messages: list[Message]) -> None:
+        """Evaluate a prompt's fixed opening (the system prompt) once, at start-up. llama.cpp
+        keeps the previous prompt's tokens in its KV cache and re-evaluates only what follows
+        the longest common prefix, so every question then starts after the system prompt;
+        the first one also no longer pays for the compute graph's first run."""
+        for _ in self.stream(messages, GenerationParams(max_tokens=1)):
+            pass
+
 
 class CTransformersGenerator:
     """Legacy GGML models through ctransformers. It cannot load current GGUF files."""

@@ -16,6 +16,8 @@ SYSTEM_PROMPT = (
     f"like [1]. If the sources do not contain the answer, reply exactly: {NOT_FOUND}"
 )
 
+SOURCES = "Sources:\n"
+
 # Tokens the chat template adds around messages, plus a margin for tokenizer differences.
 TEMPLATE_OVERHEAD = 48
 MIN_SOURCE_TOKENS = 40
@@ -53,6 +55,12 @@ def _truncate(text: str, tokens: int, count: Callable[[str], int]) -> str:
     return " ".join(words[:lo]) + " ..."
 
 
+def fixed_prefix() -> list[Message]:
+    """The opening every prompt shares (system prompt, start of the user turn): what the
+    generator keeps evaluated in its KV cache between questions."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": SOURCES}]
+
+
 def build_prompt(
     question: str,
     hits: list[Hit],
@@ -86,7 +94,7 @@ def build_prompt(
         used.append(hit)
         budget -= cost
     sources = "\n\n".join(blocks) if blocks else "(no sources)"
-    user = f"Sources:\n{sources}\n\n{question_part}"
+    user = f"{SOURCES}{sources}\n\n{question_part}"
     messages = [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user},

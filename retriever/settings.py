@@ -61,6 +61,12 @@ class Settings(BaseModel):
     embed_model: str = Field(
         "", description="Path of a sentence-transformers model; empty: bundled."
     )
+    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "onnx-int8", description="How the embedder runs: torch, or ONNX Runtime fp32/int8."
+    )
+    embed_cache_dir: str = Field(
+        "", description="Where ONNX exports of the embedder are kept; empty: data_dir/models."
+    )
     embed_batch_size: int = Field(32, ge=1, le=1024, description="Texts per embedding batch.")
     chunk_tokens: int = Field(200, ge=32, le=512, description="Chunk size in embedder tokens.")
     chunk_overlap_tokens: int = Field(32, ge=0, le=256, description="Overlap between chunks.")
@@ -181,6 +187,10 @@ class Settings(BaseModel):
     @property
     def keyword_path(self) -> Path:
         return self.data_dir / "keyword.sqlite3"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return Path(self.embed_cache_dir) if self.embed_cache_dir else self.data_dir / "models"
 
     @property
     def quarantine_dir(self) -> Path:

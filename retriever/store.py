@@ -12,6 +12,11 @@ import retriever.privacy  # noqa: F401
 from retriever.types import Chunk
 
 COLLECTION = "enclave_chunks"
+IDENTITY_KEY = "embedder"
+
+
+class EmbedderMismatchError(RuntimeError):
+    """The index holds vectors of another embedder than the one configured."""
 
 
 def chunk_from_record(chunk_id: str, text: str, meta: dict[str, Any]) -> Chunk:
@@ -38,11 +43,12 @@ def collection_filter(collections: Sequence[str] | None) -> dict[str, Any] | Non
 
 
 class ChromaStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, embedder_identity: str | None = None) -> None:
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
         path.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.client = chromadb.PersistentClient(
             path=str(path),
             settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
@@ -51,6 +57,30 @@ class ChromaStore:
             COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
         self.max_batch = int(self.client.get_max_batch_size())
+        if embedder_identity:
+            self.claim(embedder_identity)
+
+    @property
+    def embedder_identity(self) -> str | None:
+        value = (self.collection.metadata or {}).get(IDENTITY_KEY)
+        return str(value) if value else None
+
+    def claim(self, identity: str) -> None:
+        """Record which embedder made the vectors; refuse to mix vectors of two embedders.
+        An empty collection takes any identity; an index from before identities were recorded
+        was made by the torch backend."""
+        recorded = self.embedder_identity
+        if recorded == identity:
+            return
+        legacy_torch = recorded is None and identity.endswith("/torch")
+        if self.count() and not legacy_torch:
+            raise EmbedderMismatchError(
+                f"the index in {self.path} was built by embedder "
+                f"{recorded or 'torch (not recorded)'}, but this configuration embeds with "
+                f"{identity}: vectors of two embedders cannot be mixed. Set embed_model / "
+                "embed_backend back to what built it, or index into a new data directory."
+            )
+        self.collection.modify(metadata={IDENTITY_KEY: identity})
 
     def upsert(self, chunks: Sequence[Chunk], embeddings: np.ndarray) -> None:
         for start in range(0, len(chunks), self.max_batch):

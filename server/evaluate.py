@@ -46,7 +46,14 @@ def cache_dir(settings: Settings, name: str, identity: object) -> Path:
     """The eval data dir for a dataset: a new one whenever the data (`identity`: path, sizes,
     mtimes) or a setting that changes the index (embedder, chunking) changes."""
     key = json.dumps(
-        [identity, settings.embed_model, settings.chunk_tokens, settings.chunk_overlap_tokens, 1]
+        [
+            identity,
+            settings.embed_model,
+            settings.embed_backend,
+            settings.chunk_tokens,
+            settings.chunk_overlap_tokens,
+            2,
+        ]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return settings.data_dir / "eval" / f"{name}-{digest}"
@@ -62,8 +69,10 @@ def open_index(
     stat = source.stat()
     identity = [str(source.resolve()), stat.st_size, stat.st_mtime]
     data = cache_dir(settings, source.parent.name, identity)
-    # Documents arrive as text: no parser workers needed.
-    components = Components(settings.model_copy(update={"data_dir": data, "parse_workers": 0}))
+    # Documents arrive as text: no parser workers needed. ONNX exports stay in the parent's cache.
+    cache = str(settings.model_cache_dir)
+    update = {"data_dir": data, "parse_workers": 0, "embed_cache_dir": cache}
+    components = Components(settings.model_copy(update=update))
     marker = data / "complete.json"
     if marker.exists():
         return components

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,12 @@ from retriever.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "corpora" / "demo"
+
+# One ONNX export of the embedder for every data dir the tests create (and the CLI and server
+# subprocesses they start), instead of one per data dir.
+os.environ.setdefault(
+    "ENCLAVE_EMBED_CACHE_DIR", str(Path(tempfile.gettempdir()) / "enclave-test-models")
+)
 
 
 @pytest.fixture(scope="session")

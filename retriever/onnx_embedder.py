@@ -1,0 +1,262 @@
+"""ONNX Runtime embedder: the same sentence-transformers model, exported once from its local
+files into a cache (fp32, or int8 with dynamic quantization), then run without torch.
+
+The export needs torch and transformers (already installed for the torch backend) and nothing
+from a hub; it takes a few seconds and is reused by every later start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import retriever.privacy  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+# Bump when the export recipe changes: the cache key includes it, so old files are not reused.
+EXPORT_RECIPE = 1
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class OnnxExportError(RuntimeError):
+    pass
+
+
+class SentenceModelLayout:
+    """Where a local sentence-transformers model keeps its transformer, pooling and limits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        modules = _read_json(path / "modules.json", default=[])
+        kinds = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules}
+        transformer = kinds.get("Transformer", {"path": ""})
+        self.transformer_dir = path / str(transformer.get("path", ""))
+        pooling_dir = path / str(kinds.get("Pooling", {}).get("path", "1_Pooling"))
+        pooling = _read_json(pooling_dir / "config.json", default={})
+        if pooling.get("pooling_mode_cls_token"):
+            self.pooling = "cls"
+        elif pooling.get("pooling_mode_mean_tokens", True):
+            self.pooling = "mean"
+        else:
+            raise OnnxExportError(
+                f"{path.name}: the ONNX backend supports mean or CLS pooling only; "
+                'use embed_backend = "torch" for this model'
+            )
+        self.normalize = "Normalize" in kinds or not modules
+        config = _read_json(path / "sentence_bert_config.json", default={})
+        self.max_tokens = int(config.get("max_seq_length") or 256)
+        tokenizer = self.transformer_dir / "tokenizer.json"
+        if not tokenizer.is_file():
+            tokenizer = path / "tokenizer.json"
+        if not tokenizer.is_file():
+            raise OnnxExportError(f"{path.name}: no tokenizer.json (a fast tokenizer) to run it")
+        self.tokenizer_file = tokenizer
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def onnx_model_path(model_id: str, cache_dir: Path, quantize: bool) -> Path:
+    name = "model-int8.onnx" if quantize else "model.onnx"
+    return cache_dir / f"{model_id}-r{EXPORT_RECIPE}" / name
+
+
+def export_onnx(model_path: Path, model_id: str, cache_dir: Path, quantize: bool) -> Path:
+    """The cached ONNX file for this model, exported first if missing. Safe against several
+    processes starting at once (a file lock; files appear by atomic rename)."""
+    target = onnx_model_path(model_id, cache_dir, quantize)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / ".export.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():
+            return target
+        log.info("exporting the embedder to ONNX%s (once)", " int8" if quantize else "")
+        fp32 = onnx_model_path(model_id, cache_dir, quantize=False)
+        # The optimizer and quantizer log every node at INFO on the root logger.
+        logging.disable(logging.INFO)
+        try:
+            if not fp32.is_file():
+                _export_fp32(model_path, fp32)
+            if quantize:
+                _quantize(fp32, target)
+        except OnnxExportError:
+            raise
+        except Exception as exc:
+            raise OnnxExportError(
+                f"could not export the embedder to ONNX ({type(exc).__name__}: {exc}); "
+                'set embed_backend = "torch" to use it without ONNX Runtime'
+            ) from exc
+        finally:
+            logging.disable(logging.NOTSET)
+        log.info("embedder exported to %s", target)
+    return target
+
+
+def _export_fp32(model_path: Path, target: Path) -> None:
+    """torch -> ONNX (TorchScript exporter, dynamic batch and length), then ONNX Runtime's
+    BERT fusions (attention, layer norm, GELU), written by atomic rename."""
+    import torch
+    from onnxruntime.transformers.optimizer import optimize_model
+    from transformers import AutoConfig, AutoModel
+
+    layout = SentenceModelLayout(model_path)
+    config = AutoConfig.from_pretrained(str(layout.transformer_dir), local_files_only=True)
+    # Eager attention traces into plain ops that the optimizer can fuse.
+    model = AutoModel.from_pretrained(
+        str(layout.transformer_dir), local_files_only=True, attn_implementation="eager"
+    ).eval()
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            out = self.inner(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            )
+            return out.last_hidden_state
+
+    sample = torch.ones((2, 8), dtype=torch.long)
+    axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")}
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                LastHiddenState(model),
+                (sample, sample, torch.zeros_like(sample)),
+                str(raw),
+                input_names=list(INPUTS),
+                output_names=["last_hidden_state"],
+                dynamic_axes=axes,
+                opset_version=17,
+                dynamo=False,
+            )
+        heads = int(getattr(config, "num_attention_heads", 0))
+        hidden = int(getattr(config, "hidden_size", 0))
+        fused = Path(tmp) / "fused.onnx"
+        if getattr(config, "model_type", "") in ("bert", "roberta", "xlm-roberta", "mpnet"):
+            optimize_model(
+                str(raw), model_type="bert", num_heads=heads, hidden_size=hidden
+            ).save_model_to_file(str(fused))
+        else:
+            shutil.copyfile(raw, fused)
+        os.replace(fused, target)
+
+
+def _quantize(source: Path, target: Path) -> None:
+    """Dynamic int8: weights per channel, activations quantized at run time. Only MatMul
+    nodes: quantizing the fused attention too cost accuracy for no measurable speed."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / "int8.onnx"
+        quantize_dynamic(
+            str(source),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        os.replace(out, target)
+
+
+class OnnxEmbedder:
+    """Normalized float32 embeddings from an ONNX file, with the model's own tokenizer."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        onnx_path: Path,
+        identity: str,
+        batch_size: int = 32,
+        threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        layout = SentenceModelLayout(model_path)
+        self.path = model_path
+        self.onnx_path = onnx_path
+        self.identity = identity
+        self.batch_size = batch_size
+        self.pooling = layout.pooling
+        self.normalize = layout.normalize
+        self.max_tokens = layout.max_tokens
+        self.tokenizer = Tokenizer.from_file(str(layout.tokenizer_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self._batcher = Tokenizer.from_file(str(layout.tokenizer_file))
+        self._batcher.enable_truncation(self.max_tokens)
+        self._batcher.enable_padding(pad_id=self._pad_id())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        self.dimension = int(self.embed(["dimension"]).shape[1])
+
+    def _pad_id(self) -> int:
+        padding = self.tokenizer.padding
+        if padding and "pad_id" in padding:
+            return int(padding["pad_id"])
+        for token in ("[PAD]", "<pad>"):
+            found = self.tokenizer.token_to_id(token)
+            if found is not None:
+                return int(found)
+        return 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dimension", 0)), dtype=np.float32)
+        # Longest first and batched, like sentence-transformers: little padding per batch.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out: np.ndarray | None = None
+        for start in range(0, len(texts), self.batch_size):
+            part = order[start : start + self.batch_size]
+            vectors = self._forward([texts[i] for i in part])
+            if out is None:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[part] = vectors
+        assert out is not None
+        return out
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        encoded = self._batcher.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self.session.run(None, feeds)[0]
+        if self.pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            weights = mask[..., None].astype(np.float32)
+            vectors = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        if self.normalize:
+            vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model reads for `text`, without the [CLS]/[SEP] it adds."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
