@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from retriever.sqlite import SQLiteStore
 
 Status = Literal["pending", "indexed", "failed", "deleted"]
 STATUSES: tuple[Status, ...] = ("pending", "indexed", "failed", "deleted")
@@ -78,26 +76,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Registry:
+class Registry(SQLiteStore):
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        super().__init__(path, _SCHEMA)
 
     def _one(self, sql: str, *params: object) -> DocumentRecord | None:
         with self._lock:
@@ -180,7 +161,3 @@ class Registry:
 
     def move(self, document_id: str, path: str, collection: str, mtime: float) -> None:
         self._update(document_id, path=path, collection=collection, mtime=mtime)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -8,12 +8,12 @@ Rows older than `retention_days` are dropped when the log is opened.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from retriever.sqlite import SQLiteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -48,14 +48,9 @@ class AuditEntry:
         }
 
 
-class AuditLog:
+class AuditLog(SQLiteStore):
     def __init__(self, path: Path, retention_days: int = 365) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         if retention_days > 0:
             self._db.execute(
                 "DELETE FROM audit WHERE at < ?", (time.time() - retention_days * 86400,)
@@ -80,7 +75,3 @@ class AuditLog:
         with self._lock:
             rows = self._db.execute(query, args).fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in reversed(rows)]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -8,14 +8,12 @@ it rates: it was sent to the administrators and stays listed when its conversati
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from retriever.sqlite import SQLiteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -59,26 +57,9 @@ def title_for(question: str) -> str:
     return text[:TITLE_CHARS].rsplit(" ", 1)[0] + "…"
 
 
-class ConversationStore:
+class ConversationStore(SQLiteStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        super().__init__(path, _SCHEMA, foreign_keys=True)
 
     # -- conversations ------------------------------------------------------------------------
 
@@ -241,7 +222,3 @@ class ConversationStore:
             rows = self._db.execute("SELECT rating, count(*) FROM feedback GROUP BY rating")
             found = {r[0]: int(r[1]) for r in rows.fetchall()}
         return {r: found.get(r, 0) for r in RATINGS}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
