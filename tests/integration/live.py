@@ -10,9 +10,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import ROOT
 
@@ -32,6 +33,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_ready(
+    url: str,
+    ready: Callable[[Any], bool],
+    process: subprocess.Popen[Any],
+    output: Callable[[], str],
+    timeout_s: float,
+) -> None:
+    """Poll `url` until its JSON satisfies `ready`; fail with the process's output if it
+    exits or the time runs out."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if ready(json.load(r)):
+                    return
+        except OSError:
+            pass
+        assert process.poll() is None, output()
+        assert time.time() < deadline, f"{url} did not become ready: {output()}"
+        time.sleep(0.5)
 
 
 @contextmanager
@@ -57,17 +80,9 @@ def live_server(
         return log.read()[-5000:]
 
     try:
-        deadline = time.time() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/v1/health", timeout=5) as r:
-                    if json.load(r)["status"] == "ok":
-                        break
-            except OSError:
-                pass
-            assert time.time() < deadline, "server did not become healthy: " + output()
-            assert server.poll() is None, output()
-            time.sleep(1)
+        wait_until_ready(
+            f"{base}/api/v1/health", lambda body: body["status"] == "ok", server, output, timeout_s
+        )
         yield base
     finally:
         server.terminate()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from retriever.generation import FakeGenerator
 from retriever.models import bundled_llm_path
 from retriever.settings import Settings
 from tests.conftest import DEMO
-from tests.integration.live import enclave, free_port
+from tests.integration.live import enclave, free_port, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -55,17 +53,9 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=5) as r:
-                    if json.load(r)["data"]:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, log_path.read_text()
-            assert time.time() < deadline, "llama_cpp.server did not start"
-            time.sleep(0.5)
+        wait_until_ready(
+            f"{base}/models", lambda body: bool(body["data"]), server, log_path.read_text, 120
+        )
         yield base
     finally:
         server.terminate()
