@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import cached_property
+from pathlib import Path
 
 from retriever.answer import AnswerService
 from retriever.embedder import Embedder, SentenceTransformerEmbedder
@@ -27,6 +28,7 @@ from retriever.search import HybridSearcher
 from retriever.settings import Settings
 from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore
+from retriever.tuning.generations import Generation, Generations
 
 
 class Components:
@@ -46,18 +48,47 @@ class Components:
             self.__dict__["generator"] = generator
 
     @cached_property
+    def generation(self) -> Generation:
+        """The active embedder generation: a tuned model and its collection once one was
+        activated (`enclave tune activate`), else the configured model."""
+        return Generations(self.settings.data_dir).current
+
+    @cached_property
     def embedder(self) -> Embedder:
         with self._lock:
-            path = resolve_model_path(
-                self.settings.embed_model,
-                None if self.settings.embed_model else bundled_embedder_path(),
-            )
-            return SentenceTransformerEmbedder(path, batch_size=self.settings.embed_batch_size)
+            return self.embedder_for(self.generation)
+
+    def embedder_path(self, generation: Generation | None = None) -> Path:
+        """The model folder of a generation (default: the active one)."""
+        tuned = (generation or self.generation).model_path(self.settings.data_dir)
+        if tuned is not None:
+            return resolve_model_path(str(tuned))
+        return resolve_model_path(
+            self.settings.embed_model,
+            None if self.settings.embed_model else bundled_embedder_path(),
+        )
+
+    def embedder_for(self, generation: Generation) -> Embedder:
+        return SentenceTransformerEmbedder(
+            self.embedder_path(generation), batch_size=self.settings.embed_batch_size
+        )
 
     @cached_property
     def store(self) -> ChromaStore:
         with self._lock:
-            return ChromaStore(self.settings.chroma_dir)
+            return ChromaStore(self.settings.chroma_dir, self.generation.collection)
+
+    def use_embedder(self, embedder: Embedder, store: ChromaStore) -> None:
+        """Serve from another embedder and its collection. Questions in flight finish on the
+        searcher they started with; the next ones get the new one (one attribute swap)."""
+        with self._lock:
+            self.__dict__.pop("generation", None)
+            self.__dict__.update(embedder=embedder, store=store)
+            for name in ("reranker", "searcher"):  # both may hold the old embedder
+                self.__dict__.pop(name, None)
+            searcher = self.searcher
+            if "answers" in self.__dict__:
+                self.answers.searcher = searcher
 
     @cached_property
     def keyword(self) -> KeywordIndex:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
 
 from flask import current_app
 
@@ -12,8 +16,11 @@ from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
 from ingest.registry import DocumentRecord
 from retriever.components import Components
+from retriever.tuning.activation import ActivationStatus, EmbedderActivation
+from retriever.tuning.generations import GenerationError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EnclaveState:
@@ -27,6 +34,9 @@ class EnclaveState:
         # One ingestion thread: the embedded indexes take a single writer.
         self._ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-ingest")
         self._watcher: InboxWatcher | None = None
+        self.activation = EmbedderActivation(components, exclusive=self._exclusive)
+        self._activation_thread: threading.Thread | None = None
+        self._activation_busy = threading.Lock()
 
     @property
     def pipeline(self) -> IngestPipeline:
@@ -77,7 +87,44 @@ class EnclaveState:
 
         return self._ingest.submit(run)
 
+    def _exclusive(self, swap: Callable[[], T]) -> T:
+        """Run an embedder swap in the ingestion thread (nothing else writes meanwhile) and
+        point the pipeline at the new embedder and collection."""
+
+        def run() -> T:
+            result = swap()
+            if self._pipeline is not None:
+                self._pipeline.embedder = self.components.embedder
+                self._pipeline.store = self.components.store
+            return result
+
+        return self._ingest.submit(run).result()
+
+    def start_activation(self, model: Path | None) -> None:
+        """Activate `model` (None: roll back) in a background thread; questions keep being
+        answered from the current collection until the swap."""
+        if not self._activation_busy.acquire(blocking=False):
+            raise GenerationError("an embedder activation is already running")
+
+        def run() -> None:
+            try:
+                if model is None:
+                    self.activation.rollback()
+                else:
+                    self.activation.activate(model)
+            except Exception:
+                log.exception("embedder activation failed")
+            finally:
+                self._activation_busy.release()
+
+        # Reported as running from now on, not only once the thread gets going.
+        self.activation.status = ActivationStatus(phase="starting", started_at=time.time())
+        self._activation_thread = threading.Thread(target=run, name="enclave-embedder", daemon=True)
+        self._activation_thread.start()
+
     def shutdown(self) -> None:
+        if self._activation_thread is not None:
+            self._activation_thread.join()
         if self._watcher is not None:
             self._watcher.stop()
         self._ingest.shutdown(wait=True)
