@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from retriever.components import Components
+from retriever.search import Mode
 from retriever.settings import Settings
 from retriever.store import chunk_from_record
 from retriever.tuning.pairs import (
@@ -46,7 +47,7 @@ class TuneOptions:
     questions: int = 200  # chunks the SLM writes a question for (auto)
     max_pairs: int = 5000  # pairs kept (auto), questions first
     beir: Path | None = None
-    beir_modes: tuple[str, ...] = ("dense", "hybrid")
+    beir_modes: tuple[Mode, ...] = ("dense", "hybrid")
 
 
 @dataclass
@@ -72,7 +73,8 @@ def default_out(data_dir: Path) -> Path:
 
 def indexed_chunks(components: Components) -> list[Chunk]:
     store = components.store
-    chunks, offset = [], 0
+    chunks: list[Chunk] = []
+    offset = 0
     while True:
         page = store.collection.get(include=["documents", "metadatas"], limit=2000, offset=offset)
         if not page["ids"]:

@@ -108,10 +108,10 @@ def sync_collection(
     target.delete_ids(gone)
     report.deleted = len(gone)
     for start in range(0, len(relabel), PAGE):
-        part = relabel[start : start + PAGE]
+        changed = relabel[start : start + PAGE]
         target.collection.update(
-            ids=[cid for cid, _ in part],
-            metadatas=[meta for _, meta in part],  # type: ignore[misc]
+            ids=[cid for cid, _ in changed],
+            metadatas=[meta for _, meta in changed],
         )
     report.relabelled = len(relabel)
     return report
