@@ -129,6 +129,11 @@ class EmbedderTrainer:
         total = len(steps)
         identity = config.identity(self.base_model, pairs)
         if (self.model_dir / DONE_MARKER).exists():
+            finished = json.loads((self.model_dir / "training.json").read_text())
+            if finished["identity"] != identity:
+                raise ValueError(
+                    f"{self.out} holds a model tuned on other pairs or settings; use another --out"
+                )
             return TrainResult(True, total, total, 0.0, total, model_dir=self.model_dir)
         self.out.mkdir(parents=True, exist_ok=True)
 
