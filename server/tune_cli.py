@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -116,15 +117,36 @@ def _tune(args: argparse.Namespace, settings: Settings) -> int:
         max_pairs=args.max_pairs,
         beir=args.beir,
     )
+    # The first Ctrl-C stops after the current step with a checkpoint; a second one kills.
+    interrupted = threading.Event()
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print("\nstopping after this step (Ctrl-C again to quit now)", file=sys.stderr)
+
     hooks = TuneHooks(
         training=counter("Training", "step"),
         questions=counter("Questions", "chunk"),
         indexing=counter("Indexing", "doc"),
+        stop=lambda step: interrupted.is_set(),
         say=lambda text: print(text, file=sys.stderr, flush=True),
     )
-    report = tune_embedder(settings, options, hooks)
-    for bar in bars.values():
-        bar.close()
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        report = tune_embedder(settings, options, hooks)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        for bar in bars.values():
+            bar.close()
+    if not report["finished"]:
+        print(
+            f"interrupted at step {report['steps']} of {report['of']}; checkpoint in "
+            f"{report['out']}: run the same command (with --out {report['out']}) to resume",
+            file=sys.stderr,
+        )
+        return 130
     out = Path(report["out"])
     print((out / "report.md").read_text(encoding="utf-8"))
     if args.json:
