@@ -229,12 +229,9 @@ class EmbedderActivation:
 
     def _clean_up(self, keep: set[int], store: ChromaStore) -> None:
         """Drop the collections and model copies of generations rollback can no longer reach."""
-        wanted = {store.collection.name, self.components.store.collection.name}
         current, previous = self.generations.read()
-        wanted |= {current.collection} | ({previous.collection} if previous else set())
-        for name in [
-            c.name if hasattr(c, "name") else str(c) for c in store.client.list_collections()
-        ]:
+        wanted = {current.collection} | ({previous.collection} if previous else set())
+        for name in _collection_names(store.client):
             if name.startswith(COLLECTION) and name not in wanted:
                 store.client.delete_collection(name)
                 log.info("deleted collection %s of a retired embedder generation", name)
