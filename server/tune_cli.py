@@ -97,9 +97,9 @@ def _tune(args: argparse.Namespace, settings: Settings) -> int:
             bar = bars.get(name)
             if bar is None or bar.total != total:
                 bar = bars[name] = tqdm(total=total, unit=unit, desc=name, file=sys.stderr)
-            bar.update(done - bar.n)
-            if loss is not None:
+            if loss is not None and loss == loss:  # not NaN (no step taken yet)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update(done - bar.n)
 
         return update
 

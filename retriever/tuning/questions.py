@@ -25,7 +25,8 @@ MAX_PASSAGE_CHARS = 1200  # keeps the prompt small: a question needs only the gi
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Questions about the text rather than its subject.
 _META = re.compile(
-    r"\b(passage|text|article|document|paragraph|author|mentioned|this study|the above)\b",
+    r"\b(passage|text|article|document|paragraph|author|mentioned|this study|the above|"
+    r"this question|the answer to)\b",
     re.IGNORECASE,
 )
 _QUESTION_START = re.compile(

@@ -112,6 +112,7 @@ def test_structure_pairs_from_an_ingested_document(
         ("What is the nightly hotel allowance in capitals?", True),
         ("How many days of paid leave do employees accrue?", True),
         ("What does the passage say about hotels?", False),  # about the text
+        ("What is the answer to this question: what is the hotel allowance?", False),
         ("Hotel allowance?", False),  # too short
         ("What is the capital of France and its population?", False),  # not grounded
         ("The nightly hotel allowance is 180 euros in capitals", False),  # not a question
