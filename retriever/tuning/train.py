@@ -100,6 +100,13 @@ def latest_checkpoint(out: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
+def _max_seq_length(model_dir: Path) -> int:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    return int(model.max_seq_length or 512)
+
+
 class EmbedderTrainer:
     def __init__(self, base_model: Path, out: Path, config: TrainConfig) -> None:
         self.base_model = base_model
@@ -147,8 +154,11 @@ class EmbedderTrainer:
                 )
             start_step = checkpoint[0]
         source = checkpoint[1] / "model" if checkpoint else self.base_model
+        base_reads = _max_seq_length(self.base_model)
         model = SentenceTransformer(str(source), device="cpu", local_files_only=True)
-        model.max_seq_length = min(config.max_seq_length, model.max_seq_length or 512)
+        # Shorter passages make training steps cheaper; the saved model reads as many tokens
+        # as the base (the index's chunks are sized for it).
+        model.max_seq_length = min(config.max_seq_length, base_reads)
         loss_fn = MultipleNegativesRankingLoss(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
         warmup = max(1, int(total * config.warmup_fraction))
@@ -192,6 +202,7 @@ class EmbedderTrainer:
                 return TrainResult(False, done, total, seconds, start_step, losses)
 
         model.eval()
+        model.max_seq_length = base_reads
         tmp = self.out / "model.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save(str(tmp))

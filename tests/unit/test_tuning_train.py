@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from retriever.embedder import SentenceTransformerEmbedder
 from retriever.models import bundled_embedder_path
 from retriever.settings import Settings
 from retriever.tuning.pairs import Pair, write_pairs
@@ -75,6 +76,9 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path: Path) -> None:
         torch.testing.assert_close(a[name], b[name])
     before = _weights(base)
     assert any(not torch.equal(before[n], a[n]) for n in a if n in before)  # it did learn
+    # Trained on 32-token passages, it still reads as much as the base: the index's chunks
+    # are sized for that.
+    assert SentenceTransformerEmbedder(tmp_path / "resumed" / "model").max_tokens == 256
 
 
 def test_a_checkpoint_of_other_pairs_is_not_resumed(tmp_path: Path) -> None:
