@@ -185,7 +185,7 @@ def tune_embedder(settings: Settings, options: TuneOptions, hooks: TuneHooks) ->
         "config": {k: v for k, v in training["identity"].items() if k != "pairs"},
         "training": {
             "steps": training["steps"],
-            "seconds": round(result.seconds, 1),
+            "seconds": training.get("seconds", round(result.seconds, 1)),
             "first_loss": training["losses"][0] if training["losses"] else None,
             "last_loss": training["losses"][-1] if training["losses"] else None,
         },

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _table(title: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    metrics = [m for m in old if isinstance(old[m], int | float) and m in new]
+    metrics = [m for m in old if "@" in m and m in new]  # ndcg@10, recall@10, ...
     lines = [f"### {title}", "", "| metric | old | new | change |", "| --- | --- | --- | --- |"]
     for m in metrics:
         lines.append(f"| {m} | {old[m]:.4f} | {new[m]:.4f} | {new[m] - old[m]:+.4f} |")
@@ -40,7 +40,7 @@ def write_report(out: Path, report: dict[str, Any]) -> tuple[Path, Path]:
         lines += _table(
             f"BEIR {result['new'].get('dataset', '')} {result['new'].get('split', '')} "
             f"split, {mode} ({result['new'].get('queries', 0)} queries)",
-            {k: v for k, v in result["old"].items() if not k.startswith("latency")},
+            result["old"],
             result["new"],
         )
     lines += [

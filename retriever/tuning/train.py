@@ -170,6 +170,7 @@ class EmbedderTrainer:
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         losses: list[float] = list(state["losses"]) if state else []
+        earlier = float(state.get("seconds", 0.0)) if state else 0.0  # before the interruption
         if checkpoint is not None:
             saved = torch.load(checkpoint[1] / "optimizer.pt", weights_only=True)
             optimizer.load_state_dict(saved["optimizer"])
@@ -196,7 +197,8 @@ class EmbedderTrainer:
                 progress(done, total, losses[-1])
             stopping = stop is not None and stop(done) and done < total
             if done < total and (done % config.checkpoint_steps == 0 or stopping):
-                self._checkpoint(model, optimizer, scheduler, done, identity, losses)
+                spent = earlier + time.monotonic() - began
+                self._checkpoint(model, optimizer, scheduler, done, identity, losses, spent)
             if stopping:
                 seconds = time.monotonic() - began
                 return TrainResult(False, done, total, seconds, start_step, losses)
@@ -206,8 +208,12 @@ class EmbedderTrainer:
         tmp = self.out / "model.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save(str(tmp))
+        spent = round(earlier + time.monotonic() - began, 1)
         (tmp / "training.json").write_text(
-            json.dumps({"identity": identity, "steps": total, "losses": losses}, indent=1)
+            json.dumps(
+                {"identity": identity, "steps": total, "seconds": spent, "losses": losses},
+                indent=1,
+            )
         )
         (tmp / DONE_MARKER).write_text("")
         shutil.rmtree(self.model_dir, ignore_errors=True)
@@ -225,6 +231,7 @@ class EmbedderTrainer:
         step: int,
         identity: dict[str, Any],
         losses: list[float],
+        seconds: float,
     ) -> None:
         """Written beside the last one, marked complete last: a kill mid-write leaves the
         previous checkpoint intact."""
@@ -238,7 +245,7 @@ class EmbedderTrainer:
             {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
             path / "optimizer.pt",
         )
-        state = {"step": step, "identity": identity, "losses": losses}
+        state = {"step": step, "identity": identity, "losses": losses, "seconds": seconds}
         (path / STATE_FILE).write_text(json.dumps(state))
         (path / DONE_MARKER).write_text("")
         for older, old_path in _checkpoints(self.out):

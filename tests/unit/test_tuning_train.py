@@ -107,6 +107,7 @@ def test_tune_embedder_on_a_pairs_file_writes_a_report_and_resumes(tmp_path: Pat
 
     report = tune_embedder(settings, options, TuneHooks(say=lambda _: None))
     assert report["finished"] and report["training"]["steps"] == 3
+    assert report["training"]["seconds"] > 0  # both sessions counted, recorded with the model
     assert report["pairs"]["train"] + report["pairs"]["heldout"] == len(many)
     held = report["heldout"]
     assert held["queries"] == 2 and set(held["old"]) == {"ndcg@10", "recall@10", "mrr@10"}
