@@ -228,6 +228,12 @@ class AnswerService:
         self.timeout_s = timeout_s
         self.escalation = escalation
 
+    def use_searcher(self, searcher: HybridSearcher) -> None:
+        """Answer from another searcher (an embedder swap): the evidence check must compare
+        sentences with the same embedder that retrieves."""
+        self.searcher = searcher
+        self.evidence.embedder = searcher.embedder
+
     def ask(
         self,
         question: str,

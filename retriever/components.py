@@ -36,6 +36,7 @@ from retriever.search import HybridSearcher
 from retriever.settings import Settings
 from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore
+from retriever.tuning.generations import Generation, Generations
 
 log = logging.getLogger(__name__)
 
@@ -57,29 +58,60 @@ class Components:
             self.__dict__["generator"] = generator
 
     @cached_property
+    def generation(self) -> Generation:
+        """The active embedder generation: a tuned model and its collection once one was
+        activated (`enclave tune activate`), else the configured model."""
+        return Generations(self.settings.data_dir).current
+
+    @cached_property
     def embedder(self) -> Embedder:
         with self._lock:
-            s = self.settings
-            return load_embedder(
-                self.embedder_path, s.embed_backend, s.embed_batch_size, s.model_cache_dir
-            )
+            return self.embedder_for(self.generation)
 
-    @property
-    def embedder_path(self) -> Path:
-        bundled = None if self.settings.embed_model else bundled_embedder_path()
-        return resolve_model_path(self.settings.embed_model, bundled)
+    def embedder_path(self, generation: Generation | None = None) -> Path:
+        """The model folder of a generation (default: the active one)."""
+        tuned = (generation or self.generation).model_path(self.settings.data_dir)
+        if tuned is not None:
+            return resolve_model_path(str(tuned))
+        return resolve_model_path(
+            self.settings.embed_model,
+            None if self.settings.embed_model else bundled_embedder_path(),
+        )
+
+    def embedder_for(self, generation: Generation) -> Embedder:
+        s = self.settings
+        return load_embedder(
+            self.embedder_path(generation), s.embed_backend, s.embed_batch_size, s.model_cache_dir
+        )
 
     @cached_property
     def embedder_identity(self) -> str | None:
         """Model + backend of the vectors: the store refuses an index made by another."""
         if "embedder" in self.__dict__:  # given by the caller (tests): its own, if it says
             return getattr(self.embedder, "identity", None)
-        return embedder_identity(self.embedder_path, self.settings.embed_backend)
+        return embedder_identity(self.embedder_path(), self.settings.embed_backend)
 
     @cached_property
     def store(self) -> ChromaStore:
         with self._lock:
-            return ChromaStore(self.settings.chroma_dir, self.embedder_identity)
+            return ChromaStore(
+                self.settings.chroma_dir,
+                self.generation.collection,
+                embedder_identity=self.embedder_identity,
+            )
+
+    def use_embedder(self, embedder: Embedder, store: ChromaStore) -> None:
+        """Serve from another embedder and its collection. Questions in flight finish on the
+        searcher they started with; the next ones get the new one (one attribute swap)."""
+        with self._lock:
+            self.__dict__.pop("generation", None)
+            self.__dict__.pop("embedder_identity", None)
+            self.__dict__.update(embedder=embedder, store=store)
+            for name in ("reranker", "searcher"):  # both may hold the old embedder
+                self.__dict__.pop(name, None)
+            searcher = self.searcher
+            if "answers" in self.__dict__:
+                self.answers.use_searcher(searcher)
 
     @cached_property
     def keyword(self) -> KeywordIndex:

@@ -43,18 +43,27 @@ def collection_filter(collections: Sequence[str] | None) -> dict[str, Any] | Non
 
 
 class ChromaStore:
-    def __init__(self, path: Path, embedder_identity: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        collection: str = COLLECTION,
+        client: Any = None,
+        embedder_identity: str | None = None,
+    ) -> None:
+        """`collection`: each embedder generation has its own (see retriever/tuning);
+        `client`: share an open client instead of opening the folder again;
+        `embedder_identity`: claim the collection for this embedder (see `claim`)."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.client = chromadb.PersistentClient(
+        self.client = client or chromadb.PersistentClient(
             path=str(path),
             settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
         )
         self.collection = self.client.get_or_create_collection(
-            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine"}
+            collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
         self.max_batch = int(self.client.get_max_batch_size())
         if embedder_identity:

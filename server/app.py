@@ -8,6 +8,7 @@ from retriever.components import Components
 from retriever.settings import Settings
 from server.api import api
 from server.conversations_api import conversations_api
+from server.embedder_api import embedder_api
 from server.errors import register_error_handlers
 from server.ingest_api import ingest_api
 from server.openai_api import openai_api, openai_error_response
@@ -32,6 +33,7 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(ingest_api)
     app.register_blueprint(conversations_api)
+    app.register_blueprint(embedder_api)
     app.register_blueprint(openai_api)
     app.register_blueprint(ui)
 

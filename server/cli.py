@@ -1,4 +1,4 @@
-"""The `enclave` command line: ingest, serve, ask, status."""
+"""The `enclave` command line: ingest, serve, ask, status, eval, tune."""
 
 from __future__ import annotations
 
@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--details", type=Path, help="write each question's answer to this JSONL file")
+
+    from server.tune_cli import add_parser as add_tune_parser
+
+    add_tune_parser(sub, common)
     return parser
 
 
@@ -243,7 +247,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from retriever.components import Components
     from server.evaluate import evaluate_beir, evaluate_qa
+
+    active = Components(settings)
+    if active.generation.number:  # measure the embedder that serves: a tuned one if active
+        settings = settings.model_copy(update={"embed_model": str(active.embedder_path())})
 
     bar: tqdm[Any] | None = None
 
@@ -283,7 +292,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
+    from server.tune_cli import cmd_tune as run_tune
+
+    return run_tune(args, settings)
+
+
 COMMANDS = {
+    "tune": cmd_tune,
     "ingest": cmd_ingest,
     "serve": cmd_serve,
     "ask": cmd_ask,
@@ -300,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"enclave: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, RuntimeError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"enclave: {exc}", file=sys.stderr)
         return 1
 

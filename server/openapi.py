@@ -15,6 +15,36 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ERROR, "error") for s in statuses}
 
 
+_GENERATION = {
+    "type": "object",
+    "properties": {
+        "number": {"type": "integer"},
+        "model": {"type": "string"},
+        "collection": {"type": "string"},
+        "source": {"type": "string"},
+        "activated_at": {"type": "number"},
+    },
+}
+_EMBEDDER = {
+    "type": "object",
+    "properties": {
+        "current": _GENERATION,
+        "previous": {"oneOf": [_GENERATION, {"type": "null"}]},
+        "activation": {
+            "type": "object",
+            "properties": {
+                "phase": {
+                    "type": "string",
+                    "enum": ["idle", "starting", "embedding", "swapping", "done", "failed"],
+                },
+                "target": {"type": ["integer", "null"]},
+                "done": {"type": "integer"},
+                "total": {"type": "integer"},
+                "error": {"type": ["string", "null"]},
+            },
+        },
+    },
+}
 _DOC_ID = {"name": "document_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _SCHEMAS: dict[str, Any] = {
@@ -545,6 +575,49 @@ def openapi_document() -> dict[str, Any]:
             },
             **_document_action_paths(),
             **_conversation_paths(),
+            "/api/v1/embedder": {
+                "get": {
+                    "operationId": "getEmbedder",
+                    "summary": "The embedder generation that serves, the one rollback returns "
+                    "to, and the progress of an activation",
+                    "responses": {"200": _json(_EMBEDDER, "embedder state")},
+                }
+            },
+            "/api/v1/embedder/activate": {
+                "post": {
+                    "operationId": "activateEmbedder",
+                    "summary": "Serve from a tuned model (a folder under the data dir): the "
+                    "index is re-embedded into a new collection in the background while the "
+                    "current one keeps answering, then swapped in",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["model"],
+                                    "properties": {"model": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(_EMBEDDER, "activation started"),
+                        **_errors(400, 409),
+                    },
+                }
+            },
+            "/api/v1/embedder/rollback": {
+                "post": {
+                    "operationId": "rollbackEmbedder",
+                    "summary": "Serve from the previous embedder again (its collection is "
+                    "caught up first)",
+                    "responses": {
+                        "202": _json(_EMBEDDER, "rollback started"),
+                        **_errors(409),
+                    },
+                }
+            },
             "/api/v1/openapi.json": {
                 "get": {
                     "operationId": "openapi",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -15,6 +16,8 @@ from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
 from ingest.registry import DocumentRecord, file_sha256
 from retriever.components import Components
+from retriever.tuning.activation import ActivationStatus, EmbedderActivation
+from retriever.tuning.generations import GenerationError
 from server.conversations import ConversationStore
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ class EnclaveState:
         self._conversations: ConversationStore | None = None
         self._queued = 0  # ingestion tasks submitted and not finished (admin: queue depth)
         self._queued_lock = threading.Lock()
+        self.activation = EmbedderActivation(components, exclusive=self._exclusive)
+        self._activation_thread: threading.Thread | None = None
+        self._activation_busy = threading.Lock()
 
     @property
     def pipeline(self) -> IngestPipeline:
@@ -140,7 +146,44 @@ class EnclaveState:
             self.submit(pending, kind)
         return pending
 
+    def _exclusive(self, swap: Callable[[], T]) -> T:
+        """Run an embedder swap in the ingestion thread (nothing else writes meanwhile) and
+        point the pipeline at the new embedder and collection."""
+
+        def run() -> T:
+            result = swap()
+            if self._pipeline is not None:
+                self._pipeline.embedder = self.components.embedder
+                self._pipeline.store = self.components.store
+            return result
+
+        return self._ingest.submit(run).result()
+
+    def start_activation(self, model: Path | None) -> None:
+        """Activate `model` (None: roll back) in a background thread; questions keep being
+        answered from the current collection until the swap."""
+        if not self._activation_busy.acquire(blocking=False):
+            raise GenerationError("an embedder activation is already running")
+
+        def run() -> None:
+            try:
+                if model is None:
+                    self.activation.rollback()
+                else:
+                    self.activation.activate(model)
+            except Exception:
+                log.exception("embedder activation failed")
+            finally:
+                self._activation_busy.release()
+
+        # Reported as running from now on, not only once the thread gets going.
+        self.activation.status = ActivationStatus(phase="starting", started_at=time.time())
+        self._activation_thread = threading.Thread(target=run, name="enclave-embedder", daemon=True)
+        self._activation_thread.start()
+
     def shutdown(self) -> None:
+        if self._activation_thread is not None:
+            self._activation_thread.join()
         if self._watcher is not None:
             self._watcher.stop()
         self._ingest.shutdown(wait=True)

@@ -34,7 +34,15 @@ def embedder() -> SentenceTransformerEmbedder:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", llm_backend="fake", watch="off", parse_workers=0)
+    # embed_backend matches the `embedder` fixture the components are given (torch), so a
+    # component that loads an embedder from settings (an embedder switch) makes the same vectors.
+    return Settings(
+        data_dir=tmp_path / "data",
+        llm_backend="fake",
+        watch="off",
+        parse_workers=0,
+        embed_backend="torch",
+    )
 
 
 @pytest.fixture

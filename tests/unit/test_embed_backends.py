@@ -106,27 +106,35 @@ def _chunk(n: int) -> Chunk:
 
 
 def test_store_refuses_an_index_built_by_another_embedder(tmp_path: Path) -> None:
-    store = ChromaStore(tmp_path, "model-abc/onnx-int8")
+    store = ChromaStore(tmp_path, embedder_identity="model-abc/onnx-int8")
     assert store.embedder_identity == "model-abc/onnx-int8"
     store.upsert([_chunk(1)], np.ones((1, 384), dtype=np.float32))
-    assert ChromaStore(tmp_path, "model-abc/onnx-int8").count() == 1  # same one: fine
+    assert (
+        ChromaStore(tmp_path, embedder_identity="model-abc/onnx-int8").count() == 1
+    )  # same one: fine
     with pytest.raises(EmbedderMismatchError, match=r"model-abc/onnx-int8.*model-abc/torch"):
-        ChromaStore(tmp_path, "model-abc/torch")
+        ChromaStore(tmp_path, embedder_identity="model-abc/torch")
     with pytest.raises(EmbedderMismatchError):
-        ChromaStore(tmp_path, "other-model/onnx-int8")
+        ChromaStore(tmp_path, embedder_identity="other-model/onnx-int8")
 
 
 def test_an_empty_index_takes_any_embedder(tmp_path: Path) -> None:
-    ChromaStore(tmp_path, "model-abc/onnx-int8")
-    assert ChromaStore(tmp_path, "model-abc/torch").embedder_identity == "model-abc/torch"
+    ChromaStore(tmp_path, embedder_identity="model-abc/onnx-int8")
+    assert (
+        ChromaStore(tmp_path, embedder_identity="model-abc/torch").embedder_identity
+        == "model-abc/torch"
+    )
 
 
 def test_an_index_from_before_identities_counts_as_torch(tmp_path: Path) -> None:
     old = ChromaStore(tmp_path)  # no identity recorded, as before this change
     old.upsert([_chunk(1)], np.ones((1, 384), dtype=np.float32))
     with pytest.raises(EmbedderMismatchError, match="not recorded"):
-        ChromaStore(tmp_path, "model-abc/onnx")
-    assert ChromaStore(tmp_path, "model-abc/torch").embedder_identity == "model-abc/torch"
+        ChromaStore(tmp_path, embedder_identity="model-abc/onnx")
+    assert (
+        ChromaStore(tmp_path, embedder_identity="model-abc/torch").embedder_identity
+        == "model-abc/torch"
+    )
 
 
 def test_components_record_the_configured_backend_without_loading_it(tmp_path: Path) -> None:
