@@ -86,6 +86,8 @@ def main() -> int:
             pipeline = build_pipeline(components)
             embedder = components.embedder
             embedder.embed(["warm up"])
+            if pipeline.parser_pool is not None:  # in `enclave serve` they warm up at start-up
+                pipeline.parser_pool.wait_ready()
             stages: dict[str, float] = defaultdict(float)
             instrument(pipeline, stages)
             start = time.perf_counter()
