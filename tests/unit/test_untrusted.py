@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -70,7 +71,8 @@ def test_an_injected_image_never_reaches_the_answer(app: Flask, client: FlaskCli
     fake.enqueue(obeyed)
     streamed = client.post("/api/v1/ask", json={**question, "stream": True})
     done = [data for name, data in parse_sse(streamed.get_data(as_text=True)) if name == "done"]
-    assert "attacker" not in done[0]
+    # (The sources are the document's passages, shown as text: they still hold the URL.)
+    assert "attacker" not in json.loads(done[0])["answer"]
     fake.enqueue(obeyed)
     chat = {"messages": [{"role": "user", "content": question["question"]}]}
     reply = client.post("/v1/chat/completions", json=chat).get_json()
