@@ -6,7 +6,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Generator
-from contextlib import closing, suppress
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -201,24 +201,17 @@ def _ask_events(
             thread.save_answer({**partial, "stopped": True}, stopped=True)
 
 
-_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")  # uploads stored before labels existed
-LABEL_SUFFIX = ".label"
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")
 
 
 def document_json(record: DocumentRecord) -> dict[str, Any]:
     """A document as the API shows it: the registry's fields, its file name and when it
-    was last indexed. An upload is stored under a server-made name; its file name as the
-    client sent it is only a label, kept beside it."""
+    was last indexed."""
     body = record.to_dict()
-    path = Path(record.path)
-    stored = path.name
+    stored = Path(record.path).name
     name = stored
-    if path.parent == state().settings.uploads_dir.resolve():
-        label = path.with_name(stored + LABEL_SUFFIX)
-        with suppress(OSError):
-            name = label.read_text(encoding="utf-8")[:255] if label.is_file() else name
-        if name == stored:
-            name = _UPLOAD_PREFIX.sub("", stored)
+    if Path(record.path).parent == state().settings.uploads_dir.resolve():
+        name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <sha256[:16]>-<name>
         if record.error:
             body["error"] = record.error.replace(stored, name)
     body["name"] = name
@@ -324,13 +317,15 @@ def upload_document() -> ResponseReturnValue:
         raise ApiError(
             403, "collection_forbidden", f"you cannot add documents to collection {collection!r}"
         )
-    # Server-made name (content hash and a known suffix): nothing the client sent is a path.
+    # Server-chosen folder and prefix; the client's file name, reduced by secure_filename to
+    # letters, digits, '_', '.' and '-' (no separator, no leading dot), is only a label.
     folder = st.settings.uploads_dir
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
-    target = folder / f"{digest[:16]}{suffix}"
+    target = folder / f"{digest[:16]}-{name}"
+    if target.resolve().parent != folder.resolve():  # cannot happen after secure_filename
+        raise ApiError(400, "invalid_file_name", "the file name is not acceptable")
     target.write_bytes(data)
-    target.with_name(target.name + LABEL_SUFFIX).write_text(name, encoding="utf-8")
     stat = target.stat()
     record = st.pipeline.registry.register(
         str(target.resolve()), collection, digest, stat.st_size, stat.st_mtime
@@ -350,7 +345,6 @@ def delete_document(document_id: str) -> ResponseReturnValue:
     uploaded = Path(record.path)
     if uploaded.parent.resolve() == st.settings.uploads_dir.resolve():
         uploaded.unlink(missing_ok=True)
-        uploaded.with_name(uploaded.name + LABEL_SUFFIX).unlink(missing_ok=True)
     st.audit.record(current().actor, "document_delete", document_id, path=record.path)
     return jsonify({"id": document_id, "status": "deleted"})
 
