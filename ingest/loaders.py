@@ -77,6 +77,12 @@ def sniff_mismatch(suffix: str, head: bytes) -> str | None:
         return "the file is named .pdf but is not a PDF"
     if suffix in ZIP_FORMATS and not head.startswith(b"PK\x03\x04"):
         return f"the file is named {suffix} but is not an Office Open XML (zip) file"
+    if (
+        suffix not in ZIP_FORMATS
+        and suffix != ".pdf"
+        and head.startswith((b"%PDF-", b"PK\x03\x04"))
+    ):
+        return f"the file is named {suffix} but is a PDF or a zip archive"
     if suffix not in ZIP_FORMATS and suffix != ".pdf" and b"\x00" in head:
         return f"the file is named {suffix} but contains binary data"
     return None

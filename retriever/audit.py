@@ -1,7 +1,9 @@
 """Append-only audit log in the data directory (SQLite): who did what, when, with which data.
 
-Escalations to a larger model are recorded here (target, model, the documents whose text was
-sent); other events (admin actions, questions) share the same table, told apart by `action`.
+Recorded, told apart by `action`: `ask` (who asked, through which route, which documents the
+answer was given), `escalation` (target, model, the documents whose text was sent), admin
+actions (`user_*`, `group_*`, `key_*`, `document_upload|delete|reindex`), `login`,
+`login_failed` and `denied` (a request refused for its scope). `enclave audit tail` shows it.
 Rows older than `retention_days` are dropped when the log is opened.
 """
 
@@ -63,13 +65,22 @@ class AuditLog(SQLiteStore):
                 (time.time(), actor, action, target, json.dumps(detail, sort_keys=True)),
             )
 
-    def tail(self, limit: int = 20, action: str | None = None) -> list[AuditEntry]:
-        """The newest `limit` entries (of one action, if given), oldest first."""
+    def tail(
+        self, limit: int = 20, action: str | None = None, actor: str | None = None
+    ) -> list[AuditEntry]:
+        """The newest `limit` entries (of one action, of actors starting with `actor`, if
+        given), oldest first."""
         query = "SELECT id, at, actor, action, target, detail FROM audit"
+        where: list[str] = []
         args: list[Any] = []
         if action:
-            query += " WHERE action = ?"
+            where.append("action = ?")
             args.append(action)
+        if actor:
+            where.append("substr(actor, 1, ?) = ?")
+            args.extend([len(actor), actor])
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
         with self._lock:

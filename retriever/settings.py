@@ -153,6 +153,35 @@ class Settings(BaseModel):
     generation_queue: int = Field(
         8, ge=0, le=1024, description="Questions that may wait for a slot; more get 429."
     )
+    max_request_kb: int = Field(
+        256, ge=1, le=1048576, description="Largest request body other than an upload."
+    )
+
+    # Authentication and permissions (server/auth.py, server/access.py)
+    auth_mode: Literal["none", "api_key", "trusted_header"] = Field(
+        "none",
+        description="none: no login (loopback only); api_key: Bearer keys and UI passwords; "
+        "trusted_header: the user name from a reverse proxy's header.",
+    )
+    trusted_header: str = Field(
+        "X-Forwarded-User", description="Header naming the user, with trusted_header."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses trusted_header is accepted from."
+    )
+    collection_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="Collection -> groups that may read it."
+    )
+    unmapped_collections: Literal["admins", "everyone"] = Field(
+        "admins", description="Who reads a collection with no groups mapped."
+    )
+    rate_limit_per_minute: int = Field(
+        60, ge=0, le=100000, description="Questions and uploads per key or user; 0: no limit."
+    )
+    session_hours: float = Field(12.0, gt=0, le=24 * 90, description="UI login lifetime.")
+    answer_link_hosts: list[str] = Field(
+        default_factory=list, description="Hosts whose links and images answers may show."
+    )
 
     @field_validator("default_collection")
     @classmethod
@@ -161,12 +190,31 @@ class Settings(BaseModel):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
 
-    @field_validator("escalation_on_premises_hosts", mode="before")
+    @field_validator(
+        "escalation_on_premises_hosts", "trusted_proxies", "answer_link_hosts", mode="before"
+    )
     @classmethod
     def _host_list(cls, value: Any) -> Any:
         if isinstance(value, str):  # from the environment: "a.internal,b.internal"
             return [h.strip() for h in value.split(",") if h.strip()]
         return value
+
+    @field_validator("collection_groups", mode="before")
+    @classmethod
+    def _collection_map(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: "hr=hr-staff,admins;eng=engineering"
+            mapping: dict[str, list[str]] = {}
+            for entry in filter(None, (e.strip() for e in value.split(";"))):
+                name, sep, groups = entry.partition("=")
+                if not sep or not name.strip():
+                    raise ValueError(f"'{entry}' is not collection=group,group")
+                mapping[name.strip()] = [g.strip() for g in groups.split(",") if g.strip()]
+            return mapping
+        return value
+
+    @property
+    def identity_path(self) -> Path:
+        return self.data_dir / "identity.sqlite3"
 
     @property
     def audit_path(self) -> Path:
@@ -201,11 +249,15 @@ class Settings(BaseModel):
         return self.data_dir / "uploads"
 
 
+# Settings whose value is itself a table (`[collection_groups] hr = ["hr-staff"]`).
+_TABLE_SETTINGS = {"collection_groups"}
+
+
 def _flatten_tables(data: dict[str, Any]) -> dict[str, Any]:
     """`[escalation] policy = ...` in TOML is the setting `escalation_policy`."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in _TABLE_SETTINGS:
             for inner, inner_value in value.items():
                 flat[f"{key}_{inner}"] = inner_value
         else:

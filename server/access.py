@@ -1,27 +1,188 @@
-"""Who may see which document: the one place an access rule goes once users exist.
+"""Who may read what: the one place the permission rule is written.
 
-Every route that reveals a document (the list, one document, its original file, re-indexing,
-deletion) goes through `readable` / `readable_document`. There are no users yet, so every
-document the registry holds (and has not deleted) is readable; when authentication lands, the
-rule (e.g. the user's groups against the document's collection) is written here, once. Answer
-sources come from retrieval, which would take the same rule as a collection filter."""
+A caller (`Principal`, set on the request by `server/auth.py`) reads a collection (an inbox
+subfolder) when one of its groups is mapped to it, by an access file in the collection's folder
+(`inbox/<collection>/.enclave-access`: group names, one per line or comma-separated; `#`
+comments) or else by the `collection_groups` setting. A collection with no mapping is read by
+`unmapped_collections` (admins only, by default). Admins (scope `admin`) and the anonymous
+caller of auth mode `none` (loopback only) read every collection.
+
+The rule is evaluated on every request from the files, the identity store and the registry as
+they are then: a changed mapping or membership takes effect on the next request.
+
+It is applied as: the collection filter of every retrieval (inside the Chroma `where` and the
+FTS5 SQL, `readable_collections`), and `readable` / `readable_document` for the document list,
+one document, its file, re-indexing and deletion; conversations are the caller's own, and their
+stored answers are shown only while every cited document is still readable
+(`visible_answer`)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flask import g, has_request_context
+
 from ingest.registry import DocumentRecord
+from retriever.settings import Settings
 from server.errors import ApiError
+from server.identity import Scope, scope_allows
 from server.state import state
+
+ACCESS_FILE = ".enclave-access"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of a request."""
+
+    name: str
+    scope: Scope
+    groups: frozenset[str] = field(default_factory=frozenset)
+    via: str = "none"  # none | api_key | session | trusted_header
+    key_id: str | None = None
+
+    @property
+    def reads_everything(self) -> bool:
+        return self.scope == "admin"
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names the caller."""
+        return f"{self.name} (key {self.key_id})" if self.key_id else self.name
+
+    def allows(self, scope: str) -> bool:
+        return scope_allows(self.scope, scope)
+
+
+def current() -> Principal:
+    """The caller of this request; outside a request (CLI, tests of the services) or before
+    authentication ran, nobody: reads nothing."""
+    if has_request_context():
+        principal = g.get("principal")
+        if isinstance(principal, Principal):
+            return principal
+    return Principal("nobody", "ask")
+
+
+def _valid_collection(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
+
+
+class CollectionAccess:
+    """Collection -> groups, from access files (re-read when they change) and settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._files: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}
+
+    def groups_for(self, collection: str) -> frozenset[str] | None:
+        """The groups that may read `collection`; None when nothing maps it."""
+        if not _valid_collection(collection):
+            return frozenset()
+        path = self.settings.inbox_dir / collection / ACCESS_FILE
+        try:
+            stat = path.stat()
+        except OSError:
+            self._files.pop(collection, None)
+        else:
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            cached = self._files.get(collection)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, _parse_access_file(path))
+                self._files[collection] = cached
+            return cached[1]
+        mapped = self.settings.collection_groups.get(collection)
+        return frozenset(mapped) if mapped is not None else None
+
+    def can_read(self, principal: Principal, collection: str) -> bool:
+        if principal.reads_everything:
+            return True
+        groups = self.groups_for(collection)
+        if groups is None:
+            return self.settings.unmapped_collections == "everyone"
+        return bool(groups & principal.groups)
+
+    def known_collections(self, registry_collections: Iterable[str]) -> set[str]:
+        known = set(registry_collections) | set(self.settings.collection_groups)
+        inbox = self.settings.inbox_dir
+        if inbox.is_dir():
+            known |= {e.name for e in os.scandir(inbox) if e.is_dir() and _valid_collection(e.name)}
+        return known
+
+
+def _parse_access_file(path: Path) -> frozenset[str]:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()  # unreadable: nobody but admins
+    groups: set[str] = set()
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        groups |= {g.strip() for g in line.replace(",", " ").split() if g.strip()}
+    return frozenset(groups)
+
+
+def collection_access() -> CollectionAccess:
+    return state().access
+
+
+def can_read_collection(collection: str, principal: Principal | None = None) -> bool:
+    return collection_access().can_read(principal or current(), collection)
+
+
+def readable_collections(requested: list[str] | None = None) -> list[str] | None:
+    """The collection filter for a retrieval by the current caller: None (no filter) for
+    a caller who reads everything and asked for no collection; else the readable ones among
+    those asked for (or among all known ones). An empty list finds nothing."""
+    principal = current()
+    access = collection_access()
+    if principal.reads_everything:
+        return requested
+    registry = state().pipeline.registry
+    known = access.known_collections(r.collection for r in registry.list())
+    allowed = sorted(c for c in known if access.can_read(principal, c))
+    if requested is None:
+        return allowed
+    return [c for c in requested if c in allowed]
 
 
 def readable(record: DocumentRecord) -> bool:
-    """Whether the current request may see this document."""
-    return record.status != "deleted"
+    """Whether the current caller may see this document."""
+    return record.status != "deleted" and can_read_collection(record.collection)
 
 
 def readable_document(document_id: str) -> DocumentRecord:
-    """The document with that id if the request may see it, else 404 (not 403: a caller
+    """The document with that id if the caller may see it, else 404 (not 403: a caller
     must not learn that a document it cannot read exists)."""
     record = state().pipeline.registry.get(document_id)
     if record is None or not readable(record):
         raise ApiError(404, "document_not_found", f"no document with id '{document_id}'")
     return record
+
+
+def require_scope(scope: str) -> None:
+    if not current().allows(scope):
+        raise ApiError(403, "forbidden", f"this needs a key or login with scope '{scope}'")
+
+
+HIDDEN_ANSWER = "(hidden: this answer cites documents you can no longer read)"
+
+
+def visible_answer(message: dict[str, Any]) -> dict[str, Any]:
+    """A stored conversation message as the caller may see it now: an answer that cites a
+    document the caller can no longer read is replaced by a note, its sources dropped."""
+    answer = message.get("answer")
+    if not isinstance(answer, dict) or current().reads_everything:
+        return message
+    registry = state().pipeline.registry
+    for source in answer.get("sources") or []:
+        record = registry.get(str(source.get("document_id", "")))
+        if record is None or not can_read_collection(record.collection):
+            hidden = {**answer, "answer": HIDDEN_ANSWER, "sources": [], "supports": []}
+            hidden["citations"] = []
+            return {**message, "content": HIDDEN_ANSWER, "answer": hidden}
+    return message

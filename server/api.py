@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
 from ingest.registry import DocumentRecord
 from retriever.answer import (
     ANSWER_MODES,
+    Answer,
     AnswerStream,
     DoneEvent,
     SourcesEvent,
@@ -26,10 +27,17 @@ from retriever.answer import (
 )
 from retriever.followup import Turn, contextualize
 from retriever.search import MODES
-from server.access import readable, readable_document
+from server.access import (
+    can_read_collection,
+    current,
+    readable,
+    readable_collections,
+    readable_document,
+)
 from server.common import (
     actor,
     answer_errors,
+    answer_finisher,
     check_question,
     first_event,
     json_body,
@@ -44,6 +52,7 @@ from server.sse import EventStream, event_stream_response, sse
 from server.state import state
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def _collections(value: Any) -> list[str] | None:
@@ -83,7 +92,8 @@ def ask() -> ResponseReturnValue:
         raise ApiError(
             400, "invalid_answer_mode", f"'answer_mode' must be one of {', '.join(ANSWER_MODES)}"
         )
-    collections = _collections(body.get("collection"))
+    # The caller's readable collections go inside both index queries: nothing else is found.
+    collections = readable_collections(_collections(body.get("collection")))
     stream = optional_bool(body, "stream")
     timeout_s = optional_timeout(body)
     thread = _Thread.from_body(body, question)
@@ -102,6 +112,7 @@ def ask() -> ResponseReturnValue:
     if not stream:
         with answer_errors(), closing(events):
             answer = final_answer(events)
+        answer_finisher("api")(answer)
         result = answer.to_dict()
         if thread:
             thread.save_question()
@@ -110,7 +121,9 @@ def ask() -> ResponseReturnValue:
     first = first_event(events)
     if thread:
         thread.save_question()
-    return event_stream_response(EventStream(_ask_events(first, events, thread), events))
+    return event_stream_response(
+        EventStream(_ask_events(first, events, answer_finisher("api"), thread), events)
+    )
 
 
 class _Thread:
@@ -131,7 +144,7 @@ class _Thread:
             return None
         if not isinstance(conversation_id, str):
             raise ApiError(400, "invalid_conversation_id", "'conversation_id' must be a string")
-        if state().conversations.get(conversation_id) is None:
+        if not owns_conversation(state().conversations.get(conversation_id)):
             raise ApiError(
                 404, "conversation_not_found", f"no conversation with id '{conversation_id}'"
             )
@@ -154,7 +167,10 @@ class _Thread:
 
 
 def _ask_events(
-    first: SourcesEvent, events: AnswerStream, thread: _Thread | None = None
+    first: SourcesEvent,
+    events: AnswerStream,
+    finish: Callable[[Answer], Answer],
+    thread: _Thread | None = None,
 ) -> Generator[str, None, None]:
     """`sources`, `token`..., then `done` (the checked answer, as without streaming) or
     `error`. The tokens are the model's raw text: `done.answer` replaces them. In a
@@ -169,6 +185,7 @@ def _ask_events(
                 pieces.append(event.text)
                 yield sse({"text": event.text}, "token")
             elif isinstance(event, DoneEvent):
+                finish(event.answer)
                 result = event.answer.to_dict()
                 if thread:
                     result.update(thread.save_answer(result))
@@ -202,11 +219,27 @@ def document_json(record: DocumentRecord) -> dict[str, Any]:
     return body
 
 
+def owns_conversation(conversation: dict[str, Any] | None) -> bool:
+    """Conversations are their owner's alone (the anonymous caller of auth mode none owns
+    those made before users existed)."""
+    if conversation is None:
+        return False
+    principal = current()
+    owner = "" if principal.via == "none" else principal.name
+    return bool(conversation.get("owner", "") == owner)
+
+
 @api.get("/documents")
 def list_documents() -> ResponseReturnValue:
     registry = state().pipeline.registry
-    docs = [document_json(r) for r in registry.list() if readable(r)]
-    return jsonify({"documents": docs, "counts": registry.counts()})
+    records = [r for r in registry.list() if readable(r)]
+    if current().reads_everything:
+        counts = registry.counts()
+    else:  # counted over what the caller may see, not the whole library
+        counts = dict.fromkeys(registry.counts(), 0)
+        for r in records:
+            counts[r.status] = counts.get(r.status, 0) + 1
+    return jsonify({"documents": [document_json(r) for r in records], "counts": counts})
 
 
 @api.get("/documents/<document_id>")
@@ -251,6 +284,7 @@ def reindex_document(document_id: str) -> ResponseReturnValue:
     """Parse and embed the document again from its file (a retry after a failure)."""
     record = readable_document(document_id)
     require_ready()
+    state().audit.record(current().actor, "document_reindex", document_id)
     if not state().reindex([record], "reindex"):
         raise ApiError(410, "file_gone", f"the file of document '{document_id}' is no longer there")
     return jsonify({"id": document_id, "status": "pending"}), 202
@@ -278,17 +312,28 @@ def upload_document() -> ResponseReturnValue:
         raise ApiError(415, "unsupported_type", mismatch)
     require_ready()
     st = state()
-    # Server-chosen name: the client's file name is only a label, never a path.
+    collection = request.form.get("collection") or st.settings.default_collection
+    if not _COLLECTION.match(collection) or not can_read_collection(collection):
+        raise ApiError(
+            403, "collection_forbidden", f"you cannot add documents to collection {collection!r}"
+        )
+    # Server-chosen folder and prefix; the client's file name, reduced by secure_filename to
+    # letters, digits, '_', '.' and '-' (no separator, no leading dot), is only a label.
     folder = st.settings.uploads_dir
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
     target = folder / f"{digest[:16]}-{name}"
+    if target.resolve().parent != folder.resolve():  # cannot happen after secure_filename
+        raise ApiError(400, "invalid_file_name", "the file name is not acceptable")
     target.write_bytes(data)
     stat = target.stat()
     record = st.pipeline.registry.register(
-        str(target.resolve()), st.settings.default_collection, digest, stat.st_size, stat.st_mtime
+        str(target.resolve()), collection, digest, stat.st_size, stat.st_mtime
     )
     st.submit(record)
+    st.audit.record(
+        current().actor, "document_upload", record.id, collection=collection, size=stat.st_size
+    )
     return jsonify({"id": record.id, "status": record.status, "path": record.path}), 202
 
 
@@ -300,6 +345,7 @@ def delete_document(document_id: str) -> ResponseReturnValue:
     uploaded = Path(record.path)
     if uploaded.parent.resolve() == st.settings.uploads_dir.resolve():
         uploaded.unlink(missing_ok=True)
+    st.audit.record(current().actor, "document_delete", document_id, path=record.path)
     return jsonify({"id": document_id, "status": "deleted"})
 
 

@@ -7,6 +7,7 @@ from flask import Flask
 from retriever.components import Components
 from retriever.settings import Settings
 from server.api import api
+from server.auth import install_auth
 from server.conversations_api import conversations_api
 from server.embedder_api import embedder_api
 from server.errors import register_error_handlers
@@ -25,6 +26,7 @@ def create_app(
     (health answers 503 until done), "never" leaves that to the caller."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_mb * 1024 * 1024
+    install_auth(app, settings)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     st = EnclaveState(components or Components(settings))
     app.extensions["enclave"] = st

@@ -1,4 +1,5 @@
-"""The `enclave` command line: ingest, serve, ask, status, eval, tune."""
+"""The `enclave` command line: ingest, serve, ask, status, eval, tune, users, groups, keys,
+audit."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="documents by status, failures")
     p.add_argument("--json", action="store_true")
 
+    _identity_parsers(sub, common)
+
     p = sub.add_parser("eval", help="measure quality")
     kinds = p.add_subparsers(dest="eval_kind", required=True)
     p = kinds.add_parser("retrieval", parents=[common], help="retrieval metrics on a dataset")
@@ -86,6 +90,61 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_tune_parser(sub, common)
     return parser
+
+
+def _identity_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`enclave users|groups|keys|audit`: identities and the audit log, in the data dir."""
+    users = sub.add_parser("users", help="users: add, list, disable, enable, role, password")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    p = users_sub.add_parser("add", parents=[common], help="add a user")
+    p.add_argument("name")
+    p.add_argument("--role", choices=["ask", "ingest", "admin"], default="ask")
+    p.add_argument("--group", action="append", default=[], help="add to this group (repeat)")
+    p.add_argument("--password-stdin", action="store_true", help="read a UI password from stdin")
+    p = users_sub.add_parser("list", parents=[common], help="list users")
+    p.add_argument("--json", action="store_true")
+    for action in ("disable", "enable"):
+        p = users_sub.add_parser(action, parents=[common], help=f"{action} a user")
+        p.add_argument("name")
+    p = users_sub.add_parser("role", parents=[common], help="set a user's role")
+    p.add_argument("name")
+    p.add_argument("role", choices=["ask", "ingest", "admin"])
+    p = users_sub.add_parser("password", parents=[common], help="set a password (from stdin)")
+    p.add_argument("name")
+
+    groups = sub.add_parser("groups", help="groups: add, list, remove, members")
+    groups_sub = groups.add_subparsers(dest="action", required=True)
+    p = groups_sub.add_parser("add", parents=[common], help="add a group")
+    p.add_argument("name")
+    p = groups_sub.add_parser("remove", parents=[common], help="remove a group")
+    p.add_argument("name")
+    p = groups_sub.add_parser("list", parents=[common], help="groups with their members")
+    p.add_argument("--json", action="store_true")
+    for action in ("add-member", "remove-member"):
+        p = groups_sub.add_parser(action, parents=[common], help=f"{action} (group, user)")
+        p.add_argument("name")
+        p.add_argument("user")
+
+    keys = sub.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    p = keys_sub.add_parser("create", parents=[common], help="create a key (shown once)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--scope", choices=["ask", "ingest", "admin"], default="ask")
+    p.add_argument("--expires", help="lifetime: 30d, 12h, 90m, or a date YYYY-MM-DD")
+    p.add_argument("--json", action="store_true")
+    p = keys_sub.add_parser("list", parents=[common], help="keys, without their secret")
+    p.add_argument("--user")
+    p.add_argument("--json", action="store_true")
+    p = keys_sub.add_parser("revoke", parents=[common], help="revoke a key by id")
+    p.add_argument("key_id")
+
+    audit = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    p = audit_sub.add_parser("tail", parents=[common], help="the newest entries")
+    p.add_argument("-n", "--lines", type=int, default=20)
+    p.add_argument("--action", dest="only_action", help="only this action (ask, login, ...)")
+    p.add_argument("--actor", help="only entries whose actor starts with this")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -175,6 +234,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from ingest.lock import DataDirLock
     from server.app import create_app
+    from server.auth import check_bind
+
+    check_bind(settings)  # before taking the data directory: auth none on loopback only
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -298,9 +360,167 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     return run_tune(args, settings)
 
 
+def _expiry(text: str | None) -> float | None:
+    if not text:
+        return None
+    import time
+    from datetime import datetime
+
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if match:
+        seconds = {"d": 86400, "h": 3600, "m": 60}[match.group(2)]
+        return time.time() + int(match.group(1)) * seconds
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise SettingsError(f"--expires {text!r}: use 30d, 12h, 90m or YYYY-MM-DD") from None
+
+
+def cmd_identity(args: argparse.Namespace, settings: Settings) -> int:
+    """users, groups and keys; every change is written to the audit log."""
+    from retriever.audit import AuditLog
+    from server.identity import IdentityError, IdentityStore
+
+    store = IdentityStore(settings.identity_path)
+    audit = AuditLog(settings.audit_path, settings.audit_retention_days)
+    admin = f"cli:{_os_user()}"
+    kind, action = args.command, args.action
+    try:
+        if kind == "users":
+            return _users(args, store, audit, admin)
+        if kind == "groups":
+            return _groups(args, store, audit, admin)
+        return _keys(args, store, audit, admin)
+    except IdentityError as exc:
+        print(f"enclave {kind} {action}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+        audit.close()
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _read_password() -> str:
+    password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise SettingsError("a password needs at least 8 characters")
+    return password
+
+
+def _users(args: argparse.Namespace, store: Any, audit: Any, admin: str) -> int:
+    if args.action == "add":
+        password = _read_password() if args.password_stdin else None
+        user = store.add_user(args.name, args.role, password)
+        for group in args.group:
+            if group not in store.groups():
+                store.add_group(group)
+            store.add_member(group, args.name)
+        audit.record(admin, "user_add", args.name, role=args.role, groups=args.group)
+        print(f"user {user.name} added (role {user.role})")
+    elif args.action == "list":
+        users = [u.to_dict() for u in store.users()]
+        if args.json:
+            print(json.dumps(users))
+        for u in users if not args.json else []:
+            state = "disabled" if u["disabled"] else "enabled"
+            print(f"{u['name']:24} {u['role']:7} {state:8} {','.join(u['groups'])}")
+    elif args.action in ("disable", "enable"):
+        store.set_disabled(args.name, args.action == "disable")
+        audit.record(admin, f"user_{args.action}", args.name)
+        print(f"user {args.name} {args.action}d")
+    elif args.action == "role":
+        store.set_role(args.name, args.role)
+        audit.record(admin, "user_role", args.name, role=args.role)
+        print(f"user {args.name} now has role {args.role}")
+    elif args.action == "password":
+        store.set_password(args.name, _read_password())
+        audit.record(admin, "user_password", args.name)
+        print(f"password of {args.name} set")
+    return 0
+
+
+def _groups(args: argparse.Namespace, store: Any, audit: Any, admin: str) -> int:
+    if args.action == "add":
+        store.add_group(args.name)
+    elif args.action == "remove":
+        store.remove_group(args.name)
+    elif args.action == "add-member":
+        store.add_member(args.name, args.user)
+    elif args.action == "remove-member":
+        store.remove_member(args.name, args.user)
+    else:
+        groups = store.groups()
+        if args.json:
+            print(json.dumps(groups))
+        else:
+            for name, members in groups.items():
+                print(f"{name:24} {','.join(members)}")
+        return 0
+    audit.record(
+        admin, f"group_{args.action.replace('-', '_')}", args.name, user=getattr(args, "user", None)
+    )
+    print(f"group {args.name}: {args.action} done")
+    return 0
+
+
+def _keys(args: argparse.Namespace, store: Any, audit: Any, admin: str) -> int:
+    if args.action == "create":
+        key, secret = store.create_key(args.user, args.scope, _expiry(args.expires))
+        audit.record(admin, "key_create", key.id, user=args.user, scope=args.scope)
+        if args.json:
+            print(json.dumps({**key.to_dict(), "key": secret}))
+        else:
+            print(secret)
+            print(
+                f"key {key.id} for {args.user}, scope {args.scope}: shown once, store it now",
+                file=sys.stderr,
+            )
+    elif args.action == "list":
+        keys = [k.to_dict() for k in store.keys(args.user)]
+        if args.json:
+            print(json.dumps(keys))
+        for k in keys if not args.json else []:
+            state = "active" if k["active"] else ("revoked" if k["revoked_at"] else "expired")
+            print(f"{k['id']:14} {k['user']:24} {k['scope']:7} {state}")
+    else:
+        store.revoke_key(args.key_id)
+        audit.record(admin, "key_revoke", args.key_id)
+        print(f"key {args.key_id} revoked")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from retriever.audit import AuditLog
+
+    audit = AuditLog(settings.audit_path, settings.audit_retention_days)
+    try:
+        entries = audit.tail(args.lines, args.only_action, args.actor)
+    finally:
+        audit.close()
+    for entry in entries:
+        e = entry.to_dict()
+        if args.json:
+            print(json.dumps(e))
+        else:
+            print(f"{e['at']} {e['actor']} {e['action']} {e['target']} {json.dumps(e['detail'])}")
+    return 0
+
+
 COMMANDS = {
     "tune": cmd_tune,
     "ingest": cmd_ingest,
+    "users": cmd_identity,
+    "groups": cmd_identity,
+    "keys": cmd_identity,
+    "audit": cmd_audit,
     "serve": cmd_serve,
     "ask": cmd_ask,
     "status": cmd_status,

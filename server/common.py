@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from flask import request
 
-from retriever.answer import AnswerStream, GenerationTimeout, SourcesEvent
+from retriever.answer import Answer, AnswerStream, GenerationTimeout, SourcesEvent
 from retriever.generation import GenerationError
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy
+from server.access import current
 from server.errors import ApiError
 from server.state import state
+from server.untrusted import neutralize_links
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,36 @@ def optional_timeout(body: dict[str, Any]) -> float | None:
 
 
 def actor() -> str:
-    """Who is asking, for the audit log (user accounts come later: the client address)."""
-    return f"anonymous@{request.remote_addr or 'unknown'}"
+    """Who is asking, for the audit log: the user (and key), or with auth mode none the
+    client address."""
+    principal = current()
+    if principal.via == "none":
+        return f"anonymous@{request.remote_addr or 'unknown'}"
+    return principal.actor
+
+
+def answer_finisher(route: str) -> Callable[[Answer], Answer]:
+    """What is done to an answer as it leaves the server, bound now (a stream finishes
+    outside the request's context): links and images to hosts outside `answer_link_hosts`
+    are reduced to text (`server/untrusted.py`), and the audit log records who asked, when
+    (the entry's time), through which route, and which documents the answer was given
+    (never the question's or the documents' text)."""
+    st = state()
+    hosts, audit, who = st.settings.answer_link_hosts, st.audit, actor()
+
+    def finish(answer: Answer) -> Answer:
+        answer.answer = neutralize_links(answer.answer, hosts)
+        audit.record(
+            who,
+            "ask",
+            route,
+            documents=sorted({s.document_id for s in answer.sources}),
+            abstained=answer.abstained,
+            escalated=bool(answer.escalated),
+        )
+        return answer
+
+    return finish
 
 
 @contextmanager

@@ -8,6 +8,7 @@ it rates: it was sent to the administrators and stays listed when its conversati
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     title TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY,
@@ -60,30 +62,46 @@ def title_for(question: str) -> str:
 class ConversationStore(SQLiteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path, _SCHEMA, foreign_keys=True)
+        self._add_owner_column()
+
+    def _add_owner_column(self) -> None:
+        """Conversations made before users existed have no owner column: add it (owner '',
+        the anonymous caller of auth mode none)."""
+        with self._lock:
+            try:
+                self._db.execute("SELECT owner FROM conversations LIMIT 0")
+            except sqlite3.OperationalError:
+                self._db.execute(
+                    "ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''"
+                )
 
     # -- conversations ------------------------------------------------------------------------
 
-    def create(self, title: str = "") -> dict[str, Any]:
+    def create(self, title: str = "", owner: str = "") -> dict[str, Any]:
         now = time.time()
         conversation = {
             "id": uuid.uuid4().hex[:16],
             "title": title.strip()[:TITLE_CHARS] or "New chat",
             "created_at": now,
             "updated_at": now,
+            "owner": owner,
         }
         with self._tx() as db:
             db.execute(
-                "INSERT INTO conversations(id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO conversations(id, title, created_at, updated_at, owner) "
+                "VALUES (?, ?, ?, ?, ?)",
                 tuple(conversation.values()),
             )
         return conversation
 
-    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 100, owner: str | None = None) -> list[dict[str, Any]]:
+        """The most recent conversations (of one owner, if given)."""
+        where, params = ("WHERE c.owner = ? ", (owner,)) if owner is not None else ("", ())
         with self._lock:
             rows = self._db.execute(
                 "SELECT c.*, (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id) "
-                "AS messages FROM conversations c ORDER BY updated_at DESC LIMIT ?",
-                (limit,),
+                f"AS messages FROM conversations c {where}ORDER BY updated_at DESC LIMIT ?",
+                (*params, limit),
             ).fetchall()
         return [dict(r) for r in rows]
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from server.access import current, visible_answer
 from server.common import json_body
 from server.conversations import RATINGS, TITLE_CHARS
 from server.errors import ApiError
@@ -23,9 +24,16 @@ def _limit(default: int, most: int) -> int:
     return int(value)
 
 
+def _owner() -> str:
+    """Conversations belong to the caller; the anonymous caller of auth mode none owns ''."""
+    principal = current()
+    return "" if principal.via == "none" else principal.name
+
+
 def _conversation(conversation_id: str) -> dict[str, Any]:
+    """The caller's conversation with that id; another's is 404, as if it did not exist."""
     conversation = state().conversations.get(conversation_id)
-    if conversation is None:
+    if conversation is None or conversation.get("owner", "") != _owner():
         raise ApiError(
             404, "conversation_not_found", f"no conversation with id '{conversation_id}'"
         )
@@ -47,7 +55,8 @@ def _title(body: dict[str, Any], required: bool) -> str:
 
 @conversations_api.get("/conversations")
 def list_conversations() -> ResponseReturnValue:
-    return jsonify({"conversations": state().conversations.recent(_limit(100, 500))})
+    recent = state().conversations.recent(_limit(100, 500), owner=_owner())
+    return jsonify({"conversations": recent})
 
 
 @conversations_api.post("/conversations")
@@ -55,13 +64,15 @@ def create_conversation() -> ResponseReturnValue:
     body = request.get_json(silent=True) or {}
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    return jsonify(state().conversations.create(_title(body, required=False))), 201
+    conversation = state().conversations.create(_title(body, required=False), owner=_owner())
+    return jsonify(conversation), 201
 
 
 @conversations_api.get("/conversations/<conversation_id>")
 def get_conversation(conversation_id: str) -> ResponseReturnValue:
     conversation = _conversation(conversation_id)
-    messages = state().conversations.messages(conversation_id)
+    # History follows the permission rule as it is now, not as it was when answered.
+    messages = [visible_answer(m) for m in state().conversations.messages(conversation_id)]
     return jsonify({**conversation, "messages": messages})
 
 
@@ -97,6 +108,10 @@ def give_feedback() -> ResponseReturnValue:
             "invalid_comment",
             f"'comment' must be a string of at most {MAX_COMMENT_CHARS} characters",
         )
+    message = state().conversations.message(message_id)
+    conversation = state().conversations.get(message["conversation_id"]) if message else None
+    if conversation is None or conversation.get("owner", "") != _owner():  # one's own only
+        raise ApiError(404, "message_not_found", f"no answer with id '{message_id}'")
     try:
         entry = state().conversations.set_feedback(message_id, rating, comment)
     except KeyError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +27,11 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from retriever.answer import Answer, AnswerStream, DoneEvent, SourcesEvent
+from server.access import readable_collections
 from server.common import (
+    actor,
     answer_errors,
+    answer_finisher,
     check_question,
     first_event,
     json_body,
@@ -89,14 +92,21 @@ def chat_completions() -> ResponseReturnValue:
     answers = state().components.answers
     limit = min(max_tokens or answers.params.max_tokens, answers.params.max_tokens)
     completion = _Completion(limit)
+    # The same permission rule as /api/v1/ask: only the caller's readable collections.
+    collections = readable_collections()
     if not stream:
         with answer_errors():
-            answer = answers.ask(question, max_tokens=max_tokens)
+            answer = answers.ask(
+                question, collections=collections, max_tokens=max_tokens, actor=actor()
+            )
+        answer_finisher("openai")(answer)
         return jsonify(completion.whole(answer))
-    events = answers.stream(question, max_tokens=max_tokens)
+    events = answers.stream(question, collections=collections, max_tokens=max_tokens, actor=actor())
     first = first_event(events)
     return event_stream_response(
-        EventStream(_chunks(completion, first, events, include_usage), events)
+        EventStream(
+            _chunks(completion, first, events, include_usage, answer_finisher("openai")), events
+        )
     )
 
 
@@ -181,7 +191,11 @@ class _Completion:
 
 
 def _chunks(
-    completion: _Completion, first: SourcesEvent, events: AnswerStream, include_usage: bool
+    completion: _Completion,
+    first: SourcesEvent,
+    events: AnswerStream,
+    include_usage: bool,
+    finish: Callable[[Answer], Answer],
 ) -> Generator[str, None, None]:
     sources = [vars(s) for s in first.sources]
     yield sse(completion.chunk({"role": "assistant", "content": ""}, sources=sources))
@@ -190,6 +204,7 @@ def _chunks(
         for event in events:
             if isinstance(event, DoneEvent):
                 answer = event.answer
+                finish(answer)
             else:
                 yield KEEP_ALIVE
     except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -416,6 +417,42 @@ def _document_action_paths() -> dict[str, Any]:
 
 
 def openapi_document() -> dict[str, Any]:
+    """The description of /api/v1, with the authentication each operation needs (read from
+    the routes' scopes in `server/auth.py`, so the two cannot drift apart)."""
+    return _with_security(_paths_document())
+
+
+def _with_security(doc: dict[str, Any]) -> dict[str, Any]:
+    from flask import current_app
+
+    from server.auth import PUBLIC, RATE_LIMITED, REQUIRED_SCOPE
+
+    adapter = current_app.url_map.bind("localhost")
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            endpoint, _ = adapter.match(re.sub(r"\{\w+\}", "x", path), method.upper())
+            if endpoint in PUBLIC:
+                operation["security"] = []
+                continue
+            scope = REQUIRED_SCOPE.get(str(endpoint), "admin")
+            operation["security"] = [{"bearerAuth": []}]
+            operation["x-required-scope"] = scope
+            operation["responses"].update(_errors(401, 403))
+            if endpoint in RATE_LIMITED:
+                operation["responses"].update(_errors(429))
+    doc["components"]["securitySchemes"] = {
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from `enclave keys create` (auth modes api_key and "
+            "trusted_header); `x-required-scope` is the least scope an operation needs: "
+            "ask < ingest < admin. With auth mode none (loopback only) no key is needed.",
+        }
+    }
+    return doc
+
+
+def _paths_document() -> dict[str, Any]:
     doc_ref = {"$ref": "#/components/schemas/Document"}
     return {
         "openapi": "3.1.0",

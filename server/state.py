@@ -8,17 +8,23 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from flask import current_app
 
 from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
 from ingest.registry import DocumentRecord, file_sha256
+from retriever.audit import AuditLog
 from retriever.components import Components
 from retriever.tuning.activation import ActivationStatus, EmbedderActivation
 from retriever.tuning.generations import GenerationError
 from server.conversations import ConversationStore
+from server.identity import IdentityStore
+from server.limits import RateLimiter
+
+if TYPE_CHECKING:
+    from server.access import CollectionAccess
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +42,11 @@ class EnclaveState:
         self._ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-ingest")
         self._watcher: InboxWatcher | None = None
         self._conversations: ConversationStore | None = None
+        self._identity: IdentityStore | None = None
+        self.limiter = RateLimiter(self.settings.rate_limit_per_minute)
+        from server.access import CollectionAccess  # access imports this module
+
+        self.access: CollectionAccess = CollectionAccess(self.settings)
         self._queued = 0  # ingestion tasks submitted and not finished (admin: queue depth)
         self._queued_lock = threading.Lock()
         self.activation = EmbedderActivation(components, exclusive=self._exclusive)
@@ -56,6 +67,18 @@ class EnclaveState:
                 path = self.settings.data_dir / "conversations.sqlite3"
                 self._conversations = ConversationStore(path)
             return self._conversations
+
+    @property
+    def identity(self) -> IdentityStore:
+        """Users, groups and API keys (opened on first use: auth mode none needs none)."""
+        with self._pipeline_lock:
+            if self._identity is None:
+                self._identity = IdentityStore(self.settings.identity_path)
+            return self._identity
+
+    @property
+    def audit(self) -> AuditLog:
+        return self.components.audit
 
     @property
     def ingest_queue(self) -> int:
@@ -191,6 +214,8 @@ class EnclaveState:
             self._pipeline.close()
         if self._conversations is not None:
             self._conversations.close()
+        if self._identity is not None:
+            self._identity.close()
 
 
 def state() -> EnclaveState:

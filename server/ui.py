@@ -7,6 +7,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, render_template
 from flask.typing import ResponseReturnValue
 
+from server.state import state
+
 ui = Blueprint("ui", __name__, static_folder="static", static_url_path="/static")
 
 # The pages may load and call only this server; no inline scripts or styles.
@@ -18,12 +20,27 @@ CONTENT_SECURITY_POLICY = (
 PAGES = {"chat": "Chat", "library": "Documents", "admin": "Admin"}
 
 
-def _page(template: str, page: str, **context: object) -> ResponseReturnValue:
-    response = Response(render_template(template, page=page, pages=PAGES, **context))
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+def secure_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = content_security_policy()
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def content_security_policy() -> str:
+    """Same-origin only; images may also come from `answer_link_hosts` (answers may show
+    images from those hosts, and from no other)."""
+    hosts = state().settings.answer_link_hosts
+    if not hosts:
+        return CONTENT_SECURITY_POLICY
+    extra = " ".join(f"https://{h}" for h in hosts)
+    return CONTENT_SECURITY_POLICY.replace("img-src 'self' data:", f"img-src 'self' data: {extra}")
+
+
+def _page(template: str, page: str, **context: object) -> ResponseReturnValue:
+    hosts = ",".join(state().settings.answer_link_hosts)
+    html = render_template(template, page=page, pages=PAGES, link_hosts=hosts, **context)
+    return secure_headers(Response(html))
 
 
 @ui.get("/")

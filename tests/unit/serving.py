@@ -10,10 +10,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from flask import Flask
 from flask.testing import FlaskClient
 
+from ingest.pipeline import absolute
 from retriever.components import Components
 from retriever.generation import FakeGenerator, GenerationParams, Message
+from retriever.settings import Settings
 
 LEAVE = (
     "Parental leave lasts 16 weeks at full pay. It can be split into two blocks. "
@@ -74,3 +77,49 @@ class BlockingGenerator(FakeGenerator):
         self.started.set()
         assert self.go.wait(timeout=30), "the test never let the generator go on"
         yield from super().stream(messages, params)
+
+
+# -- authentication: an app with auth on, users and their keys ------------------------------
+
+
+def auth_settings(settings: Settings, **overrides: Any) -> Settings:
+    """`settings` with auth mode api_key (and any other changes)."""
+    return settings.model_copy(update={"auth_mode": "api_key", **overrides})
+
+
+def add_user(
+    app: Flask, name: str, role: str = "ask", groups: tuple[str, ...] = (), scope: str | None = None
+) -> dict[str, str]:
+    """A user in the app's identity store, in these groups (made if missing); returns the
+    Authorization header of a new key with `scope` (default: the role)."""
+    identity = app.extensions["enclave"].identity
+    identity.add_user(name, role)  # type: ignore[arg-type]
+    for group in groups:
+        if group not in identity.groups():
+            identity.add_group(group)
+        identity.add_member(group, name)
+    _, secret = identity.create_key(name, scope or role)  # type: ignore[arg-type]
+    return bearer(secret)
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def index_into(app: Flask, files: dict[str, str]) -> dict[str, str]:
+    """Write `{"collection/name.txt": text}` into the inbox and index them as the inbox would;
+    returns relative path -> document id."""
+    st = app.extensions["enclave"]
+    paths = []
+    for relative, text in files.items():
+        path = st.settings.inbox_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    st.pipeline.ingest_file_list(paths)
+    ids = {}
+    for relative, path in zip(files, paths, strict=True):
+        record = st.pipeline.registry.get_by_path(str(absolute(path)))
+        assert record is not None and record.status == "indexed", record
+        ids[relative] = record.id
+    return ids

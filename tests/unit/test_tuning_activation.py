@@ -142,7 +142,9 @@ def test_activation_swaps_with_no_failed_question_then_rolls_back(
     response = client.post("/api/v1/embedder/rollback")
     assert response.status_code == 202
     status = _wait_until_done(client)
-    assert status["current"]["number"] == 0 and status["previous"]["number"] == 1, status["activation"]
+    assert status["current"]["number"] == 0 and status["previous"]["number"] == 1, status[
+        "activation"
+    ]
     assert components.store.collection.name == COLLECTION
     restored = _ask(client)  # the old model's results again (plus the document added since)
     old = {s["path"]: s["score"] for s in before["sources"]}
