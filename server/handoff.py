@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import urllib.error
 import urllib.request
 import uuid
@@ -21,6 +22,16 @@ def _multipart(path: Path) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+API_KEY_ENV = "ENCLAVE_API_KEY"
+
+
+def auth_headers() -> dict[str, str]:
+    """The CLI's credentials for a running server (one with `auth_mode = "api_key"`): a key
+    from `enclave keys create`, in ENCLAVE_API_KEY. Nothing when unset."""
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def upload_files(base_url: str, files: list[Path], json_summary: bool = False) -> int:
     accepted, refused = [], []
     for path in files:
@@ -29,7 +40,7 @@ def upload_files(base_url: str, files: list[Path], json_summary: bool = False) -
             f"{base_url}/api/v1/documents",
             data=body,
             method="POST",
-            headers={"Content-Type": content_type},
+            headers={"Content-Type": content_type, **auth_headers()},
         )
         try:
             with urllib.request.urlopen(request, timeout=120) as response:

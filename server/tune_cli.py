@@ -17,6 +17,7 @@ from typing import Any
 from retriever.settings import Settings
 from retriever.tuning.generations import GenerationError, Generations
 from retriever.tuning.train import TrainConfig
+from server.handoff import auth_headers
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -222,7 +223,7 @@ def _request(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         url,
         data=data,
         method="POST" if data else "GET",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **auth_headers()},
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:

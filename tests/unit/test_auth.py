@@ -340,3 +340,31 @@ def test_settings_map_collections_from_toml_and_env(tmp_path: Path) -> None:
     assert s.collection_groups == {"hr": ["hr-staff", "admins"], "eng": ["engineers"]}
     with pytest.raises(SettingsError, match="collection_groups"):
         load_settings(environ={"ENCLAVE_COLLECTION_GROUPS": "hr"})
+
+
+def test_cli_hand_off_sends_the_key_from_the_environment(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`enclave ingest` beside a running server uploads through its API: refused without a
+    key, accepted with a key in ENCLAVE_API_KEY."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from server.handoff import API_KEY_ENV, upload_files
+
+    header = add_user(app, "loader", role="admin")  # the default collection is unmapped: admins
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    note = tmp_path / "note.txt"
+    note.write_text("The canteen opens at eight.")
+    try:
+        monkeypatch.delenv(API_KEY_ENV, raising=False)
+        assert upload_files(url, [note]) == 1
+        assert "refused" in capsys.readouterr().out
+        monkeypatch.setenv(API_KEY_ENV, header["Authorization"].removeprefix("Bearer "))
+        assert upload_files(url, [note], json_summary=True) == 0
+        assert '"handed_off": 1' in capsys.readouterr().out
+    finally:
+        server.shutdown()
