@@ -1,4 +1,5 @@
-"""The registry: SQLite record of every document, the source of truth for what is indexed."""
+"""The registry: the record of every document (SQLite or PostgreSQL), the source of truth for
+what is indexed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from retriever.sqlite import SQLiteStore
+from retriever.database import SQLStore, StoreTarget
 
 Status = Literal["pending", "indexed", "failed", "deleted"]
 STATUSES: tuple[Status, ...] = ("pending", "indexed", "failed", "deleted")
@@ -76,9 +77,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Registry(SQLiteStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
+class Registry(SQLStore):
+    def __init__(self, target: StoreTarget) -> None:
+        super().__init__(target, _SCHEMA)
 
     def _one(self, sql: str, *params: object) -> DocumentRecord | None:
         with self._lock:

@@ -1,14 +1,19 @@
-"""Keyword index: SQLite FTS5 with BM25 ranking, kept in step with the vector store."""
+"""Keyword index, kept in step with the vector store: SQLite FTS5 ranked by BM25 (the default),
+or PostgreSQL full-text search (a tsvector column under a GIN index, ranked by `ts_rank_cd`).
+
+Both take the same query: the question's distinct non-stopword words, OR-ed, stemmed by the
+engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer). The collection filter is
+part of the query on both.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-import sqlite3
-import threading
+import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
+from retriever.database import SQLStore, StoreTarget
 from retriever.types import Chunk
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -90,43 +95,100 @@ STOPWORDS = frozenset(
 )
 
 
-def match_expression(text: str) -> str:
-    """An FTS5 MATCH expression: the distinct non-stopword terms, quoted, OR-ed."""
+def query_terms(text: str) -> list[str]:
+    """The distinct non-stopword words of a query, lower-cased, at most 64."""
     terms: list[str] = []
     for word in _WORD.findall(text.lower()):
         if word in STOPWORDS or word in terms:
             continue
         terms.append(word)
-    return " OR ".join(f'"{t}"' for t in terms[:64])
+    return terms[:64]
 
 
-class KeywordIndex:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+def match_expression(text: str) -> str:
+    """An FTS5 MATCH expression: the query's terms, quoted, OR-ed."""
+    return " OR ".join(f'"{t}"' for t in query_terms(text))
+
+
+def _lexeme(word: str) -> str:
+    """One word quoted for `to_tsquery` (which stems it and drops it if a stopword)."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_expression(text: str) -> str:
+    """A PostgreSQL `to_tsquery` expression: the query's terms, quoted, OR-ed."""
+    return " | ".join(_lexeme(t) for t in query_terms(text))
+
+
+_FTS5_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
+    body, chunk_id UNINDEXED, document_id UNINDEXED, collection UNINDEXED,
+    tokenize='porter unicode61 remove_diacritics 2');
+"""
+# The same columns; the body's lexemes are computed by PostgreSQL into a GIN-indexed column.
+_POSTGRES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    document_id TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    body TEXT NOT NULL,
+    lexemes tsvector GENERATED ALWAYS AS (to_tsvector('english', body)) STORED
+);
+CREATE INDEX IF NOT EXISTS chunks_lexemes ON chunks USING gin (lexemes);
+CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
+"""
+# Per engine: (the search, its ORDER BY), the document frequency of one word.
+_SEARCH = {
+    "sqlite": (
+        "SELECT chunk_id, -bm25(chunks) AS score FROM chunks WHERE chunks MATCH ?",
+        "bm25(chunks)",
+    ),
+    "postgresql": (
+        "SELECT chunk_id, ts_rank_cd(lexemes, q) AS score "
+        "FROM chunks, to_tsquery('english', ?) AS q WHERE lexemes @@ q",
+        "score DESC",
+    ),
+}
+_FREQUENCY = {
+    "sqlite": "SELECT count(*) FROM chunks WHERE chunks MATCH ?",
+    # A stopword (not indexed by PostgreSQL) counts as in every chunk, as FTS5 would find it.
+    "postgresql": "SELECT CASE WHEN numnode(q) = 0 THEN (SELECT count(*) FROM chunks) "
+    "ELSE (SELECT count(*) FROM chunks WHERE lexemes @@ q) END "
+    "FROM to_tsquery('english', ?) AS q",
+}
+# Document frequencies are cached; other processes may write to a shared database, so the cache
+# also expires.
+_FREQUENCIES_TTL_S = 60.0
+
+
+class KeywordIndex(SQLStore):
+    def __init__(self, target: StoreTarget) -> None:
+        super().__init__(target)
+        if self.dialect == "sqlite":
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.create_schema(_FTS5_SCHEMA if self.dialect == "sqlite" else _POSTGRES_SCHEMA)
         # Document frequencies for `term_weights`, dropped whenever the index changes.
         self._df: dict[str, int] = {}
         self._total: int | None = None
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5("
-            "body, chunk_id UNINDEXED, document_id UNINDEXED, collection UNINDEXED, "
-            "tokenize='porter unicode61 remove_diacritics 2')"
-        )
+        self._counted_at = 0.0
+
+    def _quote(self, word: str) -> str:
+        return f'"{word}"' if self.dialect == "sqlite" else _lexeme(word)
 
     def term_weights(self, words: Iterable[str]) -> dict[str, float]:
         """Inverse document frequency of each word over the indexed chunks (stemmed as the
         index stems), ln(1 + N / (1 + df)): a word no chunk holds weighs the most."""
         with self._lock:
+            if time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
+                self._changed()
             if self._total is None:
                 self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+                self._counted_at = time.monotonic()
             weights = {}
             for word in words:
                 if word not in self._df:
                     row = self._db.execute(
-                        "SELECT count(*) FROM chunks WHERE chunks MATCH ?", (f'"{word}"',)
+                        _FREQUENCY[self.dialect], (self._quote(word),)
                     ).fetchone()
                     self._df[word] = int(row[0])
                 weights[word] = math.log(1 + self._total / (1 + self._df[word]))
@@ -138,23 +200,14 @@ class KeywordIndex:
 
     def add(self, chunks: Iterable[Chunk]) -> None:
         rows = [(c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks]
-        with self._lock:
+        with self._tx() as db:
             self._changed()
-            self._db.execute("BEGIN")
-            try:
-                # Replace semantics: a re-added chunk id never appears twice.
-                self._db.executemany(
-                    "DELETE FROM chunks WHERE chunk_id = ?", [(r[1],) for r in rows]
-                )
-                self._db.executemany(
-                    "INSERT INTO chunks(body, chunk_id, document_id, collection) "
-                    "VALUES (?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            # Replace semantics: a re-added chunk id never appears twice.
+            db.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(r[1],) for r in rows])
+            db.executemany(
+                "INSERT INTO chunks(body, chunk_id, document_id, collection) VALUES (?, ?, ?, ?)",
+                rows,
+            )
 
     def delete_document(self, document_id: str) -> None:
         with self._lock:
@@ -186,21 +239,19 @@ class KeywordIndex:
     def search(
         self, query: str, k: int, collections: Sequence[str] | None = None
     ) -> list[tuple[str, float]]:
-        """(chunk id, BM25 score) best first; higher is better. The filter is in the query."""
-        expression = match_expression(query)
-        if not expression or (collections is not None and not collections):
+        """(chunk id, score) best first; higher is better. The filter is in the query."""
+        if not query_terms(query) or (collections is not None and not collections):
             return []
-        sql = "SELECT chunk_id, -bm25(chunks) AS score FROM chunks WHERE chunks MATCH ?"
+        sql, order = _SEARCH[self.dialect]
+        expression = (
+            match_expression(query) if self.dialect == "sqlite" else tsquery_expression(query)
+        )
         params: list[object] = [expression]
         if collections is not None:
             sql += f" AND collection IN ({','.join('?' * len(collections))})"
             params.extend(collections)
-        sql += " ORDER BY bm25(chunks) LIMIT ?"
+        sql += f" ORDER BY {order} LIMIT ?"
         params.append(k)
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
         return [(r[0], float(r[1])) for r in rows]
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

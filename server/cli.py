@@ -219,11 +219,11 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.registry import Registry
 
-    if not settings.registry_path.exists():
+    if not (settings.database_url or settings.registry_path.exists()):
         counts: dict[str, int] = {}
         failed: list[dict[str, object]] = []
     else:
-        registry = Registry(settings.registry_path)
+        registry = Registry(settings.database_for(settings.registry_path))
         counts = registry.counts()
         failed = [{"path": r.path, "error": r.error} for r in registry.list("failed")]
     body = {"data_dir": str(settings.data_dir.resolve()), "documents": counts, "failed": failed}

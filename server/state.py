@@ -47,8 +47,8 @@ class EnclaveState:
     def conversations(self) -> ConversationStore:
         with self._pipeline_lock:
             if self._conversations is None:
-                path = self.settings.data_dir / "conversations.sqlite3"
-                self._conversations = ConversationStore(path)
+                target = self.settings.database_for(self.settings.conversations_path)
+                self._conversations = ConversationStore(target)
             return self._conversations
 
     @property
