@@ -120,25 +120,19 @@ class Registry(SQLStore):
     def register(
         self, path: str, collection: str, sha256: str, size: int, mtime: float
     ) -> DocumentRecord:
-        """Create the document (or reset an existing row at that path) as pending."""
+        """Create the document (or reset an existing row at that path, keeping its id) as
+        pending; one statement, so processes registering the same path at once cannot collide."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT id FROM documents WHERE path = ?", (path,)).fetchone()
-            if row:
-                db.execute(
-                    "UPDATE documents SET collection=?, sha256=?, size=?, mtime=?, "
-                    "status='pending', error=NULL, updated_at=? WHERE id=?",
-                    (collection, sha256, size, mtime, now, row[0]),
-                )
-                doc_id = row[0]
-            else:
-                doc_id = document_id_for(path)
-                db.execute(
-                    "INSERT INTO documents(id, path, collection, sha256, size, mtime, status, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (doc_id, path, collection, sha256, size, mtime, now, now),
-                )
-        record = self.get(doc_id)
+            db.execute(
+                "INSERT INTO documents(id, path, collection, sha256, size, mtime, status, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET collection = excluded.collection, "
+                "sha256 = excluded.sha256, size = excluded.size, mtime = excluded.mtime, "
+                "status = 'pending', error = NULL, updated_at = excluded.updated_at",
+                (document_id_for(path), path, collection, sha256, size, mtime, now, now),
+            )
+        record = self.get_by_path(path)
         assert record is not None
         return record
 

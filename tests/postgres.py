@@ -17,7 +17,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-PG_BIN = Path(os.environ.get("ENCLAVE_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _server_bin() -> Path:
+    """ENCLAVE_PG_BIN, else the newest Debian server install (/usr/lib/postgresql/<major>/bin)."""
+    if os.environ.get("ENCLAVE_PG_BIN"):
+        return Path(os.environ["ENCLAVE_PG_BIN"])
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _server_bin()
 USER = "enclave"
 
 

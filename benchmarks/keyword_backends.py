@@ -1,0 +1,112 @@
+"""Retrieval quality on SciFact (test split) with each keyword backend: SQLite FTS5 ranked by
+BM25 (the default) and PostgreSQL full-text search (`database_url`), BM25-only and hybrid.
+
+Both backends hold the same chunks (copied from the cached FTS5 index) and share the same Chroma
+index and query embeddings: only the keyword engine differs. Without `--database-url`, a
+throwaway PostgreSQL cluster is started from Debian's server binaries (tests/postgres.py).
+
+    python benchmarks/keyword_backends.py [--database-url postgresql://...] [--limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+from common import BEIR, CACHE, machine, print_table, write_result
+
+from retriever.components import Components
+from retriever.keyword import KeywordIndex
+from retriever.settings import Settings
+from retriever.types import Chunk
+from server.evaluate import open_beir, score_beir
+
+MODES = ("bm25", "hybrid")
+BATCH = 2000
+
+
+def fts5_rows(components: Components) -> Iterator[Chunk]:
+    """The chunks of the FTS5 index, as chunks whose embedding text is the indexed body."""
+    db = sqlite3.connect(components.settings.keyword_path)
+    try:
+        rows = db.execute("SELECT chunk_id, document_id, collection, body FROM chunks")
+        for chunk_id, document_id, collection, body in rows:
+            yield Chunk(chunk_id, document_id, 0, body, "", "", collection)
+    finally:
+        db.close()
+
+
+def fill(index: KeywordIndex, chunks: Iterator[Chunk]) -> int:
+    batch: list[Chunk] = []
+    total = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        if len(batch) == BATCH:
+            index.add(batch)
+            total, batch = total + len(batch), []
+    index.add(batch)
+    return total + len(batch)
+
+
+def server_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        row = db.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default="", help="an empty scratch database")
+    parser.add_argument("--limit", type=int, default=0, help="first N queries only")
+    args = parser.parse_args()
+    sqlite_side = open_beir(Settings(data_dir=CACHE), BEIR)
+    with ExitStack() as stack:
+        url = args.database_url
+        if not url:
+            from tests.postgres import temporary_cluster, temporary_database
+
+            url = stack.enter_context(temporary_database(stack.enter_context(temporary_cluster())))
+        update = {"database_url": url}
+        postgres_side = Components(
+            sqlite_side.settings.model_copy(update=update), embedder=sqlite_side.embedder
+        )
+        if postgres_side.keyword.count() == 0:
+            fill(postgres_side.keyword, fts5_rows(sqlite_side))
+        version = server_version(url)
+        rows: list[dict[str, Any]] = []
+        for backend, components in (("sqlite-fts5", sqlite_side), ("postgresql", postgres_side)):
+            for mode in MODES:
+                result = score_beir(components, BEIR, "test", mode, args.limit)  # type: ignore[arg-type]
+                rows.append({"backend": backend, **result})
+                print_table(rows[-1:])
+        chunks = {
+            "sqlite-fts5": sqlite_side.keyword.count(),
+            "postgresql": postgres_side.keyword.count(),
+        }
+    print_table(
+        rows, ["backend", "mode", "ndcg@10", "recall@10", "recall@100", "mrr@10", "latency_ms_p50"]
+    )
+    write_result(
+        "keyword-backends",
+        {
+            "machine": machine(),
+            "dataset": "scifact test",
+            "chunks": chunks,
+            "postgresql": version,
+            "sqlite": sqlite3.sqlite_version,
+            "ranking": {
+                "sqlite-fts5": "bm25(chunks), Porter stemmer",
+                "postgresql": "ts_rank_cd over to_tsvector('english'), GIN index",
+            },
+            "results": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
