@@ -1,5 +1,7 @@
 """Retrieval quality on SciFact (test split) with each keyword backend: SQLite FTS5 ranked by
-BM25 (the default) and PostgreSQL full-text search (`database_url`), BM25-only and hybrid.
+BM25 (the default) and PostgreSQL full-text search (`database_url`, BM25 computed in SQL over its
+lexemes), BM25-only and hybrid; for reference, PostgreSQL's own rankers `ts_rank_cd` and
+`ts_rank` (normalization 1) on the same index in place of BM25.
 
 Both backends hold the same chunks (copied from the cached FTS5 index) and share the same Chroma
 index and query embeddings: only the keyword engine differs. Without `--database-url`, a
@@ -12,20 +14,43 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 from common import BEIR, CACHE, machine, print_table, write_result
 
 from retriever.components import Components
-from retriever.keyword import KeywordIndex
+from retriever.keyword import KeywordIndex, query_terms
 from retriever.settings import Settings
 from retriever.types import Chunk
 from server.evaluate import open_beir, score_beir
 
 MODES = ("bm25", "hybrid")
 BATCH = 2000
+BUILT_IN_RANKS = {"ts_rank_cd": "ts_rank_cd(lexemes, q)", "ts_rank": "ts_rank(lexemes, q, 1)"}
+
+
+class BuiltInRank(KeywordIndex):
+    """The PostgreSQL keyword index ranked by one of PostgreSQL's own functions (reference)."""
+
+    def __init__(self, target: str, rank: str) -> None:
+        super().__init__(target)
+        self.rank = rank
+
+    def search(
+        self, query: str, k: int, collections: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        terms = query_terms(query)
+        if not terms:
+            return []
+        sql = (
+            f"SELECT chunk_id, {self.rank} AS score FROM chunks, to_tsquery('english', ?) AS q "
+            "WHERE lexemes @@ q ORDER BY score DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (" | ".join(f"'{t}'" for t in terms), k)).fetchall()
+        return [(r[0], float(r[1])) for r in rows]
 
 
 def fts5_rows(components: Components) -> Iterator[Chunk]:
@@ -78,8 +103,13 @@ def main() -> None:
         if postgres_side.keyword.count() == 0:
             fill(postgres_side.keyword, fts5_rows(sqlite_side))
         version = server_version(url)
+        sides = [("sqlite-fts5", sqlite_side), ("postgresql", postgres_side)]
+        for name, rank in BUILT_IN_RANKS.items():
+            side = Components(postgres_side.settings, embedder=sqlite_side.embedder)
+            side.__dict__["keyword"] = BuiltInRank(url, rank)  # before the searcher is built
+            sides.append((f"postgresql {name}", side))
         rows: list[dict[str, Any]] = []
-        for backend, components in (("sqlite-fts5", sqlite_side), ("postgresql", postgres_side)):
+        for backend, components in sides:
             for mode in MODES:
                 result = score_beir(components, BEIR, "test", mode, args.limit)  # type: ignore[arg-type]
                 rows.append({"backend": backend, **result})
@@ -101,7 +131,8 @@ def main() -> None:
             "sqlite": sqlite3.sqlite_version,
             "ranking": {
                 "sqlite-fts5": "bm25(chunks), Porter stemmer",
-                "postgresql": "ts_rank_cd over to_tsvector('english'), GIN index",
+                "postgresql": "BM25 in SQL over to_tsvector('english') lexemes, GIN index",
+                **{f"postgresql {name}": rank for name, rank in BUILT_IN_RANKS.items()},
             },
             "results": rows,
         },

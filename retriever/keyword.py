@@ -1,9 +1,9 @@
 """Keyword index, kept in step with the vector store: SQLite FTS5 ranked by BM25 (the default),
-or PostgreSQL full-text search (a tsvector column under a GIN index, ranked by `ts_rank_cd`).
+or PostgreSQL full-text search (a tsvector column under a GIN index).
 
 Both take the same query: the question's distinct non-stopword words, OR-ed, stemmed by the
-engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer). The collection filter is
-part of the query on both.
+engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer), ranked by BM25 (computed
+in SQL on PostgreSQL, see `_SEARCH`). The collection filter is part of the query on both.
 """
 
 from __future__ import annotations
@@ -115,11 +115,6 @@ def _lexeme(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def tsquery_expression(text: str) -> str:
-    """A PostgreSQL `to_tsquery` expression: the query's terms, quoted, OR-ed."""
-    return " | ".join(_lexeme(t) for t in query_terms(text))
-
-
 _FTS5_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
     body, chunk_id UNINDEXED, document_id UNINDEXED, collection UNINDEXED,
@@ -137,16 +132,39 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_lexemes ON chunks USING gin (lexemes);
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
 """
-# Per engine: (the search, its ORDER BY), the document frequency of one word.
+# Per engine: the search up to its WHERE (the collection filter is added there), then the rest.
+# PostgreSQL has no BM25 (`ts_rank_cd` scores 0.41 nDCG@10 on SciFact where FTS5's BM25 scores
+# 0.69), so BM25 is computed here over its lexemes (k1 1.2, b 0.75, Lucene's IDF; a chunk's
+# length is its count of distinct lexemes): `t` holds the query's stemmed lexemes and their
+# document frequencies (GIN index), `q` the OR query that picks the candidates (GIN index).
 _SEARCH = {
     "sqlite": (
         "SELECT chunk_id, -bm25(chunks) AS score FROM chunks WHERE chunks MATCH ?",
-        "bm25(chunks)",
+        "ORDER BY bm25(chunks) LIMIT ?",
     ),
     "postgresql": (
-        "SELECT chunk_id, ts_rank_cd(lexemes, q) AS score "
-        "FROM chunks, to_tsquery('english', ?) AS q WHERE lexemes @@ q",
-        "score DESC",
+        """
+        WITH t AS MATERIALIZED (
+            SELECT u.lexeme, (
+                SELECT count(*) FROM chunks WHERE lexemes @@ quote_literal(u.lexeme)::tsquery
+            ) AS df
+            FROM unnest(to_tsvector('english', ?)) AS u
+        ), q AS MATERIALIZED (
+            SELECT array_agg(lexeme) AS lexemes,
+                   string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
+            FROM t
+        )
+        SELECT chunks.chunk_id,
+               sum(ln(1 + (? - t.df + 0.5) / (t.df + 0.5)) * m.tf * 2.2
+                   / (m.tf + 1.2 * (0.25 + 0.75 * length(chunks.lexemes) / ?))) AS score
+        FROM q, chunks
+        CROSS JOIN LATERAL (
+            SELECT u.lexeme, array_length(u.positions, 1) AS tf
+            FROM unnest(chunks.lexemes) AS u WHERE u.lexeme = ANY (q.lexemes)
+        ) AS m
+        JOIN t ON t.lexeme = m.lexeme
+        WHERE chunks.lexemes @@ q.query""",
+        "GROUP BY chunks.chunk_id ORDER BY score DESC LIMIT ?",
     ),
 }
 _FREQUENCY = {
@@ -170,6 +188,7 @@ class KeywordIndex(SQLStore):
         # Document frequencies for `term_weights`, dropped whenever the index changes.
         self._df: dict[str, int] = {}
         self._total: int | None = None
+        self._average_length: float | None = None
         self._counted_at = 0.0
 
     def _quote(self, word: str) -> str:
@@ -197,6 +216,20 @@ class KeywordIndex(SQLStore):
     def _changed(self) -> None:
         self._df.clear()
         self._total = None
+        self._average_length = None
+
+    def _corpus(self) -> tuple[int, float]:
+        """Chunks and their average length in lexemes (PostgreSQL's BM25), cached as the
+        document frequencies are."""
+        if time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
+            self._changed()
+        if self._total is None or self._average_length is None:
+            row = self._db.execute(
+                "SELECT count(*), coalesce(avg(length(lexemes)), 0) FROM chunks"
+            ).fetchone()
+            self._total, self._average_length = int(row[0]), float(row[1]) or 1.0
+            self._counted_at = time.monotonic()
+        return self._total, self._average_length
 
     def add(self, chunks: Iterable[Chunk]) -> None:
         rows = [(c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks]
@@ -242,16 +275,16 @@ class KeywordIndex(SQLStore):
         """(chunk id, score) best first; higher is better. The filter is in the query."""
         if not query_terms(query) or (collections is not None and not collections):
             return []
-        sql, order = _SEARCH[self.dialect]
-        expression = (
-            match_expression(query) if self.dialect == "sqlite" else tsquery_expression(query)
-        )
-        params: list[object] = [expression]
-        if collections is not None:
-            sql += f" AND collection IN ({','.join('?' * len(collections))})"
-            params.extend(collections)
-        sql += f" ORDER BY {order} LIMIT ?"
-        params.append(k)
+        sql, rest = _SEARCH[self.dialect]
         with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
+            if self.dialect == "sqlite":
+                params: list[object] = [match_expression(query)]
+            else:
+                total, average_length = self._corpus()
+                params = [" ".join(query_terms(query)), float(total), average_length]
+            if collections is not None:
+                sql += f" AND collection IN ({','.join('?' * len(collections))})"
+                params.extend(collections)
+            params.append(k)
+            rows = self._db.execute(f"{sql} {rest}", params).fetchall()
         return [(r[0], float(r[1])) for r in rows]

@@ -15,7 +15,7 @@ from ingest.jobs import JobLog
 from ingest.registry import Registry
 from retriever.audit import AuditLog
 from retriever.database import Row, postgres_ddl, postgres_sql
-from retriever.keyword import KeywordIndex, tsquery_expression
+from retriever.keyword import KeywordIndex
 from retriever.settings import Settings, SettingsError, load_settings
 from retriever.types import Chunk, chunk_id
 from server.conversations import ConversationStore, title_for
@@ -40,7 +40,6 @@ def test_one_sql_for_both_engines() -> None:
     )
     row = Row({"id": 0, "n": 1}, ("x", 2))
     assert row[0] == row["id"] == "x" and dict(row) == {"id": "x", "n": 2} and list(row) == ["x", 2]
-    assert tsquery_expression("What is the O'Neil code?") == "'o' | 'neil' | 'code'"
 
 
 def test_database_url_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
