@@ -2,8 +2,9 @@
 or PostgreSQL full-text search (a tsvector column under a GIN index).
 
 Both take the same query: the question's distinct non-stopword words, OR-ed, stemmed by the
-engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer), ranked by BM25 (computed
-in SQL on PostgreSQL, see `_SEARCH`). The collection filter is part of the query on both.
+engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer); FTS5 ranks by BM25,
+PostgreSQL by `ts_rank` weighted by each term's BM25 IDF (see `_POSTGRES_SEARCH`). The
+collection filter is part of the query on both.
 """
 
 from __future__ import annotations
@@ -132,41 +133,35 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_lexemes ON chunks USING gin (lexemes);
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
 """
-# Per engine: the search up to its WHERE (the collection filter is added there), then the rest.
-# PostgreSQL has no BM25 (`ts_rank_cd` scores 0.41 nDCG@10 on SciFact where FTS5's BM25 scores
-# 0.69), so BM25 is computed here over its lexemes (k1 1.2, b 0.75, Lucene's IDF; a chunk's
-# length is its count of distinct lexemes): `t` holds the query's stemmed lexemes and their
-# document frequencies (GIN index), `q` the OR query that picks the candidates (GIN index).
-_SEARCH = {
-    "sqlite": (
-        "SELECT chunk_id, -bm25(chunks) AS score FROM chunks WHERE chunks MATCH ?",
-        "ORDER BY bm25(chunks) LIMIT ?",
-    ),
-    "postgresql": (
-        """
-        WITH t AS MATERIALIZED (
-            SELECT u.lexeme, (
-                SELECT count(*) FROM chunks WHERE lexemes @@ quote_literal(u.lexeme)::tsquery
-            ) AS df
-            FROM unnest(to_tsvector('english', ?)) AS u
-        ), q AS MATERIALIZED (
-            SELECT array_agg(lexeme) AS lexemes,
-                   string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
-            FROM t
-        )
-        SELECT chunks.chunk_id,
-               sum(ln(1 + (? - t.df + 0.5) / (t.df + 0.5)) * m.tf * 2.2
-                   / (m.tf + 1.2 * (0.25 + 0.75 * length(chunks.lexemes) / ?))) AS score
-        FROM q, chunks
-        CROSS JOIN LATERAL (
-            SELECT u.lexeme, array_length(u.positions, 1) AS tf
-            FROM unnest(chunks.lexemes) AS u WHERE u.lexeme = ANY (q.lexemes)
-        ) AS m
-        JOIN t ON t.lexeme = m.lexeme
-        WHERE chunks.lexemes @@ q.query""",
-        "GROUP BY chunks.chunk_id ORDER BY score DESC LIMIT ?",
-    ),
-}
+# The searches; `{filter}` is where the collection filter goes.
+_FTS5_SEARCH = (
+    "SELECT chunk_id, -bm25(chunks) AS score FROM chunks WHERE chunks MATCH ?{filter} "
+    "ORDER BY bm25(chunks) LIMIT ?"
+)
+# PostgreSQL has no BM25, and its rankers ignore how rare a term is (`ts_rank_cd` scores 0.41
+# nDCG@10 on SciFact where FTS5's BM25 scores 0.69). So each query lexeme's `ts_rank` (its
+# frequency in the chunk with diminishing returns, over 1 + log of the chunk's length) is
+# weighted by its BM25 IDF (given: lexemes and weights are the two arrays), and summed over the
+# lexemes a chunk holds. The OR query (third parameter) picks the candidates through the GIN
+# index.
+_POSTGRES_SEARCH = """
+WITH t AS (
+    SELECT lexeme, idf, quote_literal(lexeme)::tsquery AS one
+    FROM unnest(?::text[], ?::float8[]) AS t(lexeme, idf)
+)
+SELECT chunks.chunk_id, sum(t.idf * ts_rank(chunks.lexemes, t.one, 1)) AS score
+FROM chunks JOIN t ON chunks.lexemes @@ t.one
+WHERE chunks.lexemes @@ ?::tsquery{filter}
+GROUP BY chunks.chunk_id ORDER BY score DESC LIMIT ?
+"""
+# The query's words as PostgreSQL stems them (its stopwords dropped), and how many chunks hold
+# each of a list of lexemes (GIN index).
+_POSTGRES_LEXEMES = "SELECT lexeme FROM unnest(to_tsvector('english', ?))"
+_POSTGRES_LEXEME_FREQUENCIES = (
+    "SELECT u.lexeme, "
+    "(SELECT count(*) FROM chunks WHERE lexemes @@ quote_literal(u.lexeme)::tsquery) "
+    "FROM unnest(?::text[]) AS u(lexeme)"
+)
 _FREQUENCY = {
     "sqlite": "SELECT count(*) FROM chunks WHERE chunks MATCH ?",
     # A stopword (not indexed by PostgreSQL) counts as in every chunk, as FTS5 would find it.
@@ -187,8 +182,8 @@ class KeywordIndex(SQLStore):
         self._db.create_schema(_FTS5_SCHEMA if self.dialect == "sqlite" else _POSTGRES_SCHEMA)
         # Document frequencies for `term_weights`, dropped whenever the index changes.
         self._df: dict[str, int] = {}
+        self._lexeme_df: dict[str, int] = {}  # PostgreSQL lexemes, for the search's IDF
         self._total: int | None = None
-        self._average_length: float | None = None
         self._counted_at = 0.0
 
     def _quote(self, word: str) -> str:
@@ -198,11 +193,7 @@ class KeywordIndex(SQLStore):
         """Inverse document frequency of each word over the indexed chunks (stemmed as the
         index stems), ln(1 + N / (1 + df)): a word no chunk holds weighs the most."""
         with self._lock:
-            if time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
-                self._changed()
-            if self._total is None:
-                self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
-                self._counted_at = time.monotonic()
+            total = self._total_chunks()
             weights = {}
             for word in words:
                 if word not in self._df:
@@ -210,26 +201,39 @@ class KeywordIndex(SQLStore):
                         _FREQUENCY[self.dialect], (self._quote(word),)
                     ).fetchone()
                     self._df[word] = int(row[0])
-                weights[word] = math.log(1 + self._total / (1 + self._df[word]))
+                weights[word] = math.log(1 + total / (1 + self._df[word]))
         return weights
 
     def _changed(self) -> None:
         self._df.clear()
+        self._lexeme_df.clear()
         self._total = None
-        self._average_length = None
 
-    def _corpus(self) -> tuple[int, float]:
-        """Chunks and their average length in lexemes (PostgreSQL's BM25), cached as the
-        document frequencies are."""
+    def _total_chunks(self) -> int:
         if time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
             self._changed()
-        if self._total is None or self._average_length is None:
-            row = self._db.execute(
-                "SELECT count(*), coalesce(avg(length(lexemes)), 0) FROM chunks"
-            ).fetchone()
-            self._total, self._average_length = int(row[0]), float(row[1]) or 1.0
+        if self._total is None:
+            self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
             self._counted_at = time.monotonic()
-        return self._total, self._average_length
+        return self._total
+
+    def _postgres_search(self, query: str) -> tuple[str, list[object]] | None:
+        """The PostgreSQL search's parameters (lexemes, their IDF, the OR query), or None when
+        the query has no word PostgreSQL indexes."""
+        rows = self._db.execute(_POSTGRES_LEXEMES, (" ".join(query_terms(query)),)).fetchall()
+        lexemes = [str(r[0]) for r in rows]
+        if not lexemes:
+            return None
+        total = self._total_chunks()
+        missing = [lexeme for lexeme in lexemes if lexeme not in self._lexeme_df]
+        if missing:
+            counted = self._db.execute(_POSTGRES_LEXEME_FREQUENCIES, (missing,)).fetchall()
+            self._lexeme_df.update({str(r[0]): int(r[1]) for r in counted})
+        idf = [
+            math.log(1 + (total - self._lexeme_df[x] + 0.5) / (self._lexeme_df[x] + 0.5))
+            for x in lexemes
+        ]
+        return " | ".join(_lexeme(x) for x in lexemes), [lexemes, idf]
 
     def add(self, chunks: Iterable[Chunk]) -> None:
         rows = [(c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks]
@@ -275,16 +279,21 @@ class KeywordIndex(SQLStore):
         """(chunk id, score) best first; higher is better. The filter is in the query."""
         if not query_terms(query) or (collections is not None and not collections):
             return []
-        sql, rest = _SEARCH[self.dialect]
+        where = ""
+        if collections is not None:
+            where = f" AND collection IN ({','.join('?' * len(collections))})"
         with self._lock:
+            params: list[object]
             if self.dialect == "sqlite":
-                params: list[object] = [match_expression(query)]
+                sql, params = _FTS5_SEARCH, [match_expression(query)]
             else:
-                total, average_length = self._corpus()
-                params = [" ".join(query_terms(query)), float(total), average_length]
-            if collections is not None:
-                sql += f" AND collection IN ({','.join('?' * len(collections))})"
-                params.extend(collections)
+                found = self._postgres_search(query)
+                if found is None:
+                    return []
+                tsquery, params = found
+                sql = _POSTGRES_SEARCH
+                params.append(tsquery)
+            params.extend(collections or ())
             params.append(k)
-            rows = self._db.execute(f"{sql} {rest}", params).fetchall()
+            rows = self._db.execute(sql.format(filter=where), params).fetchall()
         return [(r[0], float(r[1])) for r in rows]
