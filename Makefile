@@ -7,7 +7,7 @@ DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean chromium screenshots
+.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean chromium postgresql screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,14 +38,22 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y --no-install-recommends chromium fonts-inter; }
 
-test: install chromium
+# The store tests also run against PostgreSQL: a throwaway cluster made from Debian's server
+# binaries (initdb, pg_ctl, postgres) in a temp dir, on loopback.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y --no-install-recommends postgresql; }
+
+test: install chromium postgresql
 	$(BIN)/python -m pytest -q
 
 # Re-take the README's screenshots (docs/screenshots) with the browser tests.
 screenshots: install chromium
 	ENCLAVE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
 
-test-unit: install
+test-unit: install postgresql
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install

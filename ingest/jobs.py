@@ -3,13 +3,12 @@ per file, so progress and failures can be followed while the work goes on."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from retriever.database import Row, SQLStore, StoreTarget
 
 if TYPE_CHECKING:
     from ingest.pipeline import FileOutcome
@@ -39,30 +38,29 @@ CREATE INDEX IF NOT EXISTS job_files_job ON job_files(job_id);
 KEEP_JOBS = 200  # older jobs are pruned
 
 
-class JobLog:
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+class JobLog(SQLStore):
+    """Kept beside the registry (same SQLite file, or the same PostgreSQL database)."""
+
+    def __init__(self, target: StoreTarget) -> None:
+        super().__init__(target, _SCHEMA)
 
     def start(self, kind: str, total: int) -> str:
         job_id = uuid.uuid4().hex[:12]
-        with self._lock:
-            self._db.execute(
+        with self._tx() as db:
+            db.execute(
                 "INSERT INTO jobs(id, kind, status, total, started_at) "
                 "VALUES (?, ?, 'running', ?, ?)",
                 (job_id, kind, total, time.time()),
             )
-            self._db.execute(
-                "DELETE FROM job_files WHERE job_id IN (SELECT id FROM jobs ORDER BY started_at "
-                "DESC LIMIT -1 OFFSET ?)",
+            # Files first: they reference their job.
+            db.execute(
+                "DELETE FROM job_files WHERE job_id NOT IN "
+                "(SELECT id FROM jobs ORDER BY started_at DESC LIMIT ?)",
                 (KEEP_JOBS,),
             )
-            self._db.execute(
-                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs ORDER BY started_at DESC "
-                "LIMIT -1 OFFSET ?)",
+            db.execute(
+                "DELETE FROM jobs WHERE id NOT IN "
+                "(SELECT id FROM jobs ORDER BY started_at DESC LIMIT ?)",
                 (KEEP_JOBS,),
             )
         return job_id
@@ -76,15 +74,15 @@ class JobLog:
         chunks: int,
         error: str | None,
     ) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._tx() as db:
+            db.execute(
                 "INSERT INTO job_files(job_id, path, status, document_id, chunks, error, at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, path, status, document_id, chunks, error, time.time()),
             )
-            self._db.execute(
+            db.execute(
                 "UPDATE jobs SET done = done + 1, chunks = chunks + ?, "
-                "total = max(total, done + 1) WHERE id = ?",
+                "total = CASE WHEN total > done + 1 THEN total ELSE done + 1 END WHERE id = ?",
                 (chunks, job_id),
             )
 
@@ -105,7 +103,7 @@ class JobLog:
                 (status, time.time(), job_id),
             )
 
-    def _summary(self, row: sqlite3.Row) -> dict[str, Any]:
+    def _summary(self, row: Row) -> dict[str, Any]:
         job = dict(row)
         counts = self._db.execute(
             "SELECT status, count(*) FROM job_files WHERE job_id = ? GROUP BY status", (row["id"],)
@@ -143,7 +141,3 @@ class JobLog:
             ).fetchall()
         job["files"] = [dict(f) for f in files]
         return job
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

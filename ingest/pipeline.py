@@ -128,7 +128,7 @@ class IngestPipeline:
         self.embed_batch_chunks = embed_batch_chunks
         self._closers = list(closers)
         self.parser_pool = parser_pool
-        self.jobs = JobLog(Path(registry.path))
+        self.jobs = JobLog(registry.target)
 
     # -- deciding what a file needs ---------------------------------------------------------
 
@@ -377,7 +377,7 @@ def build_pipeline(components: Components) -> IngestPipeline:
         settings.chunk_overlap_tokens,
     )
     return IngestPipeline(
-        Registry(settings.registry_path),
+        Registry(settings.database_for(settings.registry_path)),
         components.embedder,
         components.store,
         components.keyword,

@@ -1,4 +1,5 @@
-"""The registry: SQLite record of every document, the source of truth for what is indexed."""
+"""The registry: the record of every document (SQLite or PostgreSQL), the source of truth for
+what is indexed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from retriever.sqlite import SQLiteStore
+from retriever.database import SQLStore, StoreTarget
 
 Status = Literal["pending", "indexed", "failed", "deleted"]
 STATUSES: tuple[Status, ...] = ("pending", "indexed", "failed", "deleted")
@@ -76,9 +77,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Registry(SQLiteStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
+class Registry(SQLStore):
+    def __init__(self, target: StoreTarget) -> None:
+        super().__init__(target, _SCHEMA)
 
     def _one(self, sql: str, *params: object) -> DocumentRecord | None:
         with self._lock:
@@ -119,25 +120,19 @@ class Registry(SQLiteStore):
     def register(
         self, path: str, collection: str, sha256: str, size: int, mtime: float
     ) -> DocumentRecord:
-        """Create the document (or reset an existing row at that path) as pending."""
+        """Create the document (or reset an existing row at that path, keeping its id) as
+        pending; one statement, so processes registering the same path at once cannot collide."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT id FROM documents WHERE path = ?", (path,)).fetchone()
-            if row:
-                db.execute(
-                    "UPDATE documents SET collection=?, sha256=?, size=?, mtime=?, "
-                    "status='pending', error=NULL, updated_at=? WHERE id=?",
-                    (collection, sha256, size, mtime, now, row[0]),
-                )
-                doc_id = row[0]
-            else:
-                doc_id = document_id_for(path)
-                db.execute(
-                    "INSERT INTO documents(id, path, collection, sha256, size, mtime, status, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (doc_id, path, collection, sha256, size, mtime, now, now),
-                )
-        record = self.get(doc_id)
+            db.execute(
+                "INSERT INTO documents(id, path, collection, sha256, size, mtime, status, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET collection = excluded.collection, "
+                "sha256 = excluded.sha256, size = excluded.size, mtime = excluded.mtime, "
+                "status = 'pending', error = NULL, updated_at = excluded.updated_at",
+                (document_id_for(path), path, collection, sha256, size, mtime, now, now),
+            )
+        record = self.get_by_path(path)
         assert record is not None
         return record
 

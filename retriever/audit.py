@@ -1,4 +1,5 @@
-"""Append-only audit log in the data directory (SQLite): who did what, when, with which data.
+"""Append-only audit log (SQLite in the data directory, or PostgreSQL): who did what, when, with
+which data.
 
 Recorded, told apart by `action`: `ask` (who asked, through which route, which documents the
 answer was given), `escalation` (target, model, the documents whose text was sent), admin
@@ -12,10 +13,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from retriever.sqlite import SQLiteStore
+from retriever.database import SQLStore, StoreTarget
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
@@ -50,9 +50,9 @@ class AuditEntry:
         }
 
 
-class AuditLog(SQLiteStore):
-    def __init__(self, path: Path, retention_days: int = 365) -> None:
-        super().__init__(path, _SCHEMA)
+class AuditLog(SQLStore):
+    def __init__(self, target: StoreTarget, retention_days: int = 365) -> None:
+        super().__init__(target, _SCHEMA)
         if retention_days > 0:
             self._db.execute(
                 "DELETE FROM audit WHERE at < ?", (time.time() - retention_days * 86400,)

@@ -116,7 +116,7 @@ class Components:
     @cached_property
     def keyword(self) -> KeywordIndex:
         with self._lock:
-            return KeywordIndex(self.settings.keyword_path)
+            return KeywordIndex(self.settings.database_for(self.settings.keyword_path))
 
     @cached_property
     def searcher(self) -> HybridSearcher:
@@ -182,7 +182,10 @@ class Components:
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.settings.audit_path, self.settings.audit_retention_days)
+        return AuditLog(
+            self.settings.database_for(self.settings.audit_path),
+            self.settings.audit_retention_days,
+        )
 
     @cached_property
     def escalation(self) -> Escalation | None:

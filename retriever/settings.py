@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from retriever.database import POSTGRES_SCHEMES
+
 CONFIG_ENV = "ENCLAVE_CONFIG"
 ENV_PREFIX = "ENCLAVE_"
 # Environment names that differ from ENCLAVE_<FIELD>.
@@ -33,6 +35,11 @@ class Settings(BaseModel):
     )
     default_collection: str = Field(
         "default", description="Collection for files outside the inbox."
+    )
+    database_url: str = Field(
+        "",
+        description="PostgreSQL URL for the registry, keyword index, conversations and audit "
+        "log; empty: SQLite files in data_dir.",
     )
 
     # Ingestion
@@ -190,6 +197,13 @@ class Settings(BaseModel):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value and not value.startswith(POSTGRES_SCHEMES):
+            raise ValueError("use a postgresql://user:password@host:port/database URL, or empty")
+        return value
+
     @field_validator(
         "escalation_on_premises_hosts", "trusted_proxies", "answer_link_hosts", mode="before"
     )
@@ -216,9 +230,18 @@ class Settings(BaseModel):
     def identity_path(self) -> Path:
         return self.data_dir / "identity.sqlite3"
 
+    def database_for(self, path: Path) -> Path | str:
+        """Where a store lives: `database_url` when set (every store shares that database),
+        else its own SQLite file `path` in the data directory."""
+        return self.database_url or path
+
     @property
     def audit_path(self) -> Path:
         return self.data_dir / "audit.sqlite3"
+
+    @property
+    def conversations_path(self) -> Path:
+        return self.data_dir / "conversations.sqlite3"
 
     @property
     def inbox_dir(self) -> Path:

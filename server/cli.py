@@ -285,11 +285,11 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.registry import Registry
 
-    if not settings.registry_path.exists():
+    if not (settings.database_url or settings.registry_path.exists()):
         counts: dict[str, int] = {}
         failed: list[dict[str, object]] = []
     else:
-        registry = Registry(settings.registry_path)
+        registry = Registry(settings.database_for(settings.registry_path))
         counts = registry.counts()
         failed = [{"path": r.path, "error": r.error} for r in registry.list("failed")]
     body = {"data_dir": str(settings.data_dir.resolve()), "documents": counts, "failed": failed}
@@ -381,8 +381,8 @@ def cmd_identity(args: argparse.Namespace, settings: Settings) -> int:
     from retriever.audit import AuditLog
     from server.identity import IdentityError, IdentityStore
 
-    store = IdentityStore(settings.identity_path)
-    audit = AuditLog(settings.audit_path, settings.audit_retention_days)
+    store = IdentityStore(settings.database_for(settings.identity_path))
+    audit = AuditLog(settings.database_for(settings.audit_path), settings.audit_retention_days)
     admin = f"cli:{_os_user()}"
     kind, action = args.command, args.action
     try:
@@ -500,7 +500,7 @@ def _keys(args: argparse.Namespace, store: Any, audit: Any, admin: str) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from retriever.audit import AuditLog
 
-    audit = AuditLog(settings.audit_path, settings.audit_retention_days)
+    audit = AuditLog(settings.database_for(settings.audit_path), settings.audit_retention_days)
     try:
         entries = audit.tail(args.lines, args.only_action, args.actor)
     finally:

@@ -1,4 +1,5 @@
-"""Conversations, their messages and answer feedback: a small SQLite store in the data dir.
+"""Conversations, their messages and answer feedback: a small store (SQLite in the data dir, or
+PostgreSQL).
 
 An assistant message keeps the whole answer object (sources, supports, abstention), so a past
 conversation renders exactly as it was answered. Feedback copies the question and the answer
@@ -11,10 +12,9 @@ import json
 import sqlite3
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from retriever.sqlite import SQLiteStore
+from retriever.database import SQLStore, StoreTarget
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -59,14 +59,15 @@ def title_for(question: str) -> str:
     return text[:TITLE_CHARS].rsplit(" ", 1)[0] + "…"
 
 
-class ConversationStore(SQLiteStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA, foreign_keys=True)
-        self._add_owner_column()
+class ConversationStore(SQLStore):
+    def __init__(self, target: StoreTarget) -> None:
+        super().__init__(target, _SCHEMA, foreign_keys=True)
+        if self.dialect == "sqlite":
+            self._add_owner_column()
 
     def _add_owner_column(self) -> None:
-        """Conversations made before users existed have no owner column: add it (owner '',
-        the anonymous caller of auth mode none)."""
+        """SQLite files from before users existed have no owner column: add it (owner '', the
+        anonymous caller of auth mode none). PostgreSQL stores were born with it."""
         with self._lock:
             try:
                 self._db.execute("SELECT owner FROM conversations LIMIT 0")
@@ -117,7 +118,7 @@ class ConversationStore(SQLiteStore):
             rows = self._db.execute(
                 "SELECT m.*, f.rating, f.comment FROM messages m "
                 "LEFT JOIN feedback f ON f.message_id = m.id "
-                "WHERE m.conversation_id = ? ORDER BY m.rowid",
+                "WHERE m.conversation_id = ? ORDER BY m.created_at, m.id",
                 (conversation_id,),
             ).fetchall()
         out = []
@@ -197,12 +198,11 @@ class ConversationStore(SQLiteStore):
         if message is None or message["role"] != "assistant":
             raise KeyError(message_id)
         with self._lock:
-            # Rows are appended in order: the question is the user message just before.
+            # The question is the user message just before the answer.
             question_row = self._db.execute(
                 "SELECT content FROM messages WHERE conversation_id = ? AND role = 'user' "
-                "AND rowid < (SELECT rowid FROM messages WHERE id = ?) "
-                "ORDER BY rowid DESC LIMIT 1",
-                (message["conversation_id"], message_id),
+                "AND created_at <= ? ORDER BY created_at DESC LIMIT 1",
+                (message["conversation_id"], message["created_at"]),
             ).fetchone()
         answer = json.loads(message["answer"]) if message["answer"] else {}
         entry = {
@@ -217,9 +217,13 @@ class ConversationStore(SQLiteStore):
         }
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO feedback(message_id, conversation_id, rating, comment, "
-                "question, answer, abstained, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                tuple(entry.values()),
+                "INSERT INTO feedback(message_id, conversation_id, rating, comment, question, "
+                "answer, abstained, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (message_id) DO UPDATE SET rating = excluded.rating, "
+                "comment = excluded.comment, question = excluded.question, "
+                "answer = excluded.answer, abstained = excluded.abstained, "
+                "created_at = excluded.created_at",
+                tuple({**entry, "abstained": int(entry["abstained"])}.values()),
             )
         return entry
 

@@ -70,8 +70,9 @@ def open_index(
     identity = [str(source.resolve()), stat.st_size, stat.st_mtime]
     data = cache_dir(settings, source.parent.name, identity)
     # Documents arrive as text: no parser workers needed. ONNX exports stay in the parent's cache.
+    # An eval index is scratch data in its own folder, never in a shared `database_url`.
     cache = str(settings.model_cache_dir)
-    update = {"data_dir": data, "parse_workers": 0, "embed_cache_dir": cache}
+    update = {"data_dir": data, "parse_workers": 0, "embed_cache_dir": cache, "database_url": ""}
     components = Components(settings.model_copy(update=update))
     marker = data / "complete.json"
     if marker.exists():
@@ -120,22 +121,39 @@ def evaluate_beir(
     limit: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    corpus, queries_file = folder / "corpus.jsonl", folder / "queries.jsonl"
-    qrels_file = folder / "qrels" / f"{split}.tsv"
-    for needed in (corpus, queries_file, qrels_file):
+    if not (folder / "qrels" / f"{split}.tsv").is_file():
+        raise FileNotFoundError(f"not a BEIR folder: qrels/{split}.tsv is missing")
+    return score_beir(open_beir(settings, folder, progress), folder, split, mode, limit)
+
+
+def open_beir(settings: Settings, folder: Path, progress: Progress | None = None) -> Components:
+    """Components over the cached index of a BEIR folder's corpus; built on first use."""
+    corpus = folder / "corpus.jsonl"
+    for needed in (corpus, folder / "queries.jsonl"):
         if not needed.is_file():
             raise FileNotFoundError(f"not a BEIR folder: {needed} is missing")
-    qrels = read_qrels(qrels_file)
-    queries = {str(q["_id"]): str(q["text"]) for q in read_jsonl(queries_file)}
-    ids = [qid for qid in qrels if qid in queries]
-    if limit:
-        ids = ids[:limit]
 
     def documents() -> Iterator[tuple[str, str, str]]:
         for row in read_jsonl(corpus):
             yield str(row["_id"]), str(row.get("title") or ""), str(row.get("text") or "")
 
-    components = open_index(settings, corpus, documents, progress)
+    return open_index(settings, corpus, documents, progress)
+
+
+def score_beir(
+    components: Components,
+    folder: Path,
+    split: str = "test",
+    mode: Mode = "hybrid",
+    limit: int = 0,
+) -> dict[str, Any]:
+    """nDCG@10, Recall@10/100, MRR@10 and latency of `components`' search on a BEIR folder
+    whose corpus they have indexed."""
+    qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
+    queries = {str(q["_id"]): str(q["text"]) for q in read_jsonl(folder / "queries.jsonl")}
+    ids = [qid for qid in qrels if qid in queries]
+    if limit:
+        ids = ids[:limit]
     components.embedder.embed(["warm up"])
     scores: dict[str, list[float]] = {
         "ndcg@10": [],

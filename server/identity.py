@@ -18,10 +18,9 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, cast
 
-from retriever.sqlite import SQLiteStore
+from retriever.database import SQLStore, StoreTarget
 
 Scope = Literal["ask", "ingest", "admin"]
 SCOPES: tuple[Scope, ...] = ("ask", "ingest", "admin")
@@ -152,9 +151,9 @@ class ApiKey:
         }
 
 
-class IdentityStore(SQLiteStore):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
+class IdentityStore(SQLStore):
+    def __init__(self, target: StoreTarget) -> None:
+        super().__init__(target, _SCHEMA)
 
     # -- users ----------------------------------------------------------------------------
 

@@ -64,8 +64,8 @@ class EnclaveState:
     def conversations(self) -> ConversationStore:
         with self._pipeline_lock:
             if self._conversations is None:
-                path = self.settings.data_dir / "conversations.sqlite3"
-                self._conversations = ConversationStore(path)
+                target = self.settings.database_for(self.settings.conversations_path)
+                self._conversations = ConversationStore(target)
             return self._conversations
 
     @property
@@ -73,7 +73,9 @@ class EnclaveState:
         """Users, groups and API keys (opened on first use: auth mode none needs none)."""
         with self._pipeline_lock:
             if self._identity is None:
-                self._identity = IdentityStore(self.settings.identity_path)
+                self._identity = IdentityStore(
+                    self.settings.database_for(self.settings.identity_path)
+                )
             return self._identity
 
     @property

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real embedder (loaded once), real Chroma and SQLite in temp dirs."""
+"""Shared fixtures: a real embedder (loaded once), real Chroma and SQLite in temp dirs, a
+throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
 from retriever.models import bundled_embedder_path
 from retriever.settings import Settings
+from tests import postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "corpora" / "demo"
@@ -61,3 +63,29 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the whole run (skipped where its binaries are missing)."""
+    reason = postgres.missing()
+    if reason:
+        pytest.skip(reason)
+    with postgres.temporary_cluster() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test."""
+    with postgres.temporary_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The `database_url` setting: a test using this runs once with SQLite files (empty) and
+    once with a PostgreSQL database."""
+    if request.param == "sqlite":
+        return ""
+    return str(request.getfixturevalue("postgres_url"))

@@ -11,7 +11,6 @@ from flask.testing import FlaskClient
 
 from retriever.components import Components
 from server.app import create_app
-from server.conversations import ConversationStore, title_for
 from tests.unit.serving import LEAVE, QUESTION, BlockingGenerator, fake_model, sse_json, upload
 
 
@@ -26,27 +25,6 @@ def _new(client: FlaskClient, **body: str) -> str:
     response = client.post("/api/v1/conversations", json=body)
     assert response.status_code == 201
     return str(response.get_json()["id"])
-
-
-def test_store_keeps_order_titles_and_feedback(tmp_path: Path) -> None:
-    store = ConversationStore(tmp_path / "c.sqlite3")
-    first = store.create()["id"]
-    second = store.create("Named")["id"]
-    store.add_message(first, "user", "How long   is\nparental leave?")
-    answer_id = store.add_message(first, "assistant", "16 weeks [1].", answer={"abstained": False})
-    assert [c["id"] for c in store.recent()] == [first, second]  # most recently active first
-    assert store.get(first)["title"] == "How long is parental leave?"  # type: ignore[index]
-    assert store.get(second)["title"] == "Named"  # type: ignore[index]
-    store.set_feedback(answer_id, "down", "  too short ")
-    store.set_feedback(answer_id, "up")  # replaces the first rating
-    [entry] = store.feedback()
-    assert entry["rating"] == "up" and entry["question"] == "How long   is\nparental leave?"
-    assert [m["feedback"] for m in store.messages(first)] == [None, {"rating": "up", "comment": ""}]
-    with pytest.raises(KeyError):
-        store.set_feedback(store.messages(first)[0]["id"], "up")  # a question is not an answer
-    assert store.delete(first) and not store.delete(first)
-    assert store.messages(first) == [] and len(store.feedback()) == 1  # feedback stays
-    assert len(title_for("word " * 40)) <= 81
 
 
 def test_conversation_routes(client: FlaskClient) -> None:

@@ -69,6 +69,11 @@ def test_evaluate_beir_on_a_tiny_set(components: Components, tmp_path: Path) -> 
     assert len(cached) == 1 and (cached[0] / "complete.json").exists()
     with pytest.raises(FileNotFoundError, match="not a BEIR folder"):
         evaluate_beir(components.settings, tmp_path, "test")
+    # An eval index is scratch data: never written to a shared database (none answers here).
+    elsewhere = components.settings.model_copy(
+        update={"database_url": "postgresql://127.0.0.1:1/x"}
+    )
+    assert evaluate_beir(elsewhere, folder, "test", "bm25")["ndcg@10"] == pytest.approx(1.0)
 
 
 def test_evaluate_qa_counts_gold_answers_in_top_passages(

@@ -6,7 +6,14 @@ import pytest
 
 from ingest.lock import DataDirBusyError, DataDirLock
 from ingest.pipeline import IngestPipeline
+from retriever.settings import Settings
 from tests.conftest import write
+
+
+@pytest.fixture
+def settings(settings: Settings, database_url: str) -> Settings:
+    """Every test here runs with SQLite files, then with PostgreSQL (registry, jobs, keywords)."""
+    return settings.model_copy(update={"database_url": database_url})
 
 
 def _chunk_ids(pipeline: IngestPipeline, doc_id: str) -> set[str]:

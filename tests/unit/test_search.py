@@ -1,11 +1,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from retriever.components import Components
 from retriever.keyword import match_expression
 from retriever.search import reciprocal_rank_fusion
+from retriever.settings import Settings
 from retriever.types import Chunk, chunk_id
+
+
+@pytest.fixture
+def settings(settings: Settings, database_url: str) -> Settings:
+    """Every test here runs with SQLite files, then with PostgreSQL (registry, jobs, keywords)."""
+    return settings.model_copy(update={"database_url": database_url})
 
 
 def _chunk(doc: str, i: int, text: str, collection: str) -> Chunk:
