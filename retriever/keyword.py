@@ -107,7 +107,11 @@ class KeywordIndex:
         # Document frequencies for `term_weights`, dropped whenever the index changes.
         self._df: dict[str, int] = {}
         self._total: int | None = None
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._version: int | None = None  # PRAGMA data_version when the counts were taken
+        # Celery workers write from other processes: wait for the lock rather than fail.
+        self._db = sqlite3.connect(
+            str(path), timeout=30, check_same_thread=False, isolation_level=None
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
@@ -120,6 +124,11 @@ class KeywordIndex:
         """Inverse document frequency of each word over the indexed chunks (stemmed as the
         index stems), ln(1 + N / (1 + df)): a word no chunk holds weighs the most."""
         with self._lock:
+            # Another process (a Celery worker) committed since: the counts are stale.
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                self._version = version
+                self._changed()
             if self._total is None:
                 self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
             weights = {}
@@ -155,6 +164,12 @@ class KeywordIndex:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def clear(self) -> None:
+        """Drop every chunk (`enclave reindex` rebuilds from the registry and the files)."""
+        with self._lock:
+            self._changed()
+            self._db.execute("DELETE FROM chunks")
 
     def delete_document(self, document_id: str) -> None:
         with self._lock:

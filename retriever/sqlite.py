@@ -15,7 +15,10 @@ class SQLiteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        # Other processes (web and Celery workers) may hold the write lock for a moment.
+        self._db = sqlite3.connect(
+            str(path), timeout=30, check_same_thread=False, isolation_level=None
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         if foreign_keys:
