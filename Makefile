@@ -7,7 +7,7 @@ DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean chromium screenshots
+.PHONY: install run serve ingest-demo test test-unit test-scaleout lint bench eval corpus clean chromium redis-server screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,18 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y --no-install-recommends chromium fonts-inter; }
 
-test: install chromium
+# The scale-out test (pytest -m scaleout) starts Debian's redis-server on loopback.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y --no-install-recommends redis-server; }
+
+test: install chromium redis-server
 	$(BIN)/python -m pytest -q
+
+test-scaleout: install redis-server
+	$(BIN)/python -m pytest -q -m scaleout
 
 # Re-take the README's screenshots (docs/screenshots) with the browser tests.
 screenshots: install chromium

@@ -196,6 +196,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     check_settings(settings)
     threads = args.threads or settings.generation_slots + settings.generation_queue + 4
     owner = f"enclave serve at http://{settings.host}:{settings.port}"
@@ -231,6 +232,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Chroma server call
     if settings.work_queue != "celery":
         raise WorkQueueError('enclave worker needs work_queue = "celery" (and redis_url)')
     components = Components(settings)
