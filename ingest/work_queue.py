@@ -101,6 +101,17 @@ class CeleryDispatch:
         log.info("queued %d documents to the workers (job %s)", len(records), job)
 
 
+def waiting_tasks(settings: Settings) -> int:
+    """Tasks in the broker not yet taken by a worker (admin: ingestion queue depth)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        return int(client.llen(QUEUE_NAME))
+    except redis.RedisError:
+        return 0
+
+
 def index_queued(
     pipeline: IngestPipeline, job: str | None, items: Sequence[Sequence[str]]
 ) -> list[FileOutcome]:

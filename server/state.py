@@ -65,9 +65,15 @@ class EnclaveState:
 
     @property
     def ingest_queue(self) -> int:
-        """Ingestion tasks (uploads, re-indexing, inbox scans) waiting or running."""
+        """Ingestion tasks (uploads, re-indexing, inbox scans) waiting or running; with the
+        Celery queue, plus the tasks waiting in the broker."""
         with self._queued_lock:
-            return self._queued
+            local = self._queued
+        if self.settings.work_queue == "celery":
+            from ingest.work_queue import waiting_tasks
+
+            local += waiting_tasks(self.settings)
+        return local
 
     def _run_ingest(self, task: Callable[[], T]) -> Future[T]:
         with self._queued_lock:
