@@ -2,7 +2,7 @@
 loopback, as in tests/integration/test_scaleout.py).
 
     python benchmarks/scaleout.py vectors [--count 50000]     # Chroma server RAM per vector
-    python benchmarks/scaleout.py ingest --workers 1|2 [--docs 300]   # chunks/s through Celery
+    python benchmarks/scaleout.py ingest --workers 1|2 [--docs 300] [--pin]  # chunks/s, Celery
     python benchmarks/scaleout.py answers [--questions 12] [--clients 1|4]  # one model server
 
 `ingest` drops the first --docs SciFact abstracts (one .txt each) into the inbox of `enclave
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -117,10 +118,18 @@ def stack_env(redis_url: str, chroma_port: int, data: Path) -> dict[str, str]:
     }
 
 
-def start_workers(stack: ExitStack, n: int, folder: Path, env: dict[str, str]) -> None:
+def start_workers(
+    stack: ExitStack, n: int, folder: Path, env: dict[str, str], pin: bool = False
+) -> None:
+    """`n` workers; with `pin`, worker i runs on core i only (taskset), so a worker's rate is
+    a rate per core."""
     logs = [folder / f"worker-{i}.log" for i in range(n)]
-    for log in logs:
-        stack.enter_context(process(enclave_command("worker"), log, env))
+    cores = sorted(os.sched_getaffinity(0))
+    for i, log in enumerate(logs):
+        command = enclave_command("worker")
+        if pin:
+            command = ["taskset", "-c", str(cores[i % len(cores)]), *command]
+        stack.enter_context(process(command, log, env))
     for log in logs:
         wait_for(lambda log=log: worker_log_ready(log), log.name, 600)
 
@@ -142,7 +151,7 @@ def index_and_wait(base: str, inbox: Path, files: dict[str, bytes]) -> float:
     return time.perf_counter() - start
 
 
-def bench_ingest(workers: int, docs: int) -> dict[str, Any]:
+def bench_ingest(workers: int, docs: int, pin: bool) -> dict[str, Any]:
     rows = list(read_jsonl(BEIR / "corpus.jsonl"))[:docs]
     files = {f"doc-{r['_id']}.txt": f"{r.get('title', '')}\n\n{r['text']}\n".encode() for r in rows}
     with TemporaryDirectory(prefix="enclave-bench-") as name, ExitStack() as stack:
@@ -159,13 +168,14 @@ def bench_ingest(workers: int, docs: int) -> dict[str, Any]:
             process(enclave_command("serve", "--port", str(port)), folder / "web.log", env)
         )
         wait_for(lambda: healthy(base), "the web server", 600)
-        start_workers(stack, workers, folder, env)
+        start_workers(stack, workers, folder, env, pin)
         seconds = index_and_wait(base, data / "inbox", files)
         documents = get(f"{base}/api/v1/documents")["documents"]
     chunks = sum(d["chunks"] for d in documents)
     return {
         "benchmark": "scaleout-ingest",
         "workers": workers,
+        "pinned_one_core_each": pin,
         "documents": len(documents),
         "failed": sum(d["status"] == "failed" for d in documents),
         "chunks": chunks,
@@ -233,6 +243,7 @@ def main() -> None:
     p = sub.add_parser("ingest")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--docs", type=int, default=300)
+    p.add_argument("--pin", action="store_true", help="one core per worker (taskset)")
     p = sub.add_parser("answers")
     p.add_argument("--questions", type=int, default=12)
     p.add_argument("--clients", type=int, default=1)
@@ -240,7 +251,10 @@ def main() -> None:
     if args.what == "vectors":
         result, suffix = bench_vectors(args.count), "vectors"
     elif args.what == "ingest":
-        result, suffix = bench_ingest(args.workers, args.docs), f"ingest-{args.workers}w"
+        result, suffix = (
+            bench_ingest(args.workers, args.docs, args.pin),
+            f"ingest-{args.workers}w{'-pinned' if args.pin else ''}",
+        )
     else:
         result, suffix = bench_answers(args.questions, args.clients), f"answers-{args.clients}c"
     result["machine"] = machine()
