@@ -368,8 +368,11 @@ class IngestPipeline:
         return list(self.index_records(records))
 
     def remove_orphans(self) -> int:
-        """Drop chunks whose document the registry does not hold as indexed."""
+        """Drop chunks whose document the registry does not hold as indexed. With a work
+        queue, a pending document's chunks may be a worker's write in progress: kept."""
         indexed = {r.id for r in self.registry.list("indexed")}
+        if self.dispatch is not None:
+            indexed |= {r.id for r in self.registry.list("pending")}
         orphans = (self.store.all_document_ids() | self.keyword.all_document_ids()) - indexed
         for document_id in orphans:
             self.remove_chunks(document_id)

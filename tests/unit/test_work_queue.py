@@ -117,3 +117,27 @@ def test_celery_needs_a_broker_and_a_chroma_server(tmp_path: Path) -> None:
         check_settings(Settings(data_dir=tmp_path, work_queue="celery"))
     with pytest.raises(WorkQueueError, match="chroma_host"):
         check_settings(Settings(data_dir=tmp_path, work_queue="celery", redis_url="redis://x"))
+
+
+def test_cli_refuses_what_the_local_queue_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.cli import main
+
+    data = str(tmp_path / "data")
+    assert main(["worker", "--data", data]) == 1
+    assert 'work_queue = "celery"' in capsys.readouterr().err
+    assert main(["serve", "--workers", "2", "--data", data]) == 1
+    assert "--workers above 1" in capsys.readouterr().err
+
+
+def test_orphan_cleanup_spares_a_worker_write_in_progress(
+    pipeline: IngestPipeline, tmp_path: Path
+) -> None:
+    record = pipeline.plan(write(tmp_path / "f.txt", "Written by a worker, not yet marked.\n"))
+    assert isinstance(record, DocumentRecord)
+    list(pipeline.index_records([record]))  # chunks written ...
+    pipeline.registry.register(record.path, record.collection, record.sha256, 1, 1.0)  # pending
+    pipeline.dispatch = Recorder()
+    assert pipeline.remove_orphans() == 0  # ... while the web side restarts
+    assert pipeline.store.ids_for_document(record.id)
