@@ -379,17 +379,17 @@ class IngestPipeline:
         return len(orphans)
 
 
-def build_pipeline(components: Components) -> IngestPipeline:
+def build_pipeline(components: Components, parse_workers: int | None = None) -> IngestPipeline:
     """The ingestion pipeline over the retrieval side's indexes and embedder. With
-    parse_workers >= 1, files are parsed in worker processes with time and memory limits;
-    0 parses in process (tests, debugging)."""
+    parse_workers >= 1 (default: the setting), files are parsed in worker processes with time
+    and memory limits; 0 parses in process (tests, debugging, a web server whose Celery
+    workers parse)."""
     settings = components.settings
+    workers = settings.parse_workers if parse_workers is None else parse_workers
     loader: Loader = load_document
     pool = None
-    if settings.parse_workers >= 1:
-        pool = ParserPool(
-            settings.parse_workers, settings.parse_timeout_s, settings.parse_memory_mb
-        )
+    if workers >= 1:
+        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb)
         loader = pool.load
     chunker = Chunker(
         components.embedder.count_tokens,
@@ -415,6 +415,6 @@ def build_pipeline(components: Components) -> IngestPipeline:
             settings.max_unzipped_mb,
         ),
         quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
-        parse_workers=settings.parse_workers,
+        parse_workers=workers,
         embed_batch_chunks=settings.ingest_batch_chunks,
     )

@@ -47,12 +47,14 @@ class EnclaveState:
     def pipeline(self) -> IngestPipeline:
         with self._pipeline_lock:
             if self._pipeline is None:
-                self._pipeline = build_pipeline(self.components)
                 if self.settings.work_queue == "celery":
-                    # Documents go to `enclave worker` processes: nothing is parsed here.
+                    # Documents go to `enclave worker` processes: no parsers here.
                     from ingest.work_queue import CeleryDispatch
 
+                    self._pipeline = build_pipeline(self.components, parse_workers=0)
                     self._pipeline.dispatch = CeleryDispatch(self.settings)
+                else:
+                    self._pipeline = build_pipeline(self.components)
             return self._pipeline
 
     @property
