@@ -7,7 +7,7 @@ DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve ingest-demo test test-unit lint bench eval corpus clean chromium postgresql screenshots
+.PHONY: install run serve ingest-demo test test-unit test-scaleout lint bench eval corpus clean chromium postgresql redis-server screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,14 +46,24 @@ postgresql:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y --no-install-recommends postgresql; }
 
-test: install chromium postgresql
+# The scale-out test (pytest -m scaleout) starts Debian's redis-server on loopback.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y --no-install-recommends redis-server; }
+
+test: install chromium postgresql redis-server
 	$(BIN)/python -m pytest -q
+
+test-scaleout: install postgresql redis-server
+	$(BIN)/python -m pytest -q -m scaleout
 
 # Re-take the README's screenshots (docs/screenshots) with the browser tests.
 screenshots: install chromium
 	ENCLAVE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
 
-test-unit: install postgresql
+test-unit: install postgresql redis-server
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install

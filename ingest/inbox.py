@@ -30,9 +30,11 @@ class InboxSync:
     def _unchanged(self, path: Path, stat: os.stat_result) -> bool:
         """Same size and mtime as recorded: skip without hashing."""
         record = self.pipeline.registry.get_by_path(str(path))
+        # With a work queue, a pending document is queued already: do not queue it again.
+        done = ("indexed", "failed", "pending") if self.pipeline.dispatch else ("indexed", "failed")
         return (
             record is not None
-            and record.status in ("indexed", "failed")
+            and record.status in done
             and record.size == stat.st_size
             and record.mtime == stat.st_mtime
         )
@@ -78,7 +80,7 @@ class InboxSync:
 
             # New and changed files first, so a move is recognised before its old path is
             # treated as deleted.
-            report = self.pipeline.ingest_file_list(ready, record)
+            report = self.pipeline.ingest_file_list(ready, record, job=job)
             for doc in gone:
                 if os.path.lexists(doc.path) or self._moved(doc.id, doc.path):
                     continue
@@ -86,7 +88,11 @@ class InboxSync:
                 outcome = FileOutcome(doc.path, "deleted", doc.id)
                 report.outcomes.append(outcome)
                 record(doc.path, outcome)
-            jobs.finish(job)
+            queued = report.count("queued")
+            if queued:  # the workers log those files, and the last one finishes the job
+                jobs.hand_over(job, len(report.outcomes) - queued, queued)
+            else:
+                jobs.finish(job)
             return report
 
     def _moved(self, document_id: str, old_path: str) -> bool:
@@ -175,3 +181,49 @@ class InboxWatcher:
             self._observer.join(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+class InboxLeader:
+    """Among several web processes on one machine, the one holding `data/.inbox.lock` follows
+    the inbox; the others try again now and then, so one takes over if it dies. (Across
+    machines, set `watch = "off"` on every node but the one that has the inbox.)"""
+
+    RETRY_S = 5.0
+
+    def __init__(self, data_dir: Path, follow: Callable[[], None]) -> None:
+        self.path = data_dir / ".inbox.lock"
+        self.follow = follow
+        self._fd: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="enclave-inbox-lead", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _try_lock(self) -> bool:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd  # held until this process exits
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._try_lock():
+                log.info("this process follows the inbox (pid %d)", os.getpid())
+                self.follow()
+                return
+            self._stop.wait(self.RETRY_S)
+
+    @property
+    def leading(self) -> bool:
+        return self._fd is not None
+
+    def stop(self) -> None:
+        self._stop.set()

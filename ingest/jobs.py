@@ -87,9 +87,12 @@ class JobLog(SQLStore):
             )
 
     def recorder(self, job_id: str) -> Callable[[str, FileOutcome], None]:
-        """A progress callback that logs each file's outcome into the job."""
+        """A progress callback that logs each file's outcome into the job. A `queued` outcome
+        (handed to a Celery worker) is not logged: the worker logs the real one."""
 
         def record(path: str, outcome: FileOutcome) -> None:
+            if outcome.status == "queued":
+                return
             self.file_done(
                 job_id, path, outcome.status, outcome.document_id, outcome.chunks, outcome.error
             )
@@ -102,6 +105,31 @@ class JobLog(SQLStore):
                 "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?",
                 (status, time.time(), job_id),
             )
+
+    def hand_over(self, job_id: str, recorded: int, queued: int) -> None:
+        """The files of a job are `recorded` here and `queued` to workers: the job is done
+        when every one is logged, which the last worker notices (`finish_if_complete`)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET total = ? WHERE id = ?", (recorded + queued, job_id))
+        self.finish_if_complete(job_id)
+
+    def finish_if_complete(self, job_id: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = 'finished', finished_at = ? "
+                "WHERE id = ? AND status = 'running' AND done >= total",
+                (time.time(), job_id),
+            )
+
+    def has_file(self, job_id: str, document_id: str) -> bool:
+        """This document's outcome is in the job already (a redelivered task must not log it
+        twice)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM job_files WHERE job_id = ? AND document_id = ? LIMIT 1",
+                (job_id, document_id),
+            ).fetchone()
+        return row is not None
 
     def _summary(self, row: Row) -> dict[str, Any]:
         job = dict(row)

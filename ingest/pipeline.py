@@ -34,14 +34,16 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, "FileOutcome"], None]
 Loader = Callable[[Path], LoadedDocument]
-STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped")
+# Hands registered documents to other processes (Celery workers) with the job they belong to.
+Dispatch = Callable[[Sequence[DocumentRecord], str | None], None]
+STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued")
 PARSE_AHEAD = 16  # parsed documents held per worker while a batch is embedded
 
 
 @dataclass
 class FileOutcome:
     path: str
-    status: str  # indexed | unchanged | renamed | failed | skipped
+    status: str  # indexed | unchanged | renamed | failed | skipped | queued (to a worker)
     document_id: str | None = None
     chunks: int = 0
     error: str | None = None
@@ -113,6 +115,7 @@ class IngestPipeline:
         embed_batch_chunks: int = 256,
         closers: Sequence[Callable[[], None]] = (),
         parser_pool: ParserPool | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.registry = registry
         self.embedder = embedder
@@ -128,6 +131,8 @@ class IngestPipeline:
         self.embed_batch_chunks = embed_batch_chunks
         self._closers = list(closers)
         self.parser_pool = parser_pool
+        # With a work queue, documents to index are handed over instead of indexed here.
+        self.dispatch = dispatch
         self.jobs = JobLog(registry.target)
 
     # -- deciding what a file needs ---------------------------------------------------------
@@ -178,7 +183,11 @@ class IngestPipeline:
         return self.ingest_file_list(list(discover(paths)), progress, force)
 
     def ingest_file_list(
-        self, files: Iterable[Path], progress: ProgressCallback | None = None, force: bool = False
+        self,
+        files: Iterable[Path],
+        progress: ProgressCallback | None = None,
+        force: bool = False,
+        job: str | None = None,
     ) -> IngestReport:
         start = time.perf_counter()
         report = IngestReport()
@@ -195,7 +204,7 @@ class IngestPipeline:
                 record(planned)
             else:
                 pending.append(planned)
-        for outcome in self.index_records(pending):
+        for outcome in self.index_records(pending, job):
             record(outcome)
         report.seconds = time.perf_counter() - start
         return report
@@ -238,9 +247,18 @@ class IngestPipeline:
             for future in window:
                 yield future.result()
 
-    def index_records(self, records: Sequence[DocumentRecord]) -> Iterator[FileOutcome]:
+    def index_records(
+        self, records: Sequence[DocumentRecord], job: str | None = None
+    ) -> Iterator[FileOutcome]:
         """Parse, chunk and write registered documents; chunks of several documents are
-        embedded together (the embedder is fastest on full batches)."""
+        embedded together (the embedder is fastest on full batches). With a work queue
+        (`dispatch`), they are queued to the workers, as part of `job`, instead."""
+        if self.dispatch is not None:
+            if records:
+                self.dispatch(records, job)
+            for rec in records:
+                yield FileOutcome(rec.path, "queued", rec.id)
+            return
         batch: list[tuple[DocumentRecord, str, list[Chunk]]] = []
         size = 0
         for parsed in self._parsed_in_order(records):
@@ -350,25 +368,28 @@ class IngestPipeline:
         return list(self.index_records(records))
 
     def remove_orphans(self) -> int:
-        """Drop chunks whose document the registry does not hold as indexed."""
+        """Drop chunks whose document the registry does not hold as indexed. With a work
+        queue, a pending document's chunks may be a worker's write in progress: kept."""
         indexed = {r.id for r in self.registry.list("indexed")}
+        if self.dispatch is not None:
+            indexed |= {r.id for r in self.registry.list("pending")}
         orphans = (self.store.all_document_ids() | self.keyword.all_document_ids()) - indexed
         for document_id in orphans:
             self.remove_chunks(document_id)
         return len(orphans)
 
 
-def build_pipeline(components: Components) -> IngestPipeline:
+def build_pipeline(components: Components, parse_workers: int | None = None) -> IngestPipeline:
     """The ingestion pipeline over the retrieval side's indexes and embedder. With
-    parse_workers >= 1, files are parsed in worker processes with time and memory limits;
-    0 parses in process (tests, debugging)."""
+    parse_workers >= 1 (default: the setting), files are parsed in worker processes with time
+    and memory limits; 0 parses in process (tests, debugging, a web server whose Celery
+    workers parse)."""
     settings = components.settings
+    workers = settings.parse_workers if parse_workers is None else parse_workers
     loader: Loader = load_document
     pool = None
-    if settings.parse_workers >= 1:
-        pool = ParserPool(
-            settings.parse_workers, settings.parse_timeout_s, settings.parse_memory_mb
-        )
+    if workers >= 1:
+        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb)
         loader = pool.load
     chunker = Chunker(
         components.embedder.count_tokens,
@@ -394,6 +415,6 @@ def build_pipeline(components: Components) -> IngestPipeline:
             settings.max_unzipped_mb,
         ),
         quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
-        parse_workers=settings.parse_workers,
+        parse_workers=workers,
         embed_batch_chunks=settings.ingest_batch_chunks,
     )

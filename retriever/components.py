@@ -7,6 +7,7 @@ import os
 import threading
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from retriever.abstention import AbstentionThresholds
 from retriever.answer import AnswerService
@@ -35,7 +36,7 @@ from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
 from retriever.settings import Settings
 from retriever.slots import GenerationSlots
-from retriever.store import ChromaStore
+from retriever.store import ChromaStore, http_client
 from retriever.tuning.generations import Generation, Generations
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,17 @@ class Components:
             return ChromaStore(
                 self.settings.chroma_dir,
                 self.generation.collection,
+                client=self.chroma_client,
                 embedder_identity=self.embedder_identity,
             )
+
+    @cached_property
+    def chroma_client(self) -> Any:
+        """A Chroma server's client when `chroma_host` is set; None: embedded in data_dir."""
+        s = self.settings
+        if not s.chroma_host:
+            return None
+        return http_client(s.chroma_host, s.chroma_port, s.chroma_token, s.chroma_ssl)
 
     def use_embedder(self, embedder: Embedder, store: ChromaStore) -> None:
         """Serve from another embedder and its collection. Questions in flight finish on the
@@ -209,8 +219,21 @@ class Components:
 
     @cached_property
     def slots(self) -> GenerationSlots:
-        """Admission to the generator, shared by every request of this process."""
-        return GenerationSlots(self.settings.generation_slots, self.settings.generation_queue)
+        """Admission to the generator, shared by every request of this process, or of every
+        web process when `redis_url` is set."""
+        s = self.settings
+        if s.redis_url:
+            import redis
+
+            from retriever.shared_slots import RedisGenerationSlots
+
+            return RedisGenerationSlots(
+                redis.Redis.from_url(s.redis_url),
+                s.generation_slots,
+                s.generation_queue,
+                lease_s=s.llm_timeout_s + 60,
+            )
+        return GenerationSlots(s.generation_slots, s.generation_queue)
 
     def warm_up(self) -> None:
         """Load the models and page in the indexes now, so the first question is not the slow

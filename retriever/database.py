@@ -116,7 +116,10 @@ class Connection:
         if self.dialect == "sqlite":
             path = Path(self._target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            # Other processes (web and Celery workers) may hold the write lock for a moment.
+            db = sqlite3.connect(
+                str(path), timeout=30, check_same_thread=False, isolation_level=None
+            )
             db.row_factory = _sqlite_row
             db.execute("PRAGMA journal_mode=WAL")
             return db

@@ -169,8 +169,8 @@ _FREQUENCY = {
     "ELSE (SELECT count(*) FROM chunks WHERE lexemes @@ q) END "
     "FROM to_tsquery('english', ?) AS q",
 }
-# Document frequencies are cached; other processes may write to a shared database, so the cache
-# also expires.
+# Document frequencies are cached. Other processes may write too: SQLite's data_version says
+# when one did; on PostgreSQL the cache expires instead.
 _FREQUENCIES_TTL_S = 60.0
 
 
@@ -185,6 +185,7 @@ class KeywordIndex(SQLStore):
         self._lexeme_df: dict[str, int] = {}  # PostgreSQL lexemes, for the search's IDF
         self._total: int | None = None
         self._counted_at = 0.0
+        self._version: int | None = None  # SQLite's data_version when the counts were taken
 
     def _quote(self, word: str) -> str:
         return f'"{word}"' if self.dialect == "sqlite" else _lexeme(word)
@@ -210,7 +211,13 @@ class KeywordIndex(SQLStore):
         self._total = None
 
     def _total_chunks(self) -> int:
-        if time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
+        if self.dialect == "sqlite":
+            # Another process (a Celery worker) committed since: the counts are stale.
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                self._version = version
+                self._changed()
+        elif time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
             self._changed()
         if self._total is None:
             self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
@@ -245,6 +252,12 @@ class KeywordIndex(SQLStore):
                 "INSERT INTO chunks(body, chunk_id, document_id, collection) VALUES (?, ?, ?, ?)",
                 rows,
             )
+
+    def clear(self) -> None:
+        """Drop every chunk (`enclave reindex` rebuilds from the registry and the files)."""
+        with self._lock:
+            self._changed()
+            self._db.execute("DELETE FROM chunks")
 
     def delete_document(self, document_id: str) -> None:
         with self._lock:

@@ -206,7 +206,8 @@ class OnnxEmbedder:
         self._batcher.enable_truncation(self.max_tokens)
         self._batcher.enable_padding(pad_id=self._pad_id())
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        # The cores this process may use (taskset, a container's cpuset), not the machine's.
+        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0)) or 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = ort.InferenceSession(

@@ -63,6 +63,30 @@ class Settings(BaseModel):
     quarantine: Literal["leave", "move"] = Field(
         "leave", description="Failed inbox files: leave in place or move to quarantine/."
     )
+    work_queue: Literal["local", "celery"] = Field(
+        "local",
+        description="Who indexes: the server's own thread (local) or Celery workers (celery).",
+    )
+    redis_url: str = Field(
+        "",
+        description="Redis (redis://host:port/db): Celery's broker, and the generation queue "
+        "shared by every web worker; empty: none.",
+    )
+    celery_visibility_timeout_s: float = Field(
+        3600.0,
+        gt=0,
+        le=86400,
+        description="Seconds before a task a lost worker held is delivered again.",
+    )
+    celery_max_retries: int = Field(
+        5, ge=0, le=100, description="Retries of a failing indexing task, with backoff."
+    )
+
+    # Vector store: embedded Chroma in data_dir, or a Chroma server
+    chroma_host: str = Field("", description="Chroma server host; empty: embedded Chroma.")
+    chroma_port: int = Field(8000, ge=1, le=65535, description="Chroma server port.")
+    chroma_token: str = Field("", description="Token sent to the Chroma server, if any.")
+    chroma_ssl: bool = Field(False, description="Reach the Chroma server over HTTPS.")
 
     # Embedding and chunking
     embed_model: str = Field(
@@ -188,6 +212,9 @@ class Settings(BaseModel):
     session_hours: float = Field(12.0, gt=0, le=24 * 90, description="UI login lifetime.")
     answer_link_hosts: list[str] = Field(
         default_factory=list, description="Hosts whose links and images answers may show."
+    )
+    web_workers: int = Field(
+        1, ge=1, le=256, description="Web server processes (gunicorn above 1)."
     )
 
     @field_validator("default_collection")

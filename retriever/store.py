@@ -1,4 +1,5 @@
-"""Dense vector store: Chroma, embedded (PersistentClient) with telemetry off."""
+"""Dense vector store: Chroma, embedded (PersistentClient) or a Chroma server (HttpClient),
+telemetry off either way."""
 
 from __future__ import annotations
 
@@ -40,6 +41,27 @@ def collection_filter(collections: Sequence[str] | None) -> dict[str, Any] | Non
     if collections is None:
         return None
     return {"collection": {"$in": list(collections)}}
+
+
+def http_client(host: str, port: int, token: str = "", ssl: bool = False) -> Any:
+    """A client of a Chroma server. The token goes as `Authorization: Bearer`: `chroma run`
+    1.x checks none, so a proxy in front of it must (see docs/deployment.md)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    auth: dict[str, Any] = {}
+    if token:
+        auth = {
+            "chroma_client_auth_provider": "chromadb.auth.token_authn.TokenAuthClientProvider",
+            "chroma_client_auth_credentials": token,
+            "chroma_auth_token_transport_header": "Authorization",
+        }
+    return chromadb.HttpClient(
+        host=host,
+        port=port,
+        ssl=ssl,
+        settings=ChromaSettings(anonymized_telemetry=False, **auth),
+    )
 
 
 class ChromaStore:
@@ -100,6 +122,15 @@ class ChromaStore:
                 documents=[c.text for c in part],
                 metadatas=[c.metadata() for c in part],
             )
+
+    def clear(self) -> None:
+        """Drop every vector (the collection is made again, empty, with its metadata): the
+        first step of `enclave reindex`."""
+        name, metadata = self.collection.name, dict(self.collection.metadata or {})
+        self.client.delete_collection(name)
+        self.collection = self.client.get_or_create_collection(
+            name, embedding_function=None, metadata=metadata or {"hnsw:space": "cosine"}
+        )
 
     def delete_document(self, document_id: str) -> None:
         self.collection.delete(where={"document_id": document_id})

@@ -1,5 +1,5 @@
-"""The `enclave` command line: ingest, serve, ask, status, eval, tune, users, groups, keys,
-audit."""
+"""The `enclave` command line: ingest, serve, worker, reindex, ask, status, eval, tune, users,
+groups, keys, audit."""
 
 from __future__ import annotations
 
@@ -49,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP worker threads (default: enough for every generation slot and queue place, "
         "plus 4, so a full queue is answered 429 rather than left waiting)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="web server processes (setting web_workers; above 1: gunicorn, which needs "
+        'work_queue = "celery")',
+    )
+
+    p = sub.add_parser("worker", parents=[common], help="run a Celery indexing worker")
+    p.add_argument("--loglevel", default="INFO")
+
+    p = sub.add_parser(
+        "reindex", parents=[common], help="rebuild both indexes from the registry and files"
+    )
+    p.add_argument("--json", action="store_true", help="end with one JSON summary line")
 
     p = sub.add_parser("ask", parents=[common], help="answer one question")
     p.add_argument("question")
@@ -152,6 +166,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("host", "port"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
+    if getattr(args, "workers", None) is not None:
+        overrides["web_workers"] = args.workers
     return load_settings(args.config, **overrides)
 
 
@@ -233,6 +249,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from waitress import serve
 
     from ingest.lock import DataDirLock
+    from ingest.work_queue import WorkQueueError, check_settings
     from server.app import create_app
     from server.auth import check_bind
 
@@ -241,7 +258,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    check_settings(settings)
+    threads = args.threads or settings.generation_slots + settings.generation_queue + 4
     owner = f"enclave serve at http://{settings.host}:{settings.port}"
+    if settings.web_workers > 1:
+        from server.gunicorn_app import serve_gunicorn
+
+        if settings.work_queue != "celery":
+            raise WorkQueueError(
+                'serve --workers above 1 needs work_queue = "celery": every process would '
+                "otherwise index into the same indexes"
+            )
+
+        with DataDirLock(settings.data_dir, owner):
+            return serve_gunicorn(settings, threads)
     with DataDirLock(settings.data_dir, owner):
         app = create_app(settings, load="background")
         print(
@@ -249,9 +280,58 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"(data: {settings.data_dir.resolve()})",
             flush=True,
         )
-        threads = args.threads or settings.generation_slots + settings.generation_queue + 4
         serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """A Celery worker: one task at a time (solo pool) in this process, which holds the
+    embedder; files are parsed in its parser processes (parse_workers). Run one per core."""
+    from ingest.pipeline import build_pipeline
+    from ingest.work_queue import WorkQueueError, worker_app, worker_name
+    from retriever.components import Components
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per Chroma server call
+    if settings.work_queue != "celery":
+        raise WorkQueueError('enclave worker needs work_queue = "celery" (and redis_url)')
+    components = Components(settings)
+    pipeline = build_pipeline(components)  # loads the embedder and starts the parsers now
+    components.embedder.embed(["warm up"])
+    app = worker_app(settings, pipeline)
+    try:
+        app.worker_main(
+            ["worker", "--pool=solo", f"--loglevel={args.loglevel}", "-n", worker_name()]
+        )
+    finally:
+        pipeline.close()
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.lock import DataDirLock
+    from ingest.pipeline import build_pipeline
+    from ingest.reindex import reindex_all
+    from retriever.components import Components
+
+    with DataDirLock(settings.data_dir, "enclave reindex"):
+        pipeline = build_pipeline(Components(settings))
+        try:
+            report = reindex_all(pipeline)
+        finally:
+            pipeline.close()
+    body = report.to_dict()
+    print(
+        f"{report.indexed} of {report.documents} documents indexed again ({report.chunks} "
+        f"chunks, {body['seconds']} s); {report.failed} failed, {len(report.missing)} missing"
+    )
+    for path in report.missing:
+        print(f"missing (marked deleted): {path}")
+    if args.json:
+        print(json.dumps(body))
+    return 1 if report.failed else 0
 
 
 def _print_answer(body: dict[str, Any]) -> None:
@@ -522,6 +602,8 @@ COMMANDS = {
     "keys": cmd_identity,
     "audit": cmd_audit,
     "serve": cmd_serve,
+    "worker": cmd_worker,
+    "reindex": cmd_reindex,
     "ask": cmd_ask,
     "status": cmd_status,
     "eval": cmd_eval,

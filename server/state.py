@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from flask import current_app
 
-from ingest.inbox import InboxSync, InboxWatcher
+from ingest.inbox import InboxLeader, InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
 from ingest.registry import DocumentRecord, file_sha256
 from retriever.audit import AuditLog
@@ -21,7 +21,7 @@ from retriever.tuning.activation import ActivationStatus, EmbedderActivation
 from retriever.tuning.generations import GenerationError
 from server.conversations import ConversationStore
 from server.identity import IdentityStore
-from server.limits import RateLimiter
+from server.limits import build_limiter
 
 if TYPE_CHECKING:
     from server.access import CollectionAccess
@@ -41,9 +41,10 @@ class EnclaveState:
         # One ingestion thread: the embedded indexes take a single writer.
         self._ingest = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enclave-ingest")
         self._watcher: InboxWatcher | None = None
+        self._inbox_leader: InboxLeader | None = None
         self._conversations: ConversationStore | None = None
         self._identity: IdentityStore | None = None
-        self.limiter = RateLimiter(self.settings.rate_limit_per_minute)
+        self.limiter = build_limiter(self.settings.rate_limit_per_minute, self.settings.redis_url)
         from server.access import CollectionAccess  # access imports this module
 
         self.access: CollectionAccess = CollectionAccess(self.settings)
@@ -57,7 +58,14 @@ class EnclaveState:
     def pipeline(self) -> IngestPipeline:
         with self._pipeline_lock:
             if self._pipeline is None:
-                self._pipeline = build_pipeline(self.components)
+                if self.settings.work_queue == "celery":
+                    # Documents go to `enclave worker` processes: no parsers here.
+                    from ingest.work_queue import CeleryDispatch
+
+                    self._pipeline = build_pipeline(self.components, parse_workers=0)
+                    self._pipeline.dispatch = CeleryDispatch(self.settings)
+                else:
+                    self._pipeline = build_pipeline(self.components)
             return self._pipeline
 
     @property
@@ -84,9 +92,15 @@ class EnclaveState:
 
     @property
     def ingest_queue(self) -> int:
-        """Ingestion tasks (uploads, re-indexing, inbox scans) waiting or running."""
+        """Ingestion tasks (uploads, re-indexing, inbox scans) waiting or running; with the
+        Celery queue, plus the tasks waiting in the broker."""
         with self._queued_lock:
-            return self._queued
+            local = self._queued
+        if self.settings.work_queue == "celery":
+            from ingest.work_queue import waiting_tasks
+
+            local += waiting_tasks(self.settings)
+        return local
 
     def _run_ingest(self, task: Callable[[], T]) -> Future[T]:
         with self._queued_lock:
@@ -112,6 +126,14 @@ class EnclaveState:
             log.exception("loading failed")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
+        if self.settings.web_workers > 1:
+            # Several web processes: one of them follows the inbox (see InboxLeader).
+            self._inbox_leader = InboxLeader(self.settings.data_dir, lambda: self._follow(sync))
+            self._inbox_leader.start()
+        else:
+            self._follow(sync)
+
+    def _follow(self, sync: InboxSync) -> None:
         # Every write goes through the one ingestion thread: a single writer.
         self._run_ingest(lambda: self._reconcile(sync))
         self._watcher = InboxWatcher(
@@ -141,12 +163,17 @@ class EnclaveState:
         def run() -> list[FileOutcome]:
             outcomes = []
             record = jobs.recorder(job)
+            queued = 0
             try:
-                for outcome in self.pipeline.index_records(batch):
+                for outcome in self.pipeline.index_records(batch, job):
                     record(outcome.path, outcome)
                     outcomes.append(outcome)
+                    queued += outcome.status == "queued"
             finally:
-                jobs.finish(job)
+                if queued:  # the workers log those and finish the job
+                    jobs.hand_over(job, len(outcomes) - queued, queued)
+                else:
+                    jobs.finish(job)
             return outcomes
 
         return self._run_ingest(run)
@@ -187,6 +214,11 @@ class EnclaveState:
     def start_activation(self, model: Path | None) -> None:
         """Activate `model` (None: roll back) in a background thread; questions keep being
         answered from the current collection until the swap."""
+        if self.settings.work_queue != "local":
+            raise GenerationError(
+                "switching the embedder while Celery workers index is not supported yet: "
+                'stop the workers and serve with work_queue = "local" to switch'
+            )
         if not self._activation_busy.acquire(blocking=False):
             raise GenerationError("an embedder activation is already running")
 
@@ -207,6 +239,8 @@ class EnclaveState:
         self._activation_thread.start()
 
     def shutdown(self) -> None:
+        if self._inbox_leader is not None:
+            self._inbox_leader.stop()
         if self._activation_thread is not None:
             self._activation_thread.join()
         if self._watcher is not None:

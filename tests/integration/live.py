@@ -88,3 +88,43 @@ def live_server(
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+@contextmanager
+def model_server(log_path: Path, alias: str = "smollm2-server") -> Iterator[str]:
+    """`python -m llama_cpp.server` with the bundled GGUF on a free loopback port; yields its
+    /v1 base URL. llama.cpp logs a lot while loading: to a file, as a pipe nobody reads would
+    fill and block."""
+    from retriever.models import bundled_llm_path
+
+    port = free_port()
+    log = log_path.open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(bundled_llm_path()),
+            "--model_alias",
+            alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until_ready(
+            f"{base}/models", lambda body: bool(body["data"]), server, log_path.read_text, 120
+        )
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

@@ -4,8 +4,6 @@ loopback serving the bundled SmolLM2 GGUF (the same code a larger on-prem model 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +13,10 @@ from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.escalation import ESCALATION_ACTION
 from retriever.generation import FakeGenerator
-from retriever.models import bundled_llm_path
 from retriever.settings import Settings
 from tests.conftest import DEMO
-from tests.integration.live import enclave, free_port, wait_until_ready
+from tests.integration.live import enclave
+from tests.integration.live import model_server as live_model_server
 
 pytestmark = pytest.mark.integration
 
@@ -28,39 +26,8 @@ QUESTIONS = [json.loads(line) for line in (DEMO / "questions.jsonl").read_text()
 @pytest.fixture(scope="module")
 def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m llama_cpp.server` with the bundled GGUF; yields its /v1 base URL."""
-    port = free_port()
-    # llama.cpp logs a lot while loading: to a file, as a pipe nobody reads would fill and block.
-    log_path = tmp_path_factory.mktemp("model-server") / "server.log"
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(bundled_llm_path()),
-            "--model_alias",
-            "smollm2-server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_until_ready(
-            f"{base}/models", lambda body: bool(body["data"]), server, log_path.read_text, 120
-        )
+    with live_model_server(tmp_path_factory.mktemp("model-server") / "server.log") as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def test_cli_answers_through_a_model_server(tmp_path: Path, model_server: str) -> None:
