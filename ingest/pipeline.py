@@ -280,8 +280,17 @@ class IngestPipeline:
         chunks = [c for _, _, doc_chunks in batch for c in doc_chunks]
         self.write_chunks(chunks, replace=[rec.id for rec, _, _ in batch])
         for rec, title, doc_chunks in batch:
-            self.registry.mark_indexed(rec.id, len(doc_chunks), title)
-            yield FileOutcome(rec.path, "indexed", rec.id, len(doc_chunks))
+            if self.registry.mark_indexed(rec.id, len(doc_chunks), title, rec.sha256):
+                yield FileOutcome(rec.path, "indexed", rec.id, len(doc_chunks))
+                continue
+            # Deleted or changed while it was embedded: a deleted document must not come back;
+            # a changed one keeps these chunks until its new version replaces them.
+            current = self.registry.get(rec.id)
+            if current is None or current.status == "deleted":
+                self.remove_chunks(rec.id)
+            yield FileOutcome(
+                rec.path, "skipped", rec.id, error="deleted or changed while it was being indexed"
+            )
 
     def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
         """Embed chunks (of any number of documents, in one batched pass) and write them to

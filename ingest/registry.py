@@ -145,8 +145,17 @@ class Registry(SQLStore):
                 (*fields.values(), document_id),
             )
 
-    def mark_indexed(self, document_id: str, chunks: int, title: str) -> None:
-        self._update(document_id, status="indexed", error=None, chunks=chunks, title=title)
+    def mark_indexed(self, document_id: str, chunks: int, title: str, sha256: str) -> bool:
+        """Record the document indexed, only if it is still the version that was indexed
+        (same sha256) and was not deleted meanwhile (a delete or a change can come from
+        another thread or process while its chunks are embedded). False if not recorded."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE documents SET status = 'indexed', error = NULL, chunks = ?, title = ?, "
+                "updated_at = ? WHERE id = ? AND sha256 = ? AND status != 'deleted'",
+                (chunks, title, time.time(), document_id, sha256),
+            )
+            return bool(cursor.rowcount)
 
     def mark_failed(self, document_id: str, error: str) -> None:
         self._update(document_id, status="failed", error=error, chunks=0)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ingest.lock import DataDirBusyError, DataDirLock
-from ingest.pipeline import IngestPipeline
+from ingest.pipeline import FileOutcome, IngestPipeline
 from retriever.settings import Settings
 from tests.conftest import write
 
@@ -94,3 +94,48 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         DataDirLock(tmp_path, "enclave ingest").acquire()
     with DataDirLock(tmp_path, "enclave ingest"):  # released: free again
         pass
+
+
+def test_a_document_deleted_while_it_is_embedded_stays_deleted(
+    pipeline: IngestPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete (an API request thread, or another process) lands while the ingestion thread
+    embeds the document's chunks: the document must not come back as indexed."""
+    doc = write(tmp_path / "gone.md", "# Gone\n\nThis policy was withdrawn during indexing.\n")
+    planned = pipeline.plan(doc, False)
+    assert not isinstance(planned, FileOutcome)
+    embed = pipeline.embedder.embed
+
+    def embed_then_delete(texts: list[str]) -> object:
+        vectors = embed(texts)
+        pipeline.delete(planned.id)
+        return vectors
+
+    monkeypatch.setattr(pipeline.embedder, "embed", embed_then_delete)
+    outcome = pipeline.index(planned)
+    assert outcome.status == "skipped" and "deleted or changed" in (outcome.error or "")
+    record = pipeline.registry.get(planned.id)
+    assert record is not None and record.status == "deleted"
+    assert _chunk_ids(pipeline, record.id) == set()
+
+
+def test_a_document_changed_while_it_is_embedded_waits_for_its_new_version(
+    pipeline: IngestPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = write(tmp_path / "v.md", "# Version\n\nThe first version of this note.\n")
+    planned = pipeline.plan(doc, False)
+    assert not isinstance(planned, FileOutcome)
+    embed = pipeline.embedder.embed
+
+    def embed_then_change(texts: list[str]) -> object:
+        vectors = embed(texts)
+        write(doc, "# Version\n\nThe second version of this note.\n")
+        pipeline.plan(doc, False)  # registered again: pending, new hash
+        return vectors
+
+    monkeypatch.setattr(pipeline.embedder, "embed", embed_then_change)
+    assert pipeline.index(planned).status == "skipped"
+    monkeypatch.undo()
+    record = pipeline.registry.get(planned.id)
+    assert record is not None and record.status == "pending"  # the new version is still to do
+    assert pipeline.ingest_file(doc).status == "indexed"
