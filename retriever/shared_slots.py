@@ -9,12 +9,11 @@ Redis, and use Redis's clock, so the web nodes' clocks do not matter.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from typing import Any
 
-from retriever.slots import GenerationSlots, SlotsBusy, Ticket
+from retriever.slots import GenerationSlots, SlotsBusy, Ticket, retry_after_estimate
 
 POLL_S = 0.05  # how often a queued request asks whether it may run
 
@@ -106,7 +105,7 @@ class RedisGenerationSlots(GenerationSlots):
         placed = int(self._admit(keys=self.keys, args=self._args(ticket_id)))
         if placed < 0:
             raise SlotsBusy(self._retry_after())
-        return RedisTicket(self, ticket_id, running=placed == 1)
+        return Ticket(self, ticket_id, running=placed == 1)
 
     def stats(self) -> dict[str, int]:
         active, waiting = self._stats(keys=self.keys)
@@ -119,10 +118,9 @@ class RedisGenerationSlots(GenerationSlots):
 
     def _retry_after(self) -> int:
         mean = float(self.client.get(self._mean_key) or 1.0)
-        estimate = mean * (self.stats()["waiting"] + 1) / self.slots
-        return max(1, min(120, math.ceil(estimate)))
+        return retry_after_estimate(mean, self.stats()["waiting"], self.slots)
 
-    def _wait_for(self, ticket_id: str, timeout: float | None) -> bool:
+    def _wait(self, ticket_id: str, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             placed = int(self._promote(keys=self.keys, args=self._args(ticket_id)))
@@ -138,7 +136,7 @@ class RedisGenerationSlots(GenerationSlots):
                 return False
             time.sleep(POLL_S)
 
-    def _release_ticket(self, ticket_id: str, running: bool, held_s: float | None) -> None:
+    def _release(self, ticket_id: str, running: bool, held_s: float | None) -> None:
         active, waiting, leases, _ = self.keys
         pipe = self.client.pipeline()
         pipe.zrem(active, ticket_id)
@@ -148,26 +146,3 @@ class RedisGenerationSlots(GenerationSlots):
         if running and held_s is not None:
             mean = float(self.client.get(self._mean_key) or 1.0)
             self.client.set(self._mean_key, 0.7 * mean + 0.3 * held_s)
-
-
-class RedisTicket(Ticket):
-    def __init__(self, slots: RedisGenerationSlots, ticket_id: str, running: bool) -> None:
-        super().__init__(slots, running)
-        self._shared = slots
-        self.id = ticket_id
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._running:
-            return True
-        if self._released or not self._shared._wait_for(self.id, timeout):
-            return False
-        self._running = True
-        self._since = time.perf_counter()
-        return True
-
-    def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        held = time.perf_counter() - self._since if self._since is not None else None
-        self._shared._release_ticket(self.id, self._running, held)

@@ -22,6 +22,11 @@ class SlotsBusy(RuntimeError):
         self.retry_after = retry_after
 
 
+def retry_after_estimate(mean_hold_s: float, waiting: int, slots: int) -> int:
+    """Roughly when a queue place frees up: the queue ahead drains through the slots."""
+    return max(1, min(120, math.ceil(mean_hold_s * (waiting + 1) / slots)))
+
+
 class GenerationSlots:
     def __init__(self, slots: int = 1, queue: int = 8) -> None:
         if slots < 1 or queue < 0:
@@ -39,10 +44,10 @@ class GenerationSlots:
             # Nobody overtakes a waiting request: a free slot goes to the queue first.
             if self._active < self.slots and self._waiting == 0:
                 self._active += 1
-                return Ticket(self, running=True)
+                return Ticket(self, "", running=True)
             if self._waiting < self.queue:
                 self._waiting += 1
-                return Ticket(self, running=False)
+                return Ticket(self, "", running=False)
             raise SlotsBusy(self._retry_after())
 
     def stats(self) -> dict[str, int]:
@@ -55,11 +60,10 @@ class GenerationSlots:
             }
 
     def _retry_after(self) -> int:
-        # Roughly when a queue place frees up: the queue ahead drains through the slots.
-        estimate = self._mean_hold_s * (self._waiting + 1) / self.slots
-        return max(1, min(120, math.ceil(estimate)))
+        return retry_after_estimate(self._mean_hold_s, self._waiting, self.slots)
 
-    def _wait(self, timeout: float | None) -> bool:
+    # The two steps a Ticket delegates; shared slots (retriever/shared_slots.py) replace them.
+    def _wait(self, ticket_id: str, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._active >= self.slots:
@@ -71,7 +75,7 @@ class GenerationSlots:
             self._active += 1
             return True
 
-    def _release(self, running: bool, held_s: float | None) -> None:
+    def _release(self, ticket_id: str, running: bool, held_s: float | None) -> None:
         with self._cond:
             if not running:
                 self._waiting -= 1  # left the queue without running (client gone)
@@ -86,8 +90,9 @@ class Ticket:
     """One admitted request. `wait()` blocks until it holds a slot; `release()` gives back
     whatever it holds (idempotent). As a context manager: wait on enter, release on exit."""
 
-    def __init__(self, slots: GenerationSlots, running: bool) -> None:
+    def __init__(self, slots: GenerationSlots, ticket_id: str, running: bool) -> None:
         self._slots = slots
+        self.id = ticket_id  # how shared slots know it; empty for in-process slots
         self._running = running
         self._released = False
         self._since = time.perf_counter() if running else None
@@ -101,7 +106,7 @@ class Ticket:
         ticket is still queued until `release()`)."""
         if self._running:
             return True
-        if self._released or not self._slots._wait(timeout):
+        if self._released or not self._slots._wait(self.id, timeout):
             return False
         self._running = True
         self._since = time.perf_counter()
@@ -112,7 +117,7 @@ class Ticket:
             return
         self._released = True
         held = time.perf_counter() - self._since if self._since is not None else None
-        self._slots._release(self._running, held)
+        self._slots._release(self.id, self._running, held)
 
     def __enter__(self) -> Ticket:
         self.wait()
