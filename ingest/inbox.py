@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from ingest.lock import try_flock
 from ingest.pipeline import FileOutcome, IngestPipeline, IngestReport, absolute, discover
 
 log = logging.getLogger(__name__)
@@ -201,17 +202,8 @@ class InboxLeader:
         self._thread.start()
 
     def _try_lock(self) -> bool:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd  # held until this process exits
-        return True
+        self._fd = try_flock(self.path)  # held until this process exits
+        return self._fd is not None
 
     def _run(self) -> None:
         while not self._stop.is_set():
