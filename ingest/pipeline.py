@@ -168,6 +168,17 @@ class IngestPipeline:
                 return FileOutcome(path, "renamed", moved.id, moved.chunks)
         return self.registry.register(path, collection, sha, stat.st_size, stat.st_mtime)
 
+    def register_again(self, record: DocumentRecord) -> DocumentRecord | None:
+        """`record` pending again, from its file as it is now (same id and collection), to be
+        indexed anew; None when the file is gone."""
+        path = Path(record.path)
+        if not path.is_file():
+            return None
+        stat = path.stat()
+        return self.registry.register(
+            record.path, record.collection, file_sha256(path), stat.st_size, stat.st_mtime
+        )
+
     def _moved_from(self, sha: str) -> DocumentRecord | None:
         """An indexed document with the same content whose file is gone: a move or rename."""
         for record in self.registry.find_by_sha(sha):

@@ -5,14 +5,11 @@ and made again, e.g. after a restore, an upgrade of Chroma, or a corrupted index
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ingest.pipeline import FileOutcome, IngestPipeline
-from ingest.registry import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +50,12 @@ def reindex_all(
         if record.status not in ("indexed", "pending"):
             continue
         report.documents += 1
-        path = Path(record.path)
-        if not os.path.isfile(path):
+        again = pipeline.register_again(record)
+        if again is None:
             report.missing.append(record.path)
             registry.mark_deleted(record.id)
             continue
-        stat = path.stat()
-        pending.append(
-            registry.register(
-                record.path, record.collection, file_sha256(path), stat.st_size, stat.st_mtime
-            )
-        )
+        pending.append(again)
     for outcome in pipeline.index_records(pending):
         report.indexed += outcome.status == "indexed"
         report.failed += outcome.status == "failed"

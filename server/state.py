@@ -14,7 +14,7 @@ from flask import current_app
 
 from ingest.inbox import InboxLeader, InboxSync, InboxWatcher
 from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
-from ingest.registry import DocumentRecord, file_sha256
+from ingest.registry import DocumentRecord
 from retriever.audit import AuditLog
 from retriever.components import Components
 from retriever.tuning.activation import ActivationStatus, EmbedderActivation
@@ -182,18 +182,8 @@ class EnclaveState:
         """Parse and embed these documents again from their files (a retry after a failure,
         or a refresh); each keeps its id and collection. Returns those marked pending; a
         document whose file is gone is left as it was."""
-        registry = self.pipeline.registry
-        pending = []
-        for record in records:
-            path = Path(record.path)
-            if not path.is_file():
-                continue
-            stat = path.stat()
-            pending.append(
-                registry.register(
-                    record.path, record.collection, file_sha256(path), stat.st_size, stat.st_mtime
-                )
-            )
+        again = (self.pipeline.register_again(record) for record in records)
+        pending = [record for record in again if record is not None]
         if pending:
             self.submit(pending, kind)
         return pending
