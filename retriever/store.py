@@ -3,7 +3,7 @@ telemetry off either way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,21 @@ class ChromaStore:
 
     def count(self) -> int:
         return int(self.collection.count())
+
+    def records(self, page: int = 2000) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every stored chunk as (id, text, metadata), read `page` at a time."""
+        offset = 0
+        while True:
+            found = self.collection.get(
+                include=["documents", "metadatas"], limit=page, offset=offset
+            )
+            ids = found["ids"]
+            if not ids:
+                return
+            docs, metas = found["documents"] or [], found["metadatas"] or []
+            for cid, text, meta in zip(ids, docs, metas, strict=True):
+                yield cid, text or "", dict(meta or {})
+            offset += len(ids)
 
     def get(self, ids: Sequence[str]) -> dict[str, Chunk]:
         if not ids:

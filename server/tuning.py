@@ -73,17 +73,7 @@ def default_out(data_dir: Path) -> Path:
 
 
 def indexed_chunks(components: Components) -> list[Chunk]:
-    store = components.store
-    chunks: list[Chunk] = []
-    offset = 0
-    while True:
-        page = store.collection.get(include=["documents", "metadatas"], limit=2000, offset=offset)
-        if not page["ids"]:
-            return chunks
-        docs, metas = page["documents"] or [], page["metadatas"] or []
-        for cid, text, meta in zip(page["ids"], docs, metas, strict=True):
-            chunks.append(chunk_from_record(cid, text or "", dict(meta or {})))
-        offset += len(page["ids"])
+    return [chunk_from_record(*record) for record in components.store.records()]
 
 
 def auto_pairs(

@@ -55,19 +55,6 @@ class ActivationStatus:
         return asdict(self)
 
 
-def _records(store: ChromaStore) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    offset = 0
-    while True:
-        page = store.collection.get(include=["documents", "metadatas"], limit=PAGE, offset=offset)
-        ids = page["ids"]
-        if not ids:
-            return
-        docs, metas = page["documents"] or [], page["metadatas"] or []
-        for cid, text, meta in zip(ids, docs, metas, strict=True):
-            yield cid, text or "", dict(meta or {})
-        offset += len(ids)
-
-
 def sync_collection(
     source: ChromaStore,
     target: ChromaStore,
@@ -82,12 +69,12 @@ def sync_collection(
     have = {cid: None for cid in target.collection.get(include=[])["ids"]}
     target_meta: dict[str, dict[str, Any]] = {}
     if have:
-        for cid, _, meta in _records(target):
+        for cid, _, meta in target.records(PAGE):
             target_meta[cid] = meta
     wanted: list[tuple[str, str, dict[str, Any]]] = []
     relabel: list[tuple[str, dict[str, Any]]] = []
     seen: set[str] = set()
-    for cid, text, meta in _records(source):
+    for cid, text, meta in source.records(PAGE):
         seen.add(cid)
         if cid not in target_meta:
             wanted.append((cid, text, meta))
