@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -80,6 +81,23 @@ class BlockingGenerator(FakeGenerator):
 
 
 # -- authentication: an app with auth on, users and their keys ------------------------------
+
+
+def api_key_app(data_dir: Path, embedder: Any, **overrides: Any) -> Flask:
+    """A whole app with auth mode api_key over `data_dir`, the real embedder and a fake model,
+    no rate limit (and any other settings changes)."""
+    from server.app import create_app
+
+    s = Settings(
+        data_dir=data_dir,
+        llm_backend="fake",
+        watch="off",
+        parse_workers=0,
+        auth_mode="api_key",
+        rate_limit_per_minute=0,
+        **overrides,
+    )
+    return create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
 
 
 def auth_settings(settings: Settings, **overrides: Any) -> Settings:

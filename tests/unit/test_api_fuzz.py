@@ -15,13 +15,9 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
-from retriever.generation import FakeGenerator
-from retriever.settings import Settings
-from server.app import create_app
 from server.identity import SCOPES
-from tests.unit.serving import LEAVE, add_user, index_into
+from tests.unit.serving import LEAVE, add_user, api_key_app, index_into
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +25,7 @@ def secured_app(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
 ) -> Iterator[Flask]:
     data: Path = tmp_path_factory.mktemp("fuzz") / "data"
-    s = Settings(
-        data_dir=data,
-        llm_backend="fake",
-        watch="off",
-        parse_workers=0,
-        auth_mode="api_key",
-        rate_limit_per_minute=0,
-    )
-    app = create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
+    app = api_key_app(data, embedder)
     index_into(app, {"hr/leave.txt": LEAVE})
     app.config["keys"] = {scope: add_user(app, f"user-{scope}", scope) for scope in SCOPES}
     yield app

@@ -16,12 +16,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
-from retriever.generation import FakeGenerator
-from retriever.settings import Settings
-from server.app import create_app
-from tests.unit.serving import add_user, index_into
+from tests.unit.serving import add_user, api_key_app, index_into
 
 COLLECTIONS = ("apollo", "borealis", "cygnus")
 CANARY = {c: f"CANARY-{c.upper()}-{i}7Q{i}X" for i, c in enumerate(COLLECTIONS)}
@@ -44,16 +40,7 @@ def world(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
 ) -> Iterator[tuple[Flask, dict[str, str], dict[str, dict[str, str]]]]:
     data: Path = tmp_path_factory.mktemp("canary") / "data"
-    s = Settings(
-        data_dir=data,
-        llm_backend="fake",
-        watch="off",
-        parse_workers=0,
-        auth_mode="api_key",
-        rate_limit_per_minute=0,
-        collection_groups={c: [f"team-{c}"] for c in COLLECTIONS},
-    )
-    app = create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
+    app = api_key_app(data, embedder, collection_groups={c: [f"team-{c}"] for c in COLLECTIONS})
     ids = index_into(app, {f"{c}/note.txt": _document(c) for c in COLLECTIONS})
     doc_ids = {c: ids[f"{c}/note.txt"] for c in COLLECTIONS}
     identity = app.extensions["enclave"].identity

@@ -96,9 +96,10 @@ def test_ingest_and_questions_open_no_outbound_connection(
         upload(client, text=LEAVE)
         pdf = {"file": (io.BytesIO(b"%PDF-1.4 broken"), "broken.pdf")}
         client.post("/api/v1/documents", data=pdf)
-        assert "16 weeks" in client.post("/api/v1/ask", json={"question": QUESTION}).get_json()[
-            "answer"
-        ]
+        assert (
+            "16 weeks"
+            in client.post("/api/v1/ask", json={"question": QUESTION}).get_json()["answer"]
+        )
         streamed = client.post("/api/v1/ask", json={"question": QUESTION, "stream": True})
         assert "done" in streamed.get_data(as_text=True)
         chat = {"messages": [{"role": "user", "content": QUESTION}]}
