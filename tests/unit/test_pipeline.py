@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,46 +98,52 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         pass
 
 
+def _index_with(
+    pipeline: IngestPipeline, doc: Path, meanwhile: Callable[[str], object]
+) -> FileOutcome:
+    """Index `doc`, running `meanwhile(document id)` right after its chunks are embedded (as
+    another thread or process would, between the embedding and the registry update)."""
+    planned = pipeline.plan(doc, False)
+    assert not isinstance(planned, FileOutcome)
+    embedder = pipeline.embedder
+    embed = embedder.embed
+
+    def embed_then(texts: list[str]) -> Any:
+        vectors = embed(texts)
+        meanwhile(planned.id)
+        return vectors
+
+    embedder.embed = embed_then  # type: ignore[method-assign]
+    try:
+        return pipeline.index(planned)
+    finally:
+        embedder.embed = embed  # type: ignore[method-assign]
+
+
 def test_a_document_deleted_while_it_is_embedded_stays_deleted(
-    pipeline: IngestPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline: IngestPipeline, tmp_path: Path
 ) -> None:
     """A delete (an API request thread, or another process) lands while the ingestion thread
     embeds the document's chunks: the document must not come back as indexed."""
     doc = write(tmp_path / "gone.md", "# Gone\n\nThis policy was withdrawn during indexing.\n")
-    planned = pipeline.plan(doc, False)
-    assert not isinstance(planned, FileOutcome)
-    embed = pipeline.embedder.embed
-
-    def embed_then_delete(texts: list[str]) -> object:
-        vectors = embed(texts)
-        pipeline.delete(planned.id)
-        return vectors
-
-    monkeypatch.setattr(pipeline.embedder, "embed", embed_then_delete)
-    outcome = pipeline.index(planned)
+    outcome = _index_with(pipeline, doc, pipeline.delete)
     assert outcome.status == "skipped" and "deleted or changed" in (outcome.error or "")
-    record = pipeline.registry.get(planned.id)
+    record = pipeline.registry.get(outcome.document_id or "")
     assert record is not None and record.status == "deleted"
     assert _chunk_ids(pipeline, record.id) == set()
 
 
 def test_a_document_changed_while_it_is_embedded_waits_for_its_new_version(
-    pipeline: IngestPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline: IngestPipeline, tmp_path: Path
 ) -> None:
     doc = write(tmp_path / "v.md", "# Version\n\nThe first version of this note.\n")
-    planned = pipeline.plan(doc, False)
-    assert not isinstance(planned, FileOutcome)
-    embed = pipeline.embedder.embed
 
-    def embed_then_change(texts: list[str]) -> object:
-        vectors = embed(texts)
+    def change(_: str) -> None:
         write(doc, "# Version\n\nThe second version of this note.\n")
         pipeline.plan(doc, False)  # registered again: pending, new hash
-        return vectors
 
-    monkeypatch.setattr(pipeline.embedder, "embed", embed_then_change)
-    assert pipeline.index(planned).status == "skipped"
-    monkeypatch.undo()
-    record = pipeline.registry.get(planned.id)
+    outcome = _index_with(pipeline, doc, change)
+    assert outcome.status == "skipped"
+    record = pipeline.registry.get(outcome.document_id or "")
     assert record is not None and record.status == "pending"  # the new version is still to do
     assert pipeline.ingest_file(doc).status == "indexed"
