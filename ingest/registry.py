@@ -109,6 +109,12 @@ class Registry(SQLStore):
             rows = self._db.execute(sql + " ORDER BY path", params).fetchall()
         return [DocumentRecord(**dict(r)) for r in rows]
 
+    def collections(self) -> set[str]:
+        """Every collection a registered document names (one query, not every row)."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT collection FROM documents").fetchall()
+        return {str(r[0]) for r in rows}
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             rows = self._db.execute(

@@ -143,7 +143,7 @@ def readable_collections(requested: list[str] | None = None) -> list[str] | None
     if principal.reads_everything:
         return requested
     registry = state().pipeline.registry
-    known = access.known_collections(r.collection for r in registry.list())
+    known = access.known_collections(registry.collections())
     allowed = sorted(c for c in known if access.can_read(principal, c))
     if requested is None:
         return allowed

@@ -60,6 +60,7 @@ def test_registry_and_jobs(
     doc = registry.register("/in/a.pdf", "hr", "sha-a", 3_000_000_000, 1700000000.123456)
     assert (doc.status, doc.size, doc.mtime) == ("pending", 3_000_000_000, 1700000000.123456)
     assert registry.register("/in/a.pdf", "ops", "sha-b", 5, 2.0).id == doc.id  # reset, same id
+    assert registry.collections() == {"ops"}
     assert not registry.mark_indexed(doc.id, 7, "A", "sha-a")  # an older version: not recorded
     assert registry.mark_indexed(doc.id, 7, "A", "sha-b")
     registry.move(doc.id, "/in/ops/a.pdf", "ops", 3.0)
