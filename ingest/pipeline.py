@@ -13,10 +13,12 @@ import logging
 import os
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ingest.chunker import Chunker
 from ingest.guards import Limits, check_file
@@ -37,7 +39,8 @@ Loader = Callable[[Path], LoadedDocument]
 # Hands registered documents to other processes (Celery workers) with the job they belong to.
 Dispatch = Callable[[Sequence[DocumentRecord], str | None], None]
 STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued")
-PARSE_AHEAD = 16  # parsed documents held per worker while a batch is embedded
+PARSE_AHEAD = 16  # parsed documents held per worker beyond the next embedding batch
+MAX_PARSE_AHEAD = 1024  # documents, whatever their size
 
 
 @dataclass
@@ -94,7 +97,8 @@ def absolute(path: Path) -> Path:
 @dataclass
 class _Parsed:
     record: DocumentRecord
-    document: LoadedDocument | None = None
+    title: str = ""
+    chunks: list[Chunk] | None = None  # None: the file failed, for `error`
     error: str | None = None
 
 
@@ -225,38 +229,51 @@ class IngestPipeline:
         return planned if isinstance(planned, FileOutcome) else self.index(planned)
 
     def index(self, record: DocumentRecord) -> FileOutcome:
-        return next(self.index_records([record]))
+        (outcome,) = self.index_records([record])
+        return outcome
 
     def _parse(self, record: DocumentRecord) -> _Parsed:
+        """Parse (in a parser process when there is a pool) and chunk one file."""
         path = Path(record.path)
         try:
             check_file(path, self.limits, self.inbox if self.in_inbox(path) else None)
-            return _Parsed(record, document=self.loader(path))
+            doc = self.loader(path)
+            chunks = self.chunker.chunk(
+                doc.elements, record.id, record.path, doc.title, record.collection
+            )
+            return _Parsed(record, doc.title, chunks)
         except LoadError as exc:
             return _Parsed(record, error=str(exc))
         except FileNotFoundError:
             return _Parsed(record, error=f"{path.name} disappeared before it could be read")
         except Exception as exc:  # a parser bug must not stop the batch
-            log.exception("parsing %s failed", path)
+            log.exception("parsing or chunking %s failed", path)
             return _Parsed(record, error=f"{type(exc).__name__}: {exc}")
 
-    def _parsed_in_order(self, records: Sequence[DocumentRecord]) -> Iterator[_Parsed]:
-        """Parse up to PARSE_AHEAD x parse_workers files ahead of the one being chunked (in
-        parser processes); in process, one after the other. The workers keep parsing while
-        the main thread embeds a whole batch: with only a couple of files ahead they sat idle
-        through every embedding pass, and the embedder then waited for them file by file."""
+    def _parsed_in_order(
+        self, records: Sequence[DocumentRecord], chunks_per_document: Callable[[], float]
+    ) -> Iterator[_Parsed]:
+        """Parse files ahead of the one being chunked, in the parser processes (in process,
+        one after the other). The workers must have the next embedding batch parsed by the
+        time the current one is embedded, or the embedder waits for them file by file; so
+        the window is a batch's worth of documents (estimated from the chunks per document
+        so far) plus PARSE_AHEAD per worker, which also bounds the parsed text held."""
         if self.parser_pool is None:
             yield from map(self._parse, records)
             return
+
+        def limit() -> int:
+            per_batch = self.embed_batch_chunks / max(chunks_per_document(), 1.0)
+            return min(int(per_batch) + PARSE_AHEAD * self.parse_workers, MAX_PARSE_AHEAD)
+
         with ThreadPoolExecutor(self.parse_workers, thread_name_prefix="parse") as pool:
-            window: list[Future[_Parsed]] = []
-            queued = iter(records)
-            for record in queued:
-                window.append(pool.submit(self._parse, record))
-                if len(window) >= PARSE_AHEAD * self.parse_workers:
-                    yield window.pop(0).result()
-            for future in window:
-                yield future.result()
+            ahead: deque[Future[_Parsed]] = deque()
+            for record in records:
+                ahead.append(pool.submit(self._parse, record))
+                while len(ahead) >= limit():
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
 
     def index_records(
         self, records: Sequence[DocumentRecord], job: str | None = None
@@ -270,43 +287,78 @@ class IngestPipeline:
             for rec in records:
                 yield FileOutcome(rec.path, "queued", rec.id)
             return
-        batch: list[tuple[DocumentRecord, str, list[Chunk]]] = []
-        size = 0
-        for parsed in self._parsed_in_order(records):
-            if parsed.document is None:
-                yield self._fail(parsed.record, parsed.error or "unknown error")
-                continue
-            doc, rec = parsed.document, parsed.record
-            chunks = self.chunker.chunk(doc.elements, rec.id, rec.path, doc.title, rec.collection)
-            batch.append((rec, doc.title, chunks))
-            size += len(chunks)
-            if size >= self.embed_batch_chunks:
-                yield from self._flush(batch)
-                batch, size = [], 0
-        yield from self._flush(batch)
+        chunked = [0, 0]  # documents, chunks
 
-    def _flush(self, batch: list[tuple[DocumentRecord, str, list[Chunk]]]) -> Iterator[FileOutcome]:
-        if not batch:
-            return
-        chunks = [c for _, _, doc_chunks in batch for c in doc_chunks]
-        self.write_chunks(chunks, replace=[rec.id for rec, _, _ in batch])
-        for rec, title, doc_chunks in batch:
-            if self.registry.mark_indexed(rec.id, len(doc_chunks), title, rec.sha256):
-                yield FileOutcome(rec.path, "indexed", rec.id, len(doc_chunks))
+        def chunks_per_document() -> float:
+            return chunked[1] / chunked[0] if chunked[0] else 1.0
+
+        # The writer thread stores batch N (Chroma, keyword index, registry) while this
+        # thread embeds batch N+1, and files are parsed and chunked on the parse threads.
+        batch: list[_Parsed] = []
+        size = 0
+        writing: Future[list[FileOutcome]] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="index-write") as writer:
+            for parsed in self._parsed_in_order(records, chunks_per_document):
+                if parsed.chunks is None:
+                    yield self._fail(parsed.record, parsed.error or "unknown error")
+                    continue
+                batch.append(parsed)
+                size += len(parsed.chunks)
+                chunked[0] += 1
+                chunked[1] += len(parsed.chunks)
+                if size < self.embed_batch_chunks:
+                    continue
+                vectors = self._embed(batch)
+                if writing is not None:
+                    yield from writing.result()
+                writing = writer.submit(self._write, batch, vectors)
+                batch, size = [], 0
+            if batch:
+                vectors = self._embed(batch)
+                if writing is not None:
+                    yield from writing.result()
+                writing = writer.submit(self._write, batch, vectors)
+            if writing is not None:
+                yield from writing.result()
+
+    def _embed(self, batch: list[_Parsed]) -> Any:
+        return self.embedder.embed([c.embedding_text() for p in batch for c in p.chunks or ()])
+
+    def _write(self, batch: list[_Parsed], vectors: Any) -> list[FileOutcome]:
+        chunks = [c for parsed in batch for c in parsed.chunks or ()]
+        self.store_chunks(chunks, vectors, replace=[parsed.record.id for parsed in batch])
+        outcomes = []
+        for parsed in batch:
+            rec, count = parsed.record, len(parsed.chunks or ())
+            if self.registry.mark_indexed(rec.id, count, parsed.title, rec.sha256):
+                outcomes.append(FileOutcome(rec.path, "indexed", rec.id, count))
                 continue
             # Deleted or changed while it was embedded: a deleted document must not come back;
             # a changed one keeps these chunks until its new version replaces them.
             current = self.registry.get(rec.id)
             if current is None or current.status == "deleted":
                 self.remove_chunks(rec.id)
-            yield FileOutcome(
-                rec.path, "skipped", rec.id, error="deleted or changed while it was being indexed"
+            outcomes.append(
+                FileOutcome(
+                    rec.path,
+                    "skipped",
+                    rec.id,
+                    error="deleted or changed while it was being indexed",
+                )
             )
+        return outcomes
 
     def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
         """Embed chunks (of any number of documents, in one batched pass) and write them to
         both indexes, after removing the old chunks of the documents in `replace`."""
         vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        self.store_chunks(chunks, vectors, replace)
+
+    def store_chunks(
+        self, chunks: Sequence[Chunk], vectors: Any, replace: Iterable[str] = ()
+    ) -> None:
+        """Write embedded chunks to both indexes, after removing the old chunks of the
+        documents in `replace`."""
         # Old chunks go first: a changed document must not keep stale passages.
         for document_id in replace:
             self.remove_chunks(document_id)

@@ -58,7 +58,7 @@ class Settings(BaseModel):
     max_zip_ratio: float = Field(100.0, ge=1, description="Largest unpacked/packed ratio.")
     max_unzipped_mb: int = Field(512, ge=1, description="Largest unpacked Office file.")
     ingest_batch_chunks: int = Field(
-        256, ge=1, le=100000, description="Chunks of several files embedded together."
+        1024, ge=1, le=100000, description="Chunks of several files embedded together."
     )
     quarantine: Literal["leave", "move"] = Field(
         "leave", description="Failed inbox files: leave in place or move to quarantine/."
