@@ -116,17 +116,27 @@ def big_index(workers: int = 1, partial: bool = False) -> Components:
     print(f"  {len(have)} chunks indexed, {len(missing)} to embed", flush=True)
     slices = [missing[i : i + WRITE_BATCH] for i in range(0, len(missing), WRITE_BATCH)]
     start, written = time.perf_counter(), 0
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_embed_in_worker, settings, [c.embedding_text() for c in part])
-            for part in slices
-        ]
-        for part, future in zip(slices, futures, strict=True):
-            components.store.upsert(part, future.result())
-            components.keyword.add(part)
-            written += len(part)
-            rate = written / (time.perf_counter() - start)
-            print(f"  +{written} chunks, {rate:.0f} chunks/s", flush=True)
+
+    def write(part: list[Chunk], vectors: np.ndarray) -> None:
+        nonlocal written
+        components.store.upsert(part, vectors)
+        components.keyword.add(part)
+        written += len(part)
+        rate = written / (time.perf_counter() - start)
+        print(f"  +{written} chunks, {rate:.0f} chunks/s", flush=True)
+
+    if workers <= 1:  # in process: a second process would only fight this one for the cores
+        for part in slices:
+            write(part, embedder.embed([c.embedding_text() for c in part]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_embed_in_worker, settings, [c.embedding_text() for c in part])
+                for part in slices
+            ]
+            for part, future in zip(slices, futures, strict=True):
+                write(part, future.result())
     pipeline.close()
     marker.write_text(json.dumps({"chunks": components.store.count()}))
     return components

@@ -4,6 +4,7 @@ installed)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -202,3 +203,45 @@ def test_identity_store(database_url: str, tmp_path: Path) -> None:
     assert store.authenticate_key(secret) is None
     store.close()
     again.close()
+
+
+def test_fts5_index_finds_rows_by_key_not_by_scanning(tmp_path: Path) -> None:
+    """FTS5 cannot index its UNINDEXED id columns; updates go through `chunk_keys` (rowids
+    under a real index), and an index written before that table existed is keyed at open."""
+    path = tmp_path / "keyword.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE VIRTUAL TABLE chunks USING fts5(body, chunk_id UNINDEXED, "
+        "document_id UNINDEXED, collection UNINDEXED, tokenize='porter unicode61')"
+    )
+    legacy = [
+        _chunk("a", 0, "Alarm ZX-9921: the fibre trunk lost its signal."),
+        _chunk("b", 0, "Paid holiday."),
+    ]
+    old.executemany(
+        "INSERT INTO chunks(body, chunk_id, document_id, collection) VALUES (?, ?, ?, ?)",
+        [(c.text, c.id, c.document_id, c.collection) for c in legacy],
+    )
+    old.commit()
+    old.close()
+
+    index = KeywordIndex(path)
+    assert index.ids_for_document("a") == [legacy[0].id]
+    index.add([_chunk("a", 0, "Alarm ZX-9921: the fibre trunk lost its signal.")])  # replaced
+    assert index.count() == 2 and [h[0] for h in index.search("ZX-9921", 5)] == [legacy[0].id]
+    index.delete_document("a")
+    assert index.count() == 1 and index.search("alarm", 5) == []
+    assert index.all_document_ids() == {"b"}
+
+    db = sqlite3.connect(path)
+    plan = " ".join(
+        str(row[3])
+        for row in db.execute(
+            "EXPLAIN QUERY PLAN DELETE FROM chunks WHERE rowid IN "
+            "(SELECT rowid FROM chunk_keys WHERE chunk_id = ?)",
+            ("x",),
+        )
+    )
+    db.close()
+    index.close()
+    assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
