@@ -2,6 +2,12 @@
 threads and prompt, in turns within one run.
 
     python benchmarks/generate.py [--sizes 256,1024,3072] [--rounds 3] [--max-tokens 128]
+                                  [--model GGUF] [--out NAME]
+
+The model is what `enclave serve` runs with the current settings: the bundled Q4_1 GGUF
+rewritten as Q8_0 (`llm_fast_cpu_weights`) with flash attention (`llm_flash_attention`).
+`ENCLAVE_LLM_FAST_CPU_WEIGHTS=false ENCLAVE_LLM_FLASH_ATTENTION=false ... --out
+generate-as-shipped` measures the file as shipped, for comparison.
 
 For each prompt size (the production system prompt plus SciFact abstracts as numbered
 sources, up to that many tokens after the chat template):
@@ -11,7 +17,7 @@ sources, up to that many tokens after the chat template):
   question leave in the KV cache), so llama.cpp evaluates only what follows the shared prefix;
 - llama.cpp: the same prompt tokens through llama-cpp-python's low-level `eval` and a greedy
   argmax per token, timed by llama.cpp's own counters (`llama_perf_context`) and by the clock.
-Writes results/generate.json.
+Writes results/generate.json (or results/<out>.json).
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BEIR, machine, print_table, read_jsonl, write_result  # type: ignore[import-not-found]
+from common import BEIR, CACHE, machine, print_table, read_jsonl, write_result  # type: ignore[import-not-found]
 
 from retriever.generation import GenerationParams, LlamaCppGenerator, Message
+from retriever.gguf_convert import fast_cpu_gguf
 from retriever.models import bundled_llm_path
 from retriever.prompt import SOURCES, SYSTEM_PROMPT, fixed_prefix
 from retriever.settings import Settings
@@ -126,10 +134,16 @@ def main() -> int:
     parser.add_argument("--sizes", default="256,1024,3072")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--model", type=Path, help="another GGUF (default: the bundled one)")
+    parser.add_argument("--out", default="generate", help="results/<out>.json")
     args = parser.parse_args()
-    settings = Settings()
+    settings = Settings(embed_cache_dir=str(CACHE / "models"))
     threads = settings.llm_threads or os.cpu_count() or 1
-    generator = LlamaCppGenerator(bundled_llm_path(), 4096, threads)
+    # What `enclave serve` runs: with llm_fast_cpu_weights, the Q8_0 rewrite of a Q4_1 file.
+    model = args.model or bundled_llm_path()
+    if settings.llm_fast_cpu_weights:
+        model = fast_cpu_gguf(model, settings.model_cache_dir)
+    generator = LlamaCppGenerator(model, 4096, threads, settings.llm_flash_attention)
     rows: list[dict[str, Any]] = []
     for size in [int(s) for s in args.sizes.split(",")]:
         messages = prompt_of(generator, size)
@@ -167,6 +181,8 @@ def main() -> int:
     result = {
         "benchmark": "generate",
         "model": generator.name,
+        "flash_attention": settings.llm_flash_attention,
+        "fast_cpu_weights": settings.llm_fast_cpu_weights,
         "threads": threads,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
@@ -174,7 +190,7 @@ def main() -> int:
         "machine": machine(),
     }
     print_table(rows)
-    write_result("generate", result)
+    write_result(args.out, result)
     print(json.dumps(result))
     return 0
 

@@ -24,6 +24,7 @@ from retriever.generation import (
     LlamaCppGenerator,
     OpenAIGenerator,
 )
+from retriever.gguf_convert import fast_cpu_gguf
 from retriever.keyword import KeywordIndex
 from retriever.models import (
     ModelNotFoundError,
@@ -269,4 +270,12 @@ def build_generator(settings: Settings) -> Generator:
     threads = settings.llm_threads or os.cpu_count() or 1
     if backend == "ctransformers":
         return CTransformersGenerator(path, settings.llm_context, threads)
-    return LlamaCppGenerator(path, settings.llm_context, threads)
+    name = path.name
+    if settings.llm_fast_cpu_weights:
+        fast = fast_cpu_gguf(path, settings.model_cache_dir)
+        if fast != path:
+            name = f"{path.name} (run as Q8_0)"
+        path = fast
+    return LlamaCppGenerator(
+        path, settings.llm_context, threads, settings.llm_flash_attention, name=name
+    )

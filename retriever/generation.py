@@ -39,7 +39,14 @@ class Generator(Protocol):
 class LlamaCppGenerator:
     """llama-cpp-python, in process. The chat template comes from the GGUF's metadata."""
 
-    def __init__(self, model_path: Path, context_size: int = 2048, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        context_size: int = 2048,
+        threads: int = 0,
+        flash_attention: bool = True,
+        name: str = "",
+    ) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -48,12 +55,13 @@ class LlamaCppGenerator:
             ) from exc
         import os
 
-        self.name = model_path.name
+        self.name = name or model_path.name
         self.context_size = context_size
         self.llm = Llama(
             model_path=str(model_path),
             n_ctx=context_size,
             n_threads=threads or os.cpu_count() or 1,
+            flash_attn=flash_attention,
             verbose=False,
         )
         # A llama.cpp context is not thread-safe: one generation at a time per instance.

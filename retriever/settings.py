@@ -157,6 +157,14 @@ class Settings(BaseModel):
     )
     llm_threads: int = Field(0, ge=0, le=256, description="CPU threads; 0: all cores.")
     llm_context: int = Field(2048, ge=256, le=131072, description="Context window in tokens.")
+    llm_fast_cpu_weights: bool = Field(
+        True,
+        description="Run a Q4_1/Q5_0/Q5_1 GGUF as its Q8_0 rewrite (made once in the models "
+        "folder): llama.cpp's fast CPU kernels cover Q8_0, not those types.",
+    )
+    llm_flash_attention: bool = Field(
+        True, description="llama.cpp's flash attention: faster prompts on CPU, same answers."
+    )
     llm_max_tokens: int = Field(200, ge=1, le=4096, description="Most new tokens per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_repeat_penalty: float = Field(1.15, ge=1, le=2)
