@@ -41,6 +41,7 @@ Dispatch = Callable[[Sequence[DocumentRecord], str | None], None]
 STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued")
 PARSE_AHEAD = 16  # parsed documents held per worker beyond the next embedding batch
 MAX_PARSE_AHEAD = 1024  # documents, whatever their size
+FIRST_BATCH_CHUNKS = 64  # then doubling up to embed_batch_chunks
 
 
 @dataclass
@@ -296,6 +297,8 @@ class IngestPipeline:
         # thread embeds batch N+1, and files are parsed and chunked on the parse threads.
         batch: list[_Parsed] = []
         size = 0
+        # The first batches are small, so the embedder starts while the parsers fill the next.
+        batch_limit = min(FIRST_BATCH_CHUNKS, self.embed_batch_chunks)
         writing: Future[list[FileOutcome]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="index-write") as writer:
             for parsed in self._parsed_in_order(records, chunks_per_document):
@@ -306,13 +309,14 @@ class IngestPipeline:
                 size += len(parsed.chunks)
                 chunked[0] += 1
                 chunked[1] += len(parsed.chunks)
-                if size < self.embed_batch_chunks:
+                if size < batch_limit:
                     continue
                 vectors = self._embed(batch)
                 if writing is not None:
                     yield from writing.result()
                 writing = writer.submit(self._write, batch, vectors)
                 batch, size = [], 0
+                batch_limit = min(2 * batch_limit, self.embed_batch_chunks)
             if batch:
                 vectors = self._embed(batch)
                 if writing is not None:

@@ -37,6 +37,7 @@ def _warm_up() -> None:
                 load_document(path)
 
 
+PARSER_NICENESS = 5
 _WARM_UP_FILES = {
     "warm-up.txt": "Warm up\n\nThe parser reads this sentence once at start.\n",
     "warm-up.md": "# Warm up\n\n- The parser reads this list once at start.\n",
@@ -51,6 +52,8 @@ def _serve(conn: Connection, memory_mb: int) -> None:
     # The limit is on top of what the worker already maps (libraries, models).
     limit = _address_space() + memory_mb * MB
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # Parsing is background work: the embedder and the model answering questions come first.
+    os.nice(PARSER_NICENESS)
     conn.send(("ready", None))
     while True:
         try:
