@@ -20,9 +20,9 @@ from tests.integration.live import free_port, wait_until_ready
 
 
 @contextmanager
-def process(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[
-    subprocess.Popen[bytes]
-]:
+def process(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A background process logging to a file; stopped (then killed) at the end."""
     log = log_path.open("wb")
     proc = subprocess.Popen(
@@ -83,9 +83,7 @@ def chroma_server(folder: Path) -> Iterator[int]:
     args += ["--port", str(port)]
     log = folder / "chroma.log"
     with process(args, log, env={"ANONYMIZED_TELEMETRY": "False"}) as proc:
-        wait_until_ready(
-            f"http://127.0.0.1:{port}/api/v2/heartbeat", bool, proc, log.read_text, 60
-        )
+        wait_until_ready(f"http://127.0.0.1:{port}/api/v2/heartbeat", bool, proc, log.read_text, 60)
         yield port
 
 
