@@ -288,42 +288,45 @@ class IngestPipeline:
             for rec in records:
                 yield FileOutcome(rec.path, "queued", rec.id)
             return
-        chunked = [0, 0]  # documents, chunks
-
-        def chunks_per_document() -> float:
-            return chunked[1] / chunked[0] if chunked[0] else 1.0
-
         # The writer thread stores batch N (Chroma, keyword index, registry) while this
         # thread embeds batch N+1, and files are parsed and chunked on the parse threads.
-        batch: list[_Parsed] = []
-        size = 0
-        # The first batches are small, so the embedder starts while the parsers fill the next.
-        batch_limit = min(FIRST_BATCH_CHUNKS, self.embed_batch_chunks)
         writing: Future[list[FileOutcome]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="index-write") as writer:
-            for parsed in self._parsed_in_order(records, chunks_per_document):
-                if parsed.chunks is None:
-                    yield self._fail(parsed.record, parsed.error or "unknown error")
+            for batch in self._batches(records):
+                if batch[0].chunks is None:
+                    yield self._fail(batch[0].record, batch[0].error or "unknown error")
                     continue
-                batch.append(parsed)
-                size += len(parsed.chunks)
-                chunked[0] += 1
-                chunked[1] += len(parsed.chunks)
-                if size < batch_limit:
-                    continue
-                vectors = self._embed(batch)
-                if writing is not None:
-                    yield from writing.result()
-                writing = writer.submit(self._write, batch, vectors)
-                batch, size = [], 0
-                batch_limit = min(2 * batch_limit, self.embed_batch_chunks)
-            if batch:
                 vectors = self._embed(batch)
                 if writing is not None:
                     yield from writing.result()
                 writing = writer.submit(self._write, batch, vectors)
             if writing is not None:
                 yield from writing.result()
+
+    def _batches(self, records: Sequence[DocumentRecord]) -> Iterator[list[_Parsed]]:
+        """Chunked files in embedding batches; a file that failed comes alone (no chunks).
+        The first batches are small, so the embedder starts while the parsers fill the
+        next; they double up to `embed_batch_chunks`."""
+        documents = chunks = 0
+
+        def chunks_per_document() -> float:
+            return chunks / documents if documents else 1.0
+
+        batch: list[_Parsed] = []
+        size, limit = 0, min(FIRST_BATCH_CHUNKS, self.embed_batch_chunks)
+        for parsed in self._parsed_in_order(records, chunks_per_document):
+            if parsed.chunks is None:
+                yield [parsed]
+                continue
+            batch.append(parsed)
+            size += len(parsed.chunks)
+            documents, chunks = documents + 1, chunks + len(parsed.chunks)
+            if size >= limit:
+                yield batch
+                batch, size = [], 0
+                limit = min(2 * limit, self.embed_batch_chunks)
+        if batch:
+            yield batch
 
     def _embed(self, batch: list[_Parsed]) -> Any:
         return self.embedder.embed([c.embedding_text() for p in batch for c in p.chunks or ()])
