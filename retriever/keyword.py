@@ -196,8 +196,15 @@ class KeywordIndex(SQLStore):
         if self.dialect == "sqlite":
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.create_schema(_FTS5_SCHEMA if self.dialect == "sqlite" else _POSTGRES_SCHEMA)
+        # Where a chunk's or a document's rows are, and which table lists the ids.
         if self.dialect == "sqlite":
             self._fill_keys()
+            self._of_chunk = f"rowid IN ({_FTS5_ROWIDS_OF_CHUNK})"
+            self._of_document = f"rowid IN ({_FTS5_ROWIDS_OF_DOCUMENT})"
+            self._ids_table = "chunk_keys"
+        else:
+            self._of_chunk, self._of_document = "chunk_id = ?", "document_id = ?"
+            self._ids_table = "chunks"
         # Document frequencies for `term_weights`, dropped whenever the index changes.
         self._df: dict[str, int] = {}
         self._lexeme_df: dict[str, int] = {}  # PostgreSQL lexemes, for the search's IDF
@@ -268,30 +275,27 @@ class KeywordIndex(SQLStore):
         return " | ".join(_lexeme(x) for x in lexemes), [lexemes, idf]
 
     def add(self, chunks: Iterable[Chunk]) -> None:
-        rows = [(c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks]
+        rows: list[tuple[str, ...]] = [
+            (c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks
+        ]
         ids = [(r[1],) for r in rows]
+        insert = "INSERT INTO chunks(body, chunk_id, document_id, collection) VALUES (?, ?, ?, ?)"
         with self._tx() as db:
             self._changed()
             # Replace semantics: a re-added chunk id never appears twice.
-            if self.dialect == "postgresql":
-                db.executemany("DELETE FROM chunks WHERE chunk_id = ?", ids)
+            db.executemany(f"DELETE FROM chunks WHERE {self._of_chunk}", ids)
+            if self.dialect == "sqlite":
+                db.executemany("DELETE FROM chunk_keys WHERE chunk_id = ?", ids)
                 db.executemany(
-                    "INSERT INTO chunks(body, chunk_id, document_id, collection) "
-                    "VALUES (?, ?, ?, ?)",
-                    rows,
+                    "INSERT INTO chunk_keys(chunk_id, document_id) VALUES (?, ?)",
+                    [(r[1], r[2]) for r in rows],
                 )
-                return
-            db.executemany(f"DELETE FROM chunks WHERE rowid IN ({_FTS5_ROWIDS_OF_CHUNK})", ids)
-            db.executemany("DELETE FROM chunk_keys WHERE chunk_id = ?", ids)
-            db.executemany(
-                "INSERT INTO chunk_keys(chunk_id, document_id) VALUES (?, ?)",
-                [(r[1], r[2]) for r in rows],
-            )
-            db.executemany(
-                f"INSERT INTO chunks(rowid, body, chunk_id, document_id, collection) "
-                f"VALUES (({_FTS5_ROWIDS_OF_CHUNK}), ?, ?, ?, ?)",
-                [(r[1], *r) for r in rows],
-            )
+                insert = (
+                    "INSERT INTO chunks(rowid, body, chunk_id, document_id, collection) "
+                    f"VALUES (({_FTS5_ROWIDS_OF_CHUNK}), ?, ?, ?, ?)"
+                )
+                rows = [(r[1], *r) for r in rows]
+            db.executemany(insert, rows)
 
     def clear(self) -> None:
         """Drop every chunk (`enclave reindex` rebuilds from the registry and the files)."""
@@ -304,37 +308,29 @@ class KeywordIndex(SQLStore):
     def delete_document(self, document_id: str) -> None:
         with self._tx() as db:
             self._changed()
-            if self.dialect == "postgresql":
-                db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
-                return
-            db.execute(
-                f"DELETE FROM chunks WHERE rowid IN ({_FTS5_ROWIDS_OF_DOCUMENT})", (document_id,)
-            )
-            db.execute("DELETE FROM chunk_keys WHERE document_id = ?", (document_id,))
+            db.execute(f"DELETE FROM chunks WHERE {self._of_document}", (document_id,))
+            if self.dialect == "sqlite":
+                db.execute("DELETE FROM chunk_keys WHERE document_id = ?", (document_id,))
 
     def set_collection(self, document_id: str, collection: str) -> None:
-        where = (
-            "document_id = ?"
-            if self.dialect == "postgresql"
-            else f"rowid IN ({_FTS5_ROWIDS_OF_DOCUMENT})"
-        )
         with self._lock:
             self._db.execute(
-                f"UPDATE chunks SET collection = ? WHERE {where}", (collection, document_id)
+                f"UPDATE chunks SET collection = ? WHERE {self._of_document}",
+                (collection, document_id),
             )
 
     def ids_for_document(self, document_id: str) -> list[str]:
-        table = "chunks" if self.dialect == "postgresql" else "chunk_keys"
         with self._lock:
             rows = self._db.execute(
-                f"SELECT chunk_id FROM {table} WHERE document_id = ?", (document_id,)
+                f"SELECT chunk_id FROM {self._ids_table} WHERE document_id = ?", (document_id,)
             ).fetchall()
         return [r[0] for r in rows]
 
     def all_document_ids(self) -> set[str]:
-        table = "chunks" if self.dialect == "postgresql" else "chunk_keys"
         with self._lock:
-            rows = self._db.execute(f"SELECT DISTINCT document_id FROM {table}").fetchall()
+            rows = self._db.execute(
+                f"SELECT DISTINCT document_id FROM {self._ids_table}"
+            ).fetchall()
         return {r[0] for r in rows}
 
     def count(self) -> int:
