@@ -98,12 +98,12 @@ def main() -> int:
             row["recall@10"] = quality["recall@10"]
             print(f"  {row['backend']}: quality in {time.perf_counter() - start:.0f} s", flush=True)
     fp32 = next((r.get("ndcg@10") for r in rows if r["backend"] == "torch"), None)
-    recorded = RESULTS / "retrieval-beir-dense.json"
+    recorded = RESULTS / "retrieval-beir-dense-fp32.json"
     if fp32 is None and recorded.exists():
-        # torch fp32 not re-evaluated (an hour on 2 shared cores): `make eval`'s last result.
+        # torch fp32 not re-evaluated: the last `ENCLAVE_EMBED_BACKEND=torch enclave eval` result.
         fp32 = json.loads(recorded.read_text())["ndcg@10"]
         rows[0]["ndcg@10"] = fp32
-        rows[0]["ndcg_source"] = "results/retrieval-beir-dense.json"
+        rows[0]["ndcg_source"] = "results/retrieval-beir-dense-fp32.json"
     for row in rows:
         if fp32 is not None and "ndcg@10" in row:
             row["ndcg@10_vs_fp32"] = round(row["ndcg@10"] - fp32, 4)
