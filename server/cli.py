@@ -12,10 +12,13 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import retriever.privacy  # noqa: F401  (offline switches before heavy imports)
 from retriever.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from ingest.lock import DataDirLock
 
 
 def _common() -> argparse.ArgumentParser:
@@ -172,24 +175,18 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.lock import DataDirBusyError, DataDirLock
     from ingest.pipeline import discover
 
     if not args.paths and not args.retry_failed:
         print("enclave: name files or folders to ingest, or --retry-failed", file=sys.stderr)
         return 2
     files = list(discover(args.paths))
-    try:
-        lock = DataDirLock(settings.data_dir, "enclave ingest")
-        lock.acquire()
-    except DataDirBusyError as busy:
-        url = server_url(str(busy))
-        if url is None:
-            raise
+    lock = lock_or_server(settings, "enclave ingest")
+    if isinstance(lock, str):
         from server.handoff import upload_files
 
-        print(f"the server at {url} holds {settings.data_dir}; handing the files to it")
-        return upload_files(url, files, json_summary=args.json)
+        print(f"the server at {lock} holds {settings.data_dir}; handing the files to it")
+        return upload_files(lock, files, json_summary=args.json)
     try:
         summary = _ingest_locally(args, settings, files)
     finally:
@@ -240,9 +237,20 @@ def _ingest_locally(
     return report.to_dict()
 
 
-def server_url(holder: str) -> str | None:
-    match = re.search(r"at (http://[^\s)]+)", holder)
-    return match.group(1) if match else None
+def lock_or_server(settings: Settings, purpose: str) -> DataDirLock | str:
+    """The data directory's write lock, taken; or, when a running `enclave serve` holds it,
+    that server's URL, for the command to hand its work to. Any other holder: the error."""
+    from ingest.lock import DataDirBusyError, DataDirLock
+
+    lock = DataDirLock(settings.data_dir, purpose)
+    try:
+        lock.acquire()
+    except DataDirBusyError as busy:
+        match = re.search(r"at (http://[^\s)]+)", str(busy))
+        if match is None:
+            raise
+        return match.group(1)
+    return lock
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -157,18 +157,12 @@ def _tune(args: argparse.Namespace, settings: Settings) -> int:
 
 def _switch(args: argparse.Namespace, settings: Settings, model: Path | None) -> int:
     """Activate `model` (None: roll back), here or through the server holding the data dir."""
-    from ingest.lock import DataDirBusyError, DataDirLock
-    from server.cli import server_url
+    from server.cli import lock_or_server
 
-    lock = DataDirLock(settings.data_dir, "enclave tune")
-    try:
-        lock.acquire()
-    except DataDirBusyError as busy:
-        url = server_url(str(busy))
-        if url is None:
-            raise
-        print(f"the server at {url} holds {settings.data_dir}; it switches while serving")
-        return _switch_through_server(url, model, args.json)
+    lock = lock_or_server(settings, "enclave tune")
+    if isinstance(lock, str):
+        print(f"the server at {lock} holds {settings.data_dir}; it switches while serving")
+        return _switch_through_server(lock, model, args.json)
     try:
         return _switch_here(settings, model, args.json)
     finally:
