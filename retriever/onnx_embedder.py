@@ -209,6 +209,11 @@ class OnnxEmbedder:
         # The cores this process may use (taskset, a container's cpuset), not the machine's.
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0)) or 1
         options.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads spin for a while after each run by default. Between a
+        # query's embedding and its HNSW/BM25 search, or beside the ingest writer and parsers,
+        # that spinning takes the cores the next step needs (at 100k chunks it tripled
+        # Chroma's query time); bulk batches keep the threads busy either way.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
