@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 
@@ -106,9 +108,48 @@ def query_terms(text: str) -> list[str]:
     return terms[:64]
 
 
+_FTS5_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+
+class _Fts5Stems:
+    """The tokens FTS5's tokenizer makes of words, from an in-memory FTS5 table: exactly the
+    stems the index holds, which no Python stemmer guarantees."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._db.execute(f"CREATE VIRTUAL TABLE words USING fts5(w, tokenize='{_FTS5_TOKENIZER}')")
+        self._db.execute("CREATE VIRTUAL TABLE tokens USING fts5vocab(words, 'instance')")
+        self._lock = threading.Lock()
+
+    def distinct(self, words: list[str]) -> list[str]:
+        """`words` less each one whose tokens an earlier word already has."""
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO words(rowid, w) VALUES (?, ?)", list(enumerate(words))
+            )
+            rows = self._db.execute("SELECT doc, term FROM tokens ORDER BY doc, offset").fetchall()
+            self._db.execute("DELETE FROM words")
+        tokens: dict[int, tuple[str, ...]] = {}
+        for doc, term in rows:
+            tokens[doc] = (*tokens.get(doc, ()), term)
+        seen: set[tuple[str, ...]] = set()
+        kept = []
+        for i, word in enumerate(words):
+            key = tokens.get(i, (word,))
+            if key not in seen:
+                seen.add(key)
+                kept.append(word)
+        return kept
+
+
+_STEMS = _Fts5Stems()
+
+
 def match_expression(text: str) -> str:
-    """An FTS5 MATCH expression: the query's terms, quoted, OR-ed."""
-    return " OR ".join(f'"{t}"' for t in query_terms(text))
+    """An FTS5 MATCH expression: the query's terms, one per stem, quoted, OR-ed. ("cell" and
+    "cells" are one term of the index: OR-ing both reads its postings twice and counts it
+    twice in BM25. PostgreSQL's tsvector takes each lexeme once too.)"""
+    return " OR ".join(f'"{t}"' for t in _STEMS.distinct(query_terms(text)))
 
 
 def _lexeme(word: str) -> str:
@@ -116,10 +157,10 @@ def _lexeme(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-_FTS5_SCHEMA = """
+_FTS5_SCHEMA = f"""
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
     body, chunk_id UNINDEXED, document_id UNINDEXED, collection UNINDEXED,
-    tokenize='porter unicode61 remove_diacritics 2');
+    tokenize='{_FTS5_TOKENIZER}');
 CREATE TABLE IF NOT EXISTS chunk_keys (
     rowid INTEGER PRIMARY KEY,
     chunk_id TEXT NOT NULL UNIQUE,

@@ -43,6 +43,14 @@ def test_match_expression_quotes_terms_and_drops_stopwords() -> None:
     assert match_expression("the of and") == ""
 
 
+def test_match_expression_takes_each_stem_of_the_index_once() -> None:
+    # FTS5's Porter stemmer makes one term of "cell"/"cells" and "running"/"runs".
+    assert (
+        match_expression("Cells, cell counts; running runs") == '"cells" OR "counts" OR "running"'
+    )
+    assert match_expression("café cafe") == '"café"'  # diacritics removed by the tokenizer
+
+
 def test_hybrid_finds_exact_codes_and_paraphrases(components: Components) -> None:
     chunks = [
         _chunk("a", 0, "Alarm ZX-9921 means the fibre trunk lost its signal.", "ops"),
