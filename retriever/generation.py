@@ -10,7 +10,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from retriever.token_loop import StreamedText, pick_token
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 Message = dict[str, str]
 
@@ -48,6 +56,7 @@ class LlamaCppGenerator:
         name: str = "",
     ) -> None:
         try:
+            import llama_cpp
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise GenerationError(
@@ -66,29 +75,67 @@ class LlamaCppGenerator:
         )
         # A llama.cpp context is not thread-safe: one generation at a time per instance.
         self._lock = threading.Lock()
+        self._n_vocab = self.llm.n_vocab()
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._chat_template = _chat_template(self.llm)
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
+        """The reply, piece by piece: llama.cpp decodes; choosing each token and cutting the
+        text at stop strings is `retriever.token_loop` (cheaper per token than
+        llama-cpp-python's completion loop, same choices)."""
+        import llama_cpp
+
         with self._lock:
-            chunks = self.llm.create_chat_completion(
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                repeat_penalty=params.repeat_penalty,
-                stop=params.stop or None,
-                stream=True,
-            )
-            try:
-                for chunk in chunks:
-                    delta = chunk["choices"][0]["delta"]  # type: ignore[index]
-                    text = delta.get("content")  # type: ignore[union-attr]
-                    if text:
-                        yield str(text)
-            finally:
-                # Closed early (the client went away): stop decoding before freeing the lock.
-                chunks.close()  # type: ignore[union-attr]
+            prompt = self._prompt_tokens(messages)
+            room = self.context_size - len(prompt)
+            if room <= 0:
+                raise GenerationError(
+                    f"the prompt is {len(prompt)} tokens; the model's context holds "
+                    f"{self.context_size} (llm_context_size)"
+                )
+            self._evaluate(prompt)
+            text = StreamedText(params.stop)
+            rng = np.random.default_rng()
+            generated: list[int] = []
+            while True:
+                row = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+                logits = np.ctypeslib.as_array(row, shape=(self._n_vocab,)).copy()
+                token = pick_token(
+                    logits, generated, params.repeat_penalty, params.temperature, rng
+                )
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    break
+                generated.append(token)
+                piece = text.add(self.llm.detokenize([token]))
+                if piece:
+                    yield piece
+                if text.stopped or len(generated) >= min(params.max_tokens, room):
+                    break
+                self.llm.eval([token])
+            rest = text.finish()
+            if rest:
+                yield rest
+
+    def _prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """The messages through the GGUF's chat template, as llama-cpp-python's chat
+        completion renders and tokenizes them."""
+        rendered = self._chat_template(messages=messages)  # type: ignore[arg-type]
+        return self.llm.tokenize(
+            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
+        )
+
+    def _evaluate(self, prompt: list[int]) -> None:
+        """Evaluate the prompt, reusing the KV cache for the part it shares with the previous
+        one (the system prompt, at least); the last token is always evaluated again, so its
+        logits are this prompt's."""
+        n = min(self.llm.n_tokens, len(prompt) - 1)
+        differ = np.flatnonzero(self.llm.input_ids[:n] != np.asarray(prompt[:n]))
+        shared = int(differ[0]) if differ.size else n
+        self.llm.n_tokens = shared  # `eval` drops the KV cache from here on
+        self.llm.eval(prompt[shared:])
 
     def prime(self, messages: list[Message]) -> None:
         """Evaluate a prompt's fixed opening (the system prompt) once, at start-up. llama.cpp
@@ -97,6 +144,26 @@ class LlamaCppGenerator:
         the first one also no longer pays for the compute graph's first run."""
         for _ in self.stream(messages, GenerationParams(max_tokens=1)):
             pass
+
+
+def _chat_template(llm: Llama) -> Jinja2ChatFormatter:
+    """The GGUF's own chat template, as llama-cpp-python sets it up for chat completions."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise GenerationError(
+            f"{Path(llm.model_path).name} has no chat template in its metadata "
+            "(tokenizer.chat_template); Enclave needs an instruction-tuned chat model"
+        )
+
+    def text(token: int) -> str:
+        return (
+            llm.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
+        )
+
+    eos = llm.token_eos()
+    return Jinja2ChatFormatter(template, text(eos), text(llm.token_bos()), stop_token_ids=[eos])
 
 
 class CTransformersGenerator:
