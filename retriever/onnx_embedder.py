@@ -188,7 +188,6 @@ class OnnxEmbedder:
         batch_size: int = 32,
         threads: int = 0,
     ) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         layout = SentenceModelLayout(model_path)
@@ -205,21 +204,29 @@ class OnnxEmbedder:
         self._batcher = Tokenizer.from_file(str(layout.tokenizer_file))
         self._batcher.enable_truncation(self.max_tokens)
         self._batcher.enable_padding(pad_id=self._pad_id())
-        options = ort.SessionOptions()
         # The cores this process may use (taskset, a container's cpuset), not the machine's.
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0)) or 1
-        options.inter_op_num_threads = 1
-        # ONNX Runtime's pool threads spin for a while after each run by default. Between a
-        # query's embedding and its HNSW/BM25 search, or beside the ingest writer and parsers,
-        # that spinning takes the cores the next step needs (at 100k chunks it tripled
-        # Chroma's query time); bulk batches keep the threads busy either way.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        threads = threads or len(os.sched_getaffinity(0)) or 1
+        # ONNX Runtime's pool threads spin for a while after each run. Between batches of a
+        # bulk embedding that saves ~5% (A/B, 700 abstracts). After a question's embedding
+        # it takes the cores the HNSW and BM25 searches need next (at 100k chunks, dense p95
+        # 25 -> 16 ms without it). So calls of one batch or less run on a session that
+        # sleeps at once; holding the weights twice costs
+        # 66 MB (int8) of memory.
+        self.session = self._session(onnx_path, threads, spinning=True)
+        self._small_calls = self._session(onnx_path, threads, spinning=False)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self.dimension = int(self.embed(["dimension"]).shape[1])
+
+    @staticmethod
+    def _session(onnx_path: Path, threads: int, spinning: bool) -> Any:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
+        options.log_severity_level = 3
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def _pad_id(self) -> int:
         padding = self.tokenizer.padding
@@ -237,23 +244,24 @@ class OnnxEmbedder:
         # Longest first and batched, like sentence-transformers: little padding per batch.
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out: np.ndarray | None = None
+        session = self._small_calls if len(texts) <= self.batch_size else self.session
         for start in range(0, len(texts), self.batch_size):
             part = order[start : start + self.batch_size]
-            vectors = self._forward([texts[i] for i in part])
+            vectors = self._forward(session, [texts[i] for i in part])
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[part] = vectors
         assert out is not None
         return out
 
-    def _forward(self, texts: list[str]) -> np.ndarray:
+    def _forward(self, session: Any, texts: list[str]) -> np.ndarray:
         encoded = self._batcher.encode_batch(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self.session.run(None, feeds)[0]
+        hidden = session.run(None, feeds)[0]
         if self.pooling == "cls":
             vectors = hidden[:, 0]
         else:

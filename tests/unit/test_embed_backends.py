@@ -67,7 +67,10 @@ def test_onnx_int8_stays_close_to_torch(
 
 
 def test_onnx_order_and_batches_do_not_change_vectors(onnx_fp32: OnnxEmbedder) -> None:
-    whole = onnx_fp32.embed(TEXTS)
+    # More than one batch runs on the bulk session, one text on the small-call session.
+    many = TEXTS * (onnx_fp32.batch_size // len(TEXTS) + 1)
+    assert len(many) > onnx_fp32.batch_size
+    whole = onnx_fp32.embed(many)[: len(TEXTS)]
     one_by_one = np.stack([onnx_fp32.embed([t])[0] for t in TEXTS])
     np.testing.assert_allclose(whole, one_by_one, atol=1e-4)
     assert onnx_fp32.embed([]).shape == (0, 384)
