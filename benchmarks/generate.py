@@ -1,7 +1,7 @@
 """Generation speed: Enclave's llama.cpp generator against llama.cpp itself, same GGUF,
 threads and prompt, in turns within one run.
 
-    python benchmarks/generate.py [--sizes 256,1024,3072] [--rounds 3] [--max-tokens 128]
+    python benchmarks/generate.py [--sizes 256,1024,3072] [--rounds 5] [--max-tokens 128]
                                   [--model GGUF] [--out NAME]
 
 The model is what `enclave serve` runs with the current settings: the bundled Q4_1 GGUF
@@ -132,7 +132,7 @@ def run_llama_cpp(generator: LlamaCppGenerator, tokens: list[int], max_tokens: i
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256,1024,3072")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", type=Path, help="another GGUF (default: the bundled one)")
     parser.add_argument("--out", default="generate", help="results/<out>.json")
@@ -160,6 +160,9 @@ def main() -> int:
         def median(kind: str, key: str, runs: dict[str, list[dict[str, float]]] = runs) -> float:
             return round(statistics.median(r[key] for r in runs[kind]), 1)
 
+        def best(kind: str, key: str, runs: dict[str, list[dict[str, float]]] = runs) -> float:
+            return round(max(r[key] for r in runs[kind]), 1)
+
         llama_tps = median("llama", "own_tokens_per_s")
         rows.append(
             {
@@ -173,7 +176,13 @@ def main() -> int:
                 "enclave_tokens_per_s": median("cold", "tokens_per_s"),
                 "llama_cpp_tokens_per_s_own": llama_tps,
                 "llama_cpp_tokens_per_s_clock": median("llama", "tokens_per_s"),
-                "ratio_tokens_per_s": round(median("cold", "tokens_per_s") / llama_tps, 3),
+                # Decode speed on this VM drifts by 10-20% between runs a minute apart, and
+                # interference only ever slows a run: the ratio is of the best round of each
+                # (as `timeit` takes the minimum); the median rounds' ratio is kept beside it.
+                "ratio_tokens_per_s": round(
+                    best("cold", "tokens_per_s") / best("llama", "own_tokens_per_s"), 3
+                ),
+                "ratio_tokens_per_s_medians": round(median("cold", "tokens_per_s") / llama_tps, 3),
                 "enclave_tokens": median("cold", "tokens"),
             }
         )

@@ -102,7 +102,7 @@ class LlamaCppGenerator:
             generated: list[int] = []
             while True:
                 row = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-                logits = np.ctypeslib.as_array(row, shape=(self._n_vocab,)).copy()
+                logits = np.ctypeslib.as_array(row, shape=(self._n_vocab,))
                 token = pick_token(
                     logits, generated, params.repeat_penalty, params.temperature, rng
                 )

@@ -27,7 +27,7 @@ def apply_repeat_penalty(logits: np.ndarray, recent: Sequence[int], penalty: flo
     """Penalize, in place, each distinct token among the last `PENALTY_LAST_N` generated."""
     if penalty == 1.0 or not recent:
         return
-    ids = np.unique(np.asarray(recent[-PENALTY_LAST_N:], dtype=np.int64))
+    ids = list(set(recent[-PENALTY_LAST_N:]))
     values = logits[ids]
     logits[ids] = np.where(values <= 0, values * penalty, values / penalty)
 
@@ -39,7 +39,8 @@ def pick_token(
     temperature: float,
     rng: np.random.Generator,
 ) -> int:
-    """The next token: `logits` is a writable copy of the model's last row."""
+    """The next token. `logits` is changed in place (the penalty): pass llama.cpp's own row,
+    which the next decode overwrites anyway, rather than a copy of 49k floats."""
     apply_repeat_penalty(logits, recent, repeat_penalty)
     if temperature <= 0:
         return int(np.argmax(logits))  # the first of equal maxima, as llama.cpp's greedy
