@@ -209,9 +209,8 @@ class OnnxEmbedder:
         # ONNX Runtime's pool threads spin for a while after each run. Between batches of a
         # bulk embedding that saves ~5% (A/B, 700 abstracts). After a question's embedding
         # it takes the cores the HNSW and BM25 searches need next (at 100k chunks, dense p95
-        # 25 -> 16 ms without it). So calls of one batch or less run on a session that
-        # sleeps at once; holding the weights twice costs
-        # 66 MB (int8) of memory.
+        # 25 -> 14 ms without it). So calls of one batch or less run on a session that
+        # sleeps at once; holding the weights twice costs 66 MB (int8) of memory.
         self.session = self._session(onnx_path, threads, spinning=True)
         self._small_calls = self._session(onnx_path, threads, spinning=False)
         self._inputs = {i.name for i in self.session.get_inputs()}
