@@ -367,8 +367,7 @@ class IngestPipeline:
         """Write embedded chunks to both indexes, after removing the old chunks of the
         documents in `replace`."""
         # Old chunks go first: a changed document must not keep stale passages.
-        for document_id in replace:
-            self.remove_chunks(document_id)
+        self.remove_chunks(*replace)
         self.store.upsert(chunks, vectors)
         self.keyword.add(chunks)
 
@@ -414,9 +413,10 @@ class IngestPipeline:
 
     # -- keeping the indexes in step ----------------------------------------------------------
 
-    def remove_chunks(self, document_id: str) -> None:
-        self.store.delete_document(document_id)
-        self.keyword.delete_document(document_id)
+    def remove_chunks(self, *document_ids: str) -> None:
+        self.store.delete_documents(document_ids)
+        for document_id in document_ids:
+            self.keyword.delete_document(document_id)
 
     def move(self, record: DocumentRecord, path: str, collection: str, mtime: float) -> None:
         """Same content at a new path: update the metadata, never re-embed."""

@@ -96,3 +96,15 @@ def test_keyword_index_tracks_deletes(components: Components) -> None:
     components.keyword.delete_document("a")
     ids = [cid for cid, _ in components.keyword.search("quokka", 10)]
     assert ids == [chunks[1].id]
+
+
+def test_chroma_deletes_several_documents_in_one_call(components: Components) -> None:
+    chunks = [_chunk(doc, i, f"Quokka note {doc}{i}", "c") for doc in "abc" for i in range(2)]
+    _index(components, chunks)
+    components.store.delete_documents(["a", "c"])
+    assert sorted(components.store.collection.get(include=[])["ids"]) == sorted(
+        c.id for c in chunks if c.document_id == "b"
+    )
+    components.store.delete_documents(["b"])
+    components.store.delete_documents([])
+    assert components.store.collection.count() == 0
