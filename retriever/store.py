@@ -136,8 +136,6 @@ class ChromaStore:
         """Every chunk of these documents, in one query: Chroma reads its metadata index
         once per call, so a batch of ~100 new documents was 100 scans for nothing."""
         where: dict[str, Any] = {"document_id": {"$in": list(document_ids)}}
-        if len(document_ids) == 1:
-            where = {"document_id": document_ids[0]}
         if document_ids:
             self.collection.delete(where=where)
 
