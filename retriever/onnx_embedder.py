@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import retriever.privacy  # noqa: F401
+from retriever.embedder import batches_by_length
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +202,11 @@ class OnnxEmbedder:
         self.tokenizer = Tokenizer.from_file(str(layout.tokenizer_file))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        self._batcher = Tokenizer.from_file(str(layout.tokenizer_file))
-        self._batcher.enable_truncation(self.max_tokens)
-        self._batcher.enable_padding(pad_id=self._pad_id())
+        # What the model reads: [CLS] text [SEP], cut at its limit; batches are padded here.
+        self._truncating = Tokenizer.from_file(str(layout.tokenizer_file))
+        self._truncating.no_padding()
+        self._truncating.enable_truncation(self.max_tokens)
+        self._pad = self._pad_id()
         # The cores this process may use (taskset, a container's cpuset), not the machine's.
         threads = threads or len(os.sched_getaffinity(0)) or 1
         # ONNX Runtime's pool threads spin for a while after each run. Between batches of a
@@ -240,23 +243,30 @@ class OnnxEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, getattr(self, "dimension", 0)), dtype=np.float32)
-        # Longest first and batched, like sentence-transformers: little padding per batch.
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        encoded = self.tokenize(texts)
         out: np.ndarray | None = None
         session = self._small_calls if len(texts) <= self.batch_size else self.session
-        for start in range(0, len(texts), self.batch_size):
-            part = order[start : start + self.batch_size]
-            vectors = self._forward(session, [texts[i] for i in part])
+        for part in batches_by_length([len(ids) for ids in encoded], self.batch_size):
+            vectors = self.forward([encoded[i] for i in part], session)
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
             out[part] = vectors
         assert out is not None
         return out
 
-    def _forward(self, session: Any, texts: list[str]) -> np.ndarray:
-        encoded = self._batcher.encode_batch(texts)
-        ids = np.array([e.ids for e in encoded], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """The token ids the model reads for each text: [CLS] text [SEP], cut at its limit."""
+        return [e.ids for e in self._truncating.encode_batch(texts)]
+
+    def forward(self, batch: list[list[int]], session: Any = None) -> np.ndarray:
+        """One batch of `tokenize` output, padded to its longest, run on `session` (the
+        bulk session by default)."""
+        session = session or self.session
+        ids = np.full((len(batch), max(len(row) for row in batch)), self._pad, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, tokens in enumerate(batch):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)

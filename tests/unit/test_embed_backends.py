@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from retriever.components import Components
-from retriever.embedder import SentenceTransformerEmbedder, embedder_identity, load_embedder
+from retriever.embedder import (
+    SentenceTransformerEmbedder,
+    batches_by_length,
+    embedder_identity,
+    load_embedder,
+)
 from retriever.models import bundled_embedder_path
 from retriever.onnx_embedder import OnnxEmbedder, export_onnx
 from retriever.settings import Settings
@@ -74,6 +79,39 @@ def test_onnx_order_and_batches_do_not_change_vectors(onnx_fp32: OnnxEmbedder) -
     one_by_one = np.stack([onnx_fp32.embed([t])[0] for t in TEXTS])
     np.testing.assert_allclose(whole, one_by_one, atol=1e-4)
     assert onnx_fp32.embed([]).shape == (0, 384)
+
+
+def test_batches_group_texts_of_similar_token_counts() -> None:
+    lengths = [5, 200, 7, 190, 6, 210]
+    batches = batches_by_length(lengths, 2)
+    assert [sorted(lengths[i] for i in b) for b in batches] == [[200, 210], [7, 190], [5, 6]]
+    assert sorted(int(i) for b in batches for i in b) == list(range(len(lengths)))
+
+
+def test_onnx_batches_are_padded_to_their_longest_text_only(onnx_fp32: OnnxEmbedder) -> None:
+    # Plain words: many characters, few tokens; formulas: fewer characters, many tokens.
+    # Grouped by characters (as sentence-transformers does) both batches would carry a
+    # formula and be as wide as it; grouped by tokens only the first one is.
+    words, formula, tiny = "word " * 60, "Mg2+/Ca2+-ATPase(β)" * 10, "hi"
+    assert len(words) > len(formula) > len(tiny)
+    assert onnx_fp32.count_tokens(formula) > 1.5 * onnx_fp32.count_tokens(words)
+    half = onnx_fp32.batch_size // 2
+    texts = [words] * half + [formula] * 2 * half + [tiny] * half
+    widths: list[int] = []
+    forward = onnx_fp32.forward
+
+    def recording(batch: list[list[int]], session: object = None) -> np.ndarray:
+        widths.append(max(len(row) for row in batch))
+        return forward(batch, session)
+
+    onnx_fp32.forward = recording  # type: ignore[method-assign]
+    try:
+        vectors = onnx_fp32.embed(texts)
+    finally:
+        del onnx_fp32.forward
+    assert widths == [onnx_fp32.count_tokens(formula) + 2, onnx_fp32.count_tokens(words) + 2]
+    np.testing.assert_allclose(vectors[0], onnx_fp32.embed([words])[0], atol=1e-4)
+    np.testing.assert_allclose(vectors[-1], onnx_fp32.embed([tiny])[0], atol=1e-4)
 
 
 def test_onnx_counts_tokens_like_the_torch_tokenizer(
