@@ -7,18 +7,18 @@ Q8_0 (each block of 32 weights re-expressed with 256 levels instead of 16, so th
 are the same to within 1/254 of the block's largest weight), a 1,000-token prompt is
 evaluated about 2.5x faster on 2 cores and decoding is no slower; perplexity moved by
 under 1% (see benchmarks/results/generate.json). The file is written next to the ONNX
-exports of the embedder (`Settings.model_cache_dir`), once, by atomic rename.
+exports of the embedder (`Settings.model_cache_dir`), once (`made_once`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
+
+from retriever.made_once import made_once
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,19 @@ def fast_cpu_gguf(path: Path, cache_dir: Path) -> Path:
     kind = file_type(path)
     if kind not in SLOW_ON_CPU:
         return path
-    target = converted_path(path, cache_dir)
-    if target.is_file():
-        return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with (cache_dir / ".gguf-convert.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not target.is_file():
-            log.info(
-                "rewriting %s (%s) as Q8_0 for llama.cpp's CPU kernels (once)",
-                path.name,
-                SLOW_ON_CPU[kind],
-            )
-            _quantize(path, target)
-    return target
+
+    def rewrite(out: Path) -> None:
+        log.info(
+            "rewriting %s (%s) as Q8_0 for llama.cpp's CPU kernels (once)",
+            path.name,
+            SLOW_ON_CPU[kind],
+        )
+        _quantize(path, out)
+
+    return made_once(converted_path(path, cache_dir), rewrite)
 
 
-def _quantize(source: Path, target: Path) -> None:
+def _quantize(source: Path, out: Path) -> None:
     import llama_cpp
     from llama_cpp._utils import suppress_stdout_stderr
 
@@ -92,15 +88,12 @@ def _quantize(source: Path, target: Path) -> None:
     params.ftype = Q8_0
     params.allow_requantize = True
     params.nthread = len(os.sched_getaffinity(0)) or 1
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        with suppress_stdout_stderr(disable=False):
-            failed = llama_cpp.llama_model_quantize(
-                str(source).encode(), str(out).encode(), ctypes.byref(params)
-            )
-        if failed or not out.is_file():
-            raise ConversionError(
-                f"llama.cpp could not rewrite {source.name} as Q8_0; "
-                "set llm_fast_cpu_weights = false to run it as it is"
-            )
-        os.replace(out, target)
+    with suppress_stdout_stderr(disable=False):
+        failed = llama_cpp.llama_model_quantize(
+            str(source).encode(), str(out).encode(), ctypes.byref(params)
+        )
+    if failed or not out.is_file():
+        raise ConversionError(
+            f"llama.cpp could not rewrite {source.name} as Q8_0; "
+            "set llm_fast_cpu_weights = false to run it as it is"
+        )

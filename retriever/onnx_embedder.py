@@ -7,12 +7,10 @@ from a hub; it takes a few seconds and is reused by every later start.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 
 import retriever.privacy  # noqa: F401
 from retriever.embedder import batches_by_length
+from retriever.made_once import made_once
 
 log = logging.getLogger(__name__)
 
@@ -74,41 +73,35 @@ def onnx_model_path(model_id: str, cache_dir: Path, quantize: bool) -> Path:
 
 
 def export_onnx(model_path: Path, model_id: str, cache_dir: Path, quantize: bool) -> Path:
-    """The cached ONNX file for this model, exported first if missing. Safe against several
-    processes starting at once (a file lock; files appear by atomic rename)."""
+    """The cached ONNX file for this model, exported first if missing (`made_once`: safe
+    against several processes starting at once)."""
+    fp32 = onnx_model_path(model_id, cache_dir, quantize=False)
     target = onnx_model_path(model_id, cache_dir, quantize)
     if target.is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with (target.parent / ".export.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.is_file():
-            return target
-        log.info("exporting the embedder to ONNX%s (once)", " int8" if quantize else "")
-        fp32 = onnx_model_path(model_id, cache_dir, quantize=False)
-        # The optimizer and quantizer log every node at INFO on the root logger.
-        logging.disable(logging.INFO)
-        try:
-            if not fp32.is_file():
-                _export_fp32(model_path, fp32)
-            if quantize:
-                _quantize(fp32, target)
-        except OnnxExportError:
-            raise
-        except Exception as exc:
-            raise OnnxExportError(
-                f"could not export the embedder to ONNX ({type(exc).__name__}: {exc}); "
-                'set embed_backend = "torch" to use it without ONNX Runtime'
-            ) from exc
-        finally:
-            logging.disable(logging.NOTSET)
-        log.info("embedder exported to %s", target)
+    log.info("exporting the embedder to ONNX%s (once)", " int8" if quantize else "")
+    # The optimizer and quantizer log every node at INFO on the root logger.
+    logging.disable(logging.INFO)
+    try:
+        made_once(fp32, lambda out: _export_fp32(model_path, out))
+        if quantize:
+            made_once(target, lambda out: _quantize(fp32, out))
+    except OnnxExportError:
+        raise
+    except Exception as exc:
+        raise OnnxExportError(
+            f"could not export the embedder to ONNX ({type(exc).__name__}: {exc}); "
+            'set embed_backend = "torch" to use it without ONNX Runtime'
+        ) from exc
+    finally:
+        logging.disable(logging.NOTSET)
+    log.info("embedder exported to %s", target)
     return target
 
 
-def _export_fp32(model_path: Path, target: Path) -> None:
+def _export_fp32(model_path: Path, out: Path) -> None:
     """torch -> ONNX (TorchScript exporter, dynamic batch and length), then ONNX Runtime's
-    BERT fusions (attention, layer norm, GELU), written by atomic rename."""
+    BERT fusions (attention, layer norm, GELU)."""
     import torch
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoConfig, AutoModel
@@ -133,49 +126,43 @@ def _export_fp32(model_path: Path, target: Path) -> None:
 
     sample = torch.ones((2, 8), dtype=torch.long)
     axes = {name: {0: "batch", 1: "tokens"} for name in (*INPUTS, "last_hidden_state")}
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                LastHiddenState(model),
-                (sample, sample, torch.zeros_like(sample)),
-                str(raw),
-                input_names=list(INPUTS),
-                output_names=["last_hidden_state"],
-                dynamic_axes=axes,
-                opset_version=17,
-                dynamo=False,
-            )
-        heads = int(getattr(config, "num_attention_heads", 0))
-        hidden = int(getattr(config, "hidden_size", 0))
-        fused = Path(tmp) / "fused.onnx"
-        if getattr(config, "model_type", "") in ("bert", "roberta", "xlm-roberta", "mpnet"):
-            optimize_model(
-                str(raw), model_type="bert", num_heads=heads, hidden_size=hidden
-            ).save_model_to_file(str(fused))
-        else:
-            shutil.copyfile(raw, fused)
-        os.replace(fused, target)
+    raw = out.with_name("raw.onnx")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            LastHiddenState(model),
+            (sample, sample, torch.zeros_like(sample)),
+            str(raw),
+            input_names=list(INPUTS),
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
+    heads = int(getattr(config, "num_attention_heads", 0))
+    hidden = int(getattr(config, "hidden_size", 0))
+    if getattr(config, "model_type", "") in ("bert", "roberta", "xlm-roberta", "mpnet"):
+        optimize_model(
+            str(raw), model_type="bert", num_heads=heads, hidden_size=hidden
+        ).save_model_to_file(str(out))
+    else:
+        shutil.copyfile(raw, out)
 
 
-def _quantize(source: Path, target: Path) -> None:
+def _quantize(source: Path, out: Path) -> None:
     """Dynamic int8: weights per channel, activations quantized at run time. Only MatMul
     nodes: quantizing the fused attention too cost accuracy for no measurable speed."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / "int8.onnx"
-        quantize_dynamic(
-            str(source),
-            str(out),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-        os.replace(out, target)
+    quantize_dynamic(
+        str(source),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 class OnnxEmbedder:
