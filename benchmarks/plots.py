@@ -55,7 +55,7 @@ def plot_retrieve(data: dict[str, Any]) -> None:
         modes.setdefault(row["mode"], []).append((row["chunks"], row["p95_ms"]))
     for mode, points in modes.items():
         points.sort()
-        style = "k:" if "numpy" in mode else "o-"
+        style = "k:" if "numpy" in mode else "-"
         ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=mode)
     ax.axhline(50, color="red", linewidth=0.8, linestyle="--", label="goal: hybrid p95 50 ms")
     ax.set(xscale="log", xlabel="chunks in the index", ylabel="p95 latency (ms)")
