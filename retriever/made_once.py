@@ -28,6 +28,6 @@ def made_once(target: Path, make: Callable[[Path], None]) -> Path:
             out = Path(tmp) / target.name
             make(out)
             if not out.is_file():
-                raise FileNotFoundError(f"{make.__name__} did not write {target.name}")
+                raise FileNotFoundError(f"nothing was written for {target.name}")
             os.replace(out, target)
     return target
