@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from server.errors import ApiError
 from server.openapi import openapi_document
 from server.sse import EventStream, event_stream_response, sse
 from server.state import state
+from server.untrusted import StreamedLinks
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 _COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -122,7 +123,16 @@ def ask() -> ResponseReturnValue:
     if thread:
         thread.save_question()
     return event_stream_response(
-        EventStream(_ask_events(first, events, answer_finisher("api"), thread), events)
+        EventStream(
+            _ask_events(
+                first,
+                events,
+                answer_finisher("api"),
+                StreamedLinks(state().settings.answer_link_hosts),
+                thread,
+            ),
+            events,
+        )
     )
 
 
@@ -170,21 +180,29 @@ def _ask_events(
     first: SourcesEvent,
     events: AnswerStream,
     finish: Callable[[Answer], Answer],
+    links: StreamedLinks,
     thread: _Thread | None = None,
 ) -> Generator[str, None, None]:
     """`sources`, `token`..., then `done` (the checked answer, as without streaming) or
-    `error`. The tokens are the model's raw text: `done.answer` replaces them. In a
-    conversation, an answer stopped by the client is stored as far as it got."""
+    `error`. The tokens are the model's raw text, less links to hosts not allowed (a link
+    is held back until it is complete): `done.answer` replaces them. In a conversation, an
+    answer stopped by the client is stored as far as it got."""
     sources = [vars(s) for s in first.sources]
     pieces: list[str] = []
     finished = False
+
+    def token(text: str) -> Iterator[str]:
+        if text:
+            pieces.append(text)
+            yield sse({"text": text}, "token")
+
     try:
         yield sse(sources, "sources")
         for event in events:
             if isinstance(event, TokenEvent):
-                pieces.append(event.text)
-                yield sse({"text": event.text}, "token")
+                yield from token(links.add(event.text))
             elif isinstance(event, DoneEvent):
+                yield from token(links.finish())
                 finish(event.answer)
                 result = event.answer.to_dict()
                 if thread:
@@ -194,10 +212,12 @@ def _ask_events(
     except Exception as exc:
         finished = True
         code, message = stream_failure(exc)
+        yield from token(links.finish())  # what the model wrote before it failed
         yield sse({"error": {"code": code, "message": message}}, "error")
     finally:
         if thread and not finished:
-            partial = {"answer": "".join(pieces).strip(), "abstained": False, "sources": sources}
+            shown = "".join(pieces) + links.finish()
+            partial = {"answer": shown.strip(), "abstained": False, "sources": sources}
             thread.save_answer({**partial, "stopped": True}, stopped=True)
 
 

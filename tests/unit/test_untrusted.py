@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from retriever.components import Components
 from server.app import create_app
-from server.untrusted import LINK_REMOVED, neutralize_links
+from server.untrusted import LINK_REMOVED, StreamedLinks, neutralize_links
 from tests.unit.serving import fake_model, parse_sse, upload
 
 INJECTED = (
@@ -22,23 +22,52 @@ INJECTED = (
 )
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("See ![chart](http://attacker.test/x.png?q=1) now", "See [image: chart] now"),
-        ("See ![](https://attacker.test/x.png) now", "See [image removed] now"),
-        ("Read [the policy](https://attacker.test/p) [1].", "Read the policy [1]."),
-        ("Go to http://attacker.test/?q=a b", f"Go to {LINK_REMOVED} b"),
-        ("Go to www.attacker.test/x", f"Go to {LINK_REMOVED}"),
-        ('<img src="//attacker.test/x">', f'<img src="{LINK_REMOVED}">'),
-        ("[a](javascript:alert)", "a"),
-        ("[http://attacker.test](http://attacker.test)", LINK_REMOVED),
-        ("No links here [2].", "No links here [2]."),
-    ],
-)
+LINK_CASES = [
+    ("See ![chart](http://attacker.test/x.png?q=1) now", "See [image: chart] now"),
+    ("See ![](https://attacker.test/x.png) now", "See [image removed] now"),
+    ("Read [the policy](https://attacker.test/p) [1].", "Read the policy [1]."),
+    ("Go to http://attacker.test/?q=a b", f"Go to {LINK_REMOVED} b"),
+    ("Go to www.attacker.test/x", f"Go to {LINK_REMOVED}"),
+    ('<img src="//attacker.test/x">', f'<img src="{LINK_REMOVED}">'),
+    ("[a](javascript:alert)", "a"),
+    ("[http://attacker.test](http://attacker.test)", LINK_REMOVED),
+    ("No links here [2].", "No links here [2]."),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), LINK_CASES)
 def test_links_to_other_hosts_become_text(text: str, expected: str) -> None:
     assert neutralize_links(text) == expected
     assert "attacker" not in neutralize_links(text)
+
+
+def streamed(text: str, size: int, hosts: tuple[str, ...] = ()) -> list[str]:
+    """`text` through `StreamedLinks` in pieces of `size` characters: what each piece released."""
+    links = StreamedLinks(hosts)
+    pieces = [links.add(text[i : i + size]) for i in range(0, len(text), size)]
+    return [*pieces, links.finish()]
+
+
+@pytest.mark.parametrize(("text", "expected"), LINK_CASES)
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_a_link_split_over_streamed_pieces_is_reduced_as_a_whole(
+    text: str, expected: str, size: int
+) -> None:
+    # Each piece alone holds no link ("//attacker" + ".test/x"): only holding back the text
+    # that may still become one keeps the URL from reaching the client.
+    assert "".join(streamed(text, size)) == expected
+
+
+def test_streamed_text_is_released_as_soon_as_it_cannot_become_a_link() -> None:
+    links = StreamedLinks()
+    assert links.add("Leave lasts ") == "Leave lasts "
+    assert links.add("16 weeks [1]") == "16 weeks "  # "[1]" may still be "[1](url)"
+    assert links.add(". See ![logo](") == "[1]. See "
+    assert links.add("//attacker.test/x.png") == ""
+    assert links.add(") and more") == "[image: logo] and "
+    assert links.finish() == "more"
+    kept = "See [wiki](https://intranet.example/leave) now"
+    assert "".join(streamed(kept, 4, ("intranet.example",))) == kept
 
 
 def test_allowed_hosts_keep_https_links_only() -> None:
@@ -73,6 +102,13 @@ def test_an_injected_image_never_reaches_the_answer(app: Flask, client: FlaskCli
     done = [data for name, data in parse_sse(streamed.get_data(as_text=True)) if name == "done"]
     # (The sources are the document's passages, shown as text: they still hold the URL.)
     assert "attacker" not in json.loads(done[0])["answer"]
+    # Streamed tokens: the fake model writes a word a token, so this image arrives in two
+    # pieces, neither of which is a link alone.
+    fake.enqueue("Parental leave lasts 16 weeks ![logo]( //attacker/collect) [1].")
+    streamed = client.post("/api/v1/ask", json={**question, "stream": True})
+    events = parse_sse(streamed.get_data(as_text=True))
+    tokens = "".join(json.loads(data)["text"] for name, data in events if name == "token")
+    assert "16 weeks [image: logo] [1]." in tokens and "attacker" not in tokens
     fake.enqueue(obeyed)
     chat = {"messages": [{"role": "user", "content": question["question"]}]}
     reply = client.post("/v1/chat/completions", json=chat).get_json()
