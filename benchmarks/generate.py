@@ -152,18 +152,19 @@ def main() -> int:
         # A first, untimed run warms up and finds the prompt's tokens for the llama.cpp side.
         first = run_enclave(generator, messages, args.max_tokens, cold=True)
         prompt_tokens = list(generator.llm.input_ids[: int(first["prompt_evaluated"])])
-        cold = partial(run_enclave, generator, messages, args.max_tokens, cold=True)
-        llama = partial(run_llama_cpp, generator, prompt_tokens, args.max_tokens)
+        kinds = {
+            "cold": partial(run_enclave, generator, messages, args.max_tokens, cold=True),
+            "llama": partial(run_llama_cpp, generator, prompt_tokens, args.max_tokens),
+            "cached": partial(run_enclave, generator, messages, args.max_tokens, cold=False),
+        }
         for round_ in range(args.rounds):
-            # Each round is a pair, run back to back in alternating order, so drift in the
-            # VM's speed between rounds falls on both sides of the pair's ratio alike.
-            if round_ % 2:
-                runs["llama"].append(llama())
-                runs["cold"].append(cold())
-            else:
-                runs["cold"].append(cold())
-                runs["llama"].append(llama())
-            runs["cached"].append(run_enclave(generator, messages, args.max_tokens, cold=False))
+            # Enclave and llama.cpp run back to back, so drift in the VM's speed between
+            # rounds falls on both sides of a pair's ratio alike; the order within the pair
+            # alternates, and the cached run goes before or after the pair in turn.
+            pair = ["cold", "llama"] if round_ % 2 == 0 else ["llama", "cold"]
+            order = [*pair, "cached"] if round_ % 4 < 2 else ["cached", *pair]
+            for kind in order:
+                runs[kind].append(kinds[kind]())
         pair_ratios = [
             ours["tokens_per_s"] / theirs["own_tokens_per_s"]
             for ours, theirs in zip(runs["cold"], runs["llama"], strict=True)
