@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 # [label](target) and ![alt](target), with an optional "title".
+_LABEL_MAX = 500
 _MARKDOWN_LINK = re.compile(
-    r"(!?)\[([^\]\n]{0,500})\]\(\s*<?([^\s()<>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)"
+    rf"(!?)\[([^\]\n]{{0,{_LABEL_MAX}}})\]\(\s*<?([^\s()<>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)"
 )
 # Bare URLs, `www.` hosts, and protocol-relative targets of HTML attributes (src=//host/...).
 _BARE_URL = re.compile(
@@ -60,10 +61,10 @@ def neutralize_links(text: str, hosts: Iterable[str] = ()) -> str:
     return "".join(out)
 
 
-# Where a held-back tail may begin: an opening bracket (a markdown link's label) or the
-# start of the last word (a bare URL grows until whitespace).
+# A held-back tail begins at an opening bracket (a markdown link's label) or at the start of
+# the last word (a bare URL grows until whitespace).
 _LAST_WORD = re.compile(r"\S*\Z")
-_OPEN_LABEL_LIMIT = 600  # a label longer than the regex allows can no longer become a link
+_TARGET_MAX = 2000  # an open link target held longer than this is let go as text
 
 
 class StreamedLinks:
@@ -93,7 +94,8 @@ class StreamedLinks:
     @staticmethod
     def _safe_cut(text: str) -> int:
         """The start of the part of `text` that may still become part of a link."""
-        cut = _LAST_WORD.search(text).start()  # type: ignore[union-attr]  # always matches
+        last_word = _LAST_WORD.search(text)
+        cut = last_word.start() if last_word else len(text)
         done = 0  # the end of the last complete link: released whole, with what precedes it
         for opening in re.finditer(r"!?\[", text):
             start = opening.start()
@@ -113,10 +115,11 @@ class StreamedLinks:
     def _may_become_link(text: str) -> bool:
         """Whether `text`, which starts with `[` or `![` and is no complete markdown link,
         is the start of one that more text could complete."""
+        label = text.find("[") + 1
         label_end = text.find("]")
-        if label_end < 0:
-            return "\n" not in text and len(text) <= _OPEN_LABEL_LIMIT
+        if label_end < 0:  # the label is open: it may close if it is no longer than a label
+            return "\n" not in text and len(text) - label <= _LABEL_MAX
         rest = text[label_end + 1 :]
         if not rest:
             return True  # `(` may follow
-        return rest.startswith("(") and ")" not in rest and len(text) <= 2 * _OPEN_LABEL_LIMIT
+        return rest.startswith("(") and ")" not in rest and len(rest) <= _TARGET_MAX
