@@ -31,6 +31,7 @@ from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
 from retriever.store import ChromaStore
 from retriever.types import Chunk
+from server import metrics
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +354,7 @@ class IngestPipeline:
                     error="deleted or changed while it was being indexed",
                 )
             )
+        metrics.ingested(outcomes)
         return outcomes
 
     def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
@@ -377,7 +379,9 @@ class IngestPipeline:
         path = record.path
         if self.quarantine_dir is not None and self.in_inbox(Path(path)):
             path = self._quarantine(record, error)
-        return FileOutcome(path, "failed", record.id, error=error)
+        outcome = FileOutcome(path, "failed", record.id, error=error)
+        metrics.ingested([outcome])
+        return outcome
 
     def _quarantine(self, record: DocumentRecord, error: str) -> str:
         """Move a failed inbox file aside with an .error.json that says why."""

@@ -1,5 +1,5 @@
-"""The `enclave` command line: ingest, serve, worker, reindex, ask, status, eval, tune, users,
-groups, keys, audit."""
+"""The `enclave` command line: ingest, serve, mcp, worker, reindex, ask, status, eval, tune,
+users, groups, keys, audit."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="web server processes (setting web_workers; above 1: gunicorn, which needs "
         'work_queue = "celery")',
+    )
+
+    sub.add_parser(
+        "mcp",
+        parents=[common],
+        help="serve MCP over stdio for an assistant or IDE (key in ENCLAVE_API_KEY)",
     )
 
     p = sub.add_parser("worker", parents=[common], help="run a Celery indexing worker")
@@ -254,6 +260,10 @@ def lock_or_server(settings: Settings, purpose: str) -> DataDirLock | str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.web_workers > 1:  # before prometheus_client is imported (server.metrics)
+        from server.metrics import prepare_multiprocess
+
+        prepare_multiprocess(settings)
     from waitress import serve
 
     from ingest.lock import DataDirLock
@@ -290,6 +300,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
     return 0
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """MCP over stdio (server/mcp_stdio.py)."""
+    from server.mcp_stdio import serve_stdio
+
+    return serve_stdio(settings)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -613,6 +630,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "reindex": cmd_reindex,
     "ask": cmd_ask,
+    "mcp": cmd_mcp,
     "status": cmd_status,
     "eval": cmd_eval,
 }
