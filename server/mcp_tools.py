@@ -292,7 +292,9 @@ def _views() -> Any:
     return api
 
 
-def _view_json(view: Callable[..., Any], method: str, *args: Any, **json_body: Any) -> Any:
+def _view_json(
+    view: Callable[..., Any], method: str, *args: Any, body: dict[str, Any] | None = None
+) -> Any:
     """Run a REST view of /api/v1 in a nested request context of the same caller and return
     its JSON body (its ApiErrors propagate)."""
     from flask import current_app, request
@@ -300,7 +302,7 @@ def _view_json(view: Callable[..., Any], method: str, *args: Any, **json_body: A
     principal = g.principal
     environ = {"REMOTE_ADDR": request.remote_addr or "127.0.0.1"}
     with current_app.test_request_context(
-        "/mcp", method=method, json=json_body or None, environ_base=environ
+        "/mcp", method=method, json=body, environ_base=environ
     ):
         g.principal = principal
         g.metrics_start = g.get("metrics_start") or time.perf_counter()
@@ -354,7 +356,7 @@ def _search(arguments: dict[str, Any]) -> dict[str, Any]:
 def _ask(principal: Principal, arguments: dict[str, Any]) -> dict[str, Any]:
     _rate_limit(principal)
     body = {k: v for k, v in arguments.items() if k != "stream"}  # one JSON answer
-    answer: dict[str, Any] = _view_json(_views().ask, "POST", **body)
+    answer: dict[str, Any] = _view_json(_views().ask, "POST", body=body)
     return answer
 
 

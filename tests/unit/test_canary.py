@@ -2,7 +2,8 @@
 canary string. For random group memberships (hypothesis), no user ever sees the canary of a
 collection it cannot read, through any route that can show document text: /api/v1/ask (JSON
 and streaming), the OpenAI-compatible endpoint (both), the document list, one document, its
-file, conversation history; nor does another user's audit log show it."""
+file, conversation history, every MCP tool at /mcp (search, ask, list_documents, get_document);
+nor does another user's audit log show it."""
 
 from __future__ import annotations
 
@@ -78,6 +79,15 @@ def _responses(client: FlaskClient, headers: dict[str, str], doc_ids: dict[str, 
     for doc_id in doc_ids.values():
         for path in (f"/api/v1/documents/{doc_id}", f"/api/v1/documents/{doc_id}/file"):
             out.append(client.get(path, headers=headers).get_data(as_text=True))
+    calls: list[tuple[str, dict[str, object]]] = [("list_documents", {})]
+    for question in QUESTIONS:
+        calls += [("search", {"query": question, "top_k": 10}), ("ask", {"question": question})]
+    calls += [("get_document", {"document_id": doc_id}) for doc_id in doc_ids.values()]
+    for tool, arguments in calls:
+        message = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+        message["params"] = {"name": tool, "arguments": arguments}
+        mcp_headers = {**headers, "Accept": "application/json, text/event-stream"}
+        out.append(client.post("/mcp", json=message, headers=mcp_headers).get_data(as_text=True))
     return out
 
 
