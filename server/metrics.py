@@ -269,12 +269,18 @@ class _Scrape:
         self.st = st
 
     def collect(self) -> Iterator[Metric]:
-        folder = multiprocess_dir()
-        if folder is not None:
-            yield from MultiProcessCollector(None, path=str(folder)).collect()
-        else:
-            yield from REGISTRY.collect()
+        yield from counted_metrics()
         yield from live_metrics(self.st)
+
+
+def counted_metrics() -> Iterator[Metric]:
+    """The counters and histograms: this process's, or in multiprocess mode every process's
+    (summed by prometheus_client from the files in the folder)."""
+    folder = multiprocess_dir()
+    if folder is not None:
+        yield from MultiProcessCollector(None, path=str(folder)).collect()
+    else:
+        yield from REGISTRY.collect()
 
 
 def live_metrics(st: Any) -> Iterator[Metric]:
