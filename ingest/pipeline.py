@@ -31,7 +31,6 @@ from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
 from retriever.store import ChromaStore
 from retriever.types import Chunk
-from server import metrics
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +139,8 @@ class IngestPipeline:
         # With a work queue, documents to index are handed over instead of indexed here.
         self.dispatch = dispatch
         self.jobs = JobLog(registry.target)
+        # Told of every document indexed or failed here (the server's metrics set it).
+        self.observe: Callable[[list[FileOutcome]], None] = lambda outcomes: None
 
     # -- deciding what a file needs ---------------------------------------------------------
 
@@ -354,7 +355,7 @@ class IngestPipeline:
                     error="deleted or changed while it was being indexed",
                 )
             )
-        metrics.ingested(outcomes)
+        self.observe(outcomes)
         return outcomes
 
     def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
@@ -380,7 +381,7 @@ class IngestPipeline:
         if self.quarantine_dir is not None and self.in_inbox(Path(path)):
             path = self._quarantine(record, error)
         outcome = FileOutcome(path, "failed", record.id, error=error)
-        metrics.ingested([outcome])
+        self.observe([outcome])
         return outcome
 
     def _quarantine(self, record: DocumentRecord, error: str) -> str:

@@ -259,11 +259,25 @@ def lock_or_server(settings: Settings, purpose: str) -> DataDirLock | str:
     return lock
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    if settings.web_workers > 1:  # before prometheus_client is imported (server.metrics)
-        from server.metrics import prepare_multiprocess
+def prepare_metrics_dir(settings: Settings) -> None:
+    """prometheus_client's multiprocess mode for `serve --workers N`: every process writes its
+    metrics under the data dir (emptied of a previous run's), and /metrics sums them. Set
+    before server.metrics (and prometheus_client) is imported, as its metrics are made then."""
+    import os
+    import shutil
 
-        prepare_multiprocess(settings)
+    folder = settings.data_dir / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported already: values made from now on use the folder
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.web_workers > 1:
+        prepare_metrics_dir(settings)
     from waitress import serve
 
     from ingest.lock import DataDirLock

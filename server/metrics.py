@@ -5,9 +5,10 @@ Counters and histograms are updated where things happen, through the one-line ho
 gauges that describe the present (documents by status, generation slots in use and queued,
 ingestion queue, model process restarts) are read from the app when scraped.
 
-Several web processes (`serve --workers N`): `prepare_multiprocess` points prometheus_client's
-multiprocess mode at `<data_dir>/prometheus` (emptied at start) before any metric exists; each
-process writes its values there and a scrape sums them over every process.
+Several web processes (`serve --workers N`): `enclave serve` points prometheus_client's
+multiprocess mode at `<data_dir>/prometheus` (emptied at start) before this module is imported
+(`server/cli.py`, `prepare_metrics_dir`); each process writes its values there and a scrape
+sums them over every process.
 
 Access: an admin (key, login, or the loopback caller of auth mode none), or a scraper that
 sends the `metrics_token` setting as `Authorization: Bearer <token>`; anyone else 401/403."""
@@ -17,8 +18,6 @@ from __future__ import annotations
 import hmac
 import os
 import re
-import shutil
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -38,7 +37,6 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from retriever.settings import Settings
 from server.errors import ApiError
 
 if TYPE_CHECKING:
@@ -116,18 +114,6 @@ _REASONS = (
     ("outside_inbox", re.compile(r"outside the inbox", re.I)),
     ("parse_error", re.compile(r"could not parse", re.I)),
 )
-
-
-def prepare_multiprocess(settings: Settings) -> None:
-    """Multiprocess mode for `serve --workers N`: call before prometheus_client is imported
-    by any process that will serve (the gunicorn master, before it forks)."""
-    folder = settings.data_dir / "prometheus"
-    shutil.rmtree(folder, ignore_errors=True)  # the values of processes of a previous run
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ[MULTIPROC_ENV] = str(folder)
-    values = sys.modules.get("prometheus_client.values")
-    if values is not None:  # imported already: metrics made from now on use the folder
-        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
 
 
 def multiprocess_dir() -> Path | None:

@@ -210,7 +210,7 @@ def test_several_processes_are_summed(tmp_path: Path) -> None:
     of them sums them all; a new start begins from zero."""
     from prometheus_client import values
 
-    from server.metrics import prepare_multiprocess
+    from server.cli import prepare_metrics_dir
 
     settings = Settings(data_dir=tmp_path / "data")
     folder = tmp_path / "data" / "prometheus"
@@ -218,7 +218,7 @@ def test_several_processes_are_summed(tmp_path: Path) -> None:
     (folder / "counter_999999.db").write_bytes(b"stale")  # a previous run's process
     saved = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     try:
-        prepare_multiprocess(settings)
+        prepare_metrics_dir(settings)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
     finally:
         if saved is None:
