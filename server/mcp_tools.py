@@ -173,9 +173,14 @@ INSTRUCTIONS = (
 
 
 def build_server(
-    app: Flask, authenticate: Authenticate, tools: tuple[str, ...] = tuple(TOOL_SCOPE)
+    app: Flask,
+    authenticate: Authenticate,
+    tools: tuple[str, ...] = tuple(TOOL_SCOPE),
+    resources: bool = True,
 ) -> Server[Any, Any]:
-    """The MCP server of `app` offering `tools`; `authenticate` names the caller of each call."""
+    """The MCP server of `app` offering `tools`, and the readable documents as resources
+    (`enclave://documents/<id>`, their indexed text); `authenticate` names the caller of each
+    call."""
     server: Server[Any, Any] = Server("enclave", instructions=INSTRUCTIONS)
     offered = [tool for tool in TOOLS if tool.name in tools]
 
@@ -193,7 +198,73 @@ def build_server(
             run_tool, app, lambda: authenticate(http_request), name, arguments
         )
 
+    if resources:
+
+        @server.list_resources()
+        async def list_resources() -> list[types.Resource]:
+            http_request = server.request_context.request
+            documents = await anyio.to_thread.run_sync(
+                run_resource, app, lambda: authenticate(http_request), None
+            )
+            return [
+                types.Resource(
+                    uri=f"{RESOURCE_PREFIX}{d['id']}",  # type: ignore[arg-type]
+                    name=str(d["name"]),
+                    title=d.get("title") or None,
+                    description=f"Document in collection {d['collection']}",
+                    mimeType="text/plain",
+                )
+                for d in documents
+            ]
+
+        @server.read_resource()
+        async def read_resource(uri: Any) -> str:
+            http_request = server.request_context.request
+            text: str = await anyio.to_thread.run_sync(
+                run_resource, app, lambda: authenticate(http_request), str(uri)
+            )
+            return text
+
     return server
+
+
+RESOURCE_PREFIX = "enclave://documents/"
+
+
+def run_resource(
+    app: Flask, authenticate: Callable[[], tuple[Principal, str]], uri: str | None
+) -> Any:
+    """The readable indexed documents (uri None) or one document's indexed text, for the
+    caller; an ApiError becomes the JSON-RPC error of the request."""
+    with app.app_context():
+        principal, remote = authenticate()
+        with app.test_request_context("/mcp", method="POST", environ_base={"REMOTE_ADDR": remote}):
+            g.principal = principal
+            require_scope("ask")
+            if uri is None:
+                documents = _list_documents({"status": "indexed"})["documents"]
+                state().audit.record(actor(), "mcp_resource", "list")
+                return documents
+            if not uri.startswith(RESOURCE_PREFIX):
+                raise ApiError(404, "resource_not_found", f"no resource {uri!r}")
+            document_id = uri[len(RESOURCE_PREFIX) :]
+            try:
+                page = _get_document({"document_id": document_id, "max_chars": 50000})
+                texts = [p["text"] for p in page["passages"]]
+                while page["next_start"] is not None:
+                    page = _get_document(
+                        {
+                            "document_id": document_id,
+                            "start": page["next_start"],
+                            "max_chars": 50000,
+                        }
+                    )
+                    texts += [p["text"] for p in page["passages"]]
+            except ApiError as exc:
+                state().audit.record(actor(), "mcp_resource", uri[:200], outcome=exc.code)
+                raise
+            state().audit.record(actor(), "mcp_resource", uri, documents=[document_id])
+            return "\n\n".join(texts)
 
 
 def run_tool(
@@ -301,9 +372,7 @@ def _view_json(
 
     principal = g.principal
     environ = {"REMOTE_ADDR": request.remote_addr or "127.0.0.1"}
-    with current_app.test_request_context(
-        "/mcp", method=method, json=body, environ_base=environ
-    ):
+    with current_app.test_request_context("/mcp", method=method, json=body, environ_base=environ):
         g.principal = principal
         g.metrics_start = g.get("metrics_start") or time.perf_counter()
         g.answer_route = "mcp"

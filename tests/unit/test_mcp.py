@@ -5,6 +5,7 @@ errors, the audit log. The SDK's own clients over stdio and HTTP: tests/integrat
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,12 @@ def test_a_key_with_the_scope_may_reindex(world: tuple[Flask, Any, Any]) -> None
     )
     assert not result["isError"]
     assert result["structuredContent"] == {"id": ids["hr/leave.txt"], "status": "pending"}
+    registry = app.extensions["enclave"].pipeline.registry
+    for _ in range(300):  # indexed again before the next test reads it
+        if registry.get(ids["hr/leave.txt"]).status == "indexed":
+            break
+        time.sleep(0.05)
+    assert registry.get(ids["hr/leave.txt"]).status == "indexed"
 
 
 def test_get_document_pages_through_the_text(world: tuple[Flask, Any, Any]) -> None:
@@ -195,3 +202,49 @@ def test_outsiders_are_refused(world: tuple[Flask, Any, Any]) -> None:
         status, body = rpc(client, headers, "tools/call", {"name": "search", "arguments": {}})
         assert status == 401 and body["error"]["code"] == "unauthorized"
     assert client.get("/mcp", headers=keys["staff"]).status_code == 405
+
+
+def test_documents_are_resources_for_those_who_may_read_them(
+    world: tuple[Flask, Any, Any],
+) -> None:
+    app, ids, keys = world
+    client = app.test_client()
+    status, body = rpc(client, keys["staff"], "resources/list", {})
+    assert status == 200
+    uris = {r["uri"] for r in body["result"]["resources"]}
+    assert uris == {f"enclave://documents/{ids[n]}" for n in ("hr/leave.txt", "hr/travel.txt")}
+    leave = f"enclave://documents/{ids['hr/leave.txt']}"
+    status, body = rpc(client, keys["staff"], "resources/read", {"uri": leave})
+    assert "16 weeks" in body["result"]["contents"][0]["text"]
+    travel = f"enclave://documents/{ids['hr/travel.txt']}"
+    status, body = rpc(client, keys["staff"], "resources/read", {"uri": travel})
+    text = body["result"]["contents"][0]["text"]
+    assert "Section 0 " in text and "Section 299 " in text  # every page of passages
+    secret = f"enclave://documents/{ids['secret/launch.txt']}"
+    status, body = rpc(client, keys["staff"], "resources/read", {"uri": secret})
+    assert "error" in body and "ZEBRA" not in json.dumps(body)
+    assert "no document with id" in body["error"]["message"]
+    entry = app.extensions["enclave"].audit.tail(1, action="mcp_resource")[-1]
+    assert entry.detail["outcome"] == "document_not_found"
+
+
+def test_auth_none_answers_loopback_host_names_only(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """With no keys, a web page reaching the loopback server by DNS rebinding is the risk:
+    a request naming another host is refused."""
+    from retriever.components import Components
+    from retriever.generation import FakeGenerator
+    from retriever.settings import Settings
+    from server.app import create_app
+
+    s = Settings(data_dir=tmp_path / "data", llm_backend="fake", watch="off", parse_workers=0)
+    app = create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
+    client = app.test_client()
+    status, body = rpc(client, {"Host": "127.0.0.1:8000"}, "tools/list", {})
+    assert status == 200 and body["result"]["tools"]
+    status, _ = rpc(client, {"Host": "attacker.example:8000"}, "tools/list", {})
+    assert status in (400, 403, 421)
+    remote = client.post("/mcp", json={}, environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert remote.status_code == 403
+    app.extensions["enclave"].shutdown()
