@@ -329,7 +329,9 @@ def _audit(
     detail: dict[str, Any] = {"outcome": outcome}
     shown: set[str] = set()
     for key in ("passages", "sources"):
-        shown |= {str(p.get("document_id")) for p in (result or {}).get(key) or []}
+        shown |= {
+            str(p["document_id"]) for p in (result or {}).get(key) or [] if "document_id" in p
+        }
     if result and isinstance(result.get("document"), dict):
         shown.add(str(result["document"].get("id")))
     if shown:

@@ -193,6 +193,9 @@ def test_every_call_is_audited(world: tuple[Flask, Any, Any]) -> None:
     assert ids["hr/leave.txt"] in shown and ok.detail["documents"] == sorted(shown)
     assert failed.target == "get_document" and failed.detail["outcome"] == "document_not_found"
     assert "parental" not in json.dumps(ok.to_dict())  # never the query's text
+    call(app.test_client(), keys["staff"], "get_document", document_id=ids["hr/leave.txt"])
+    read = audit.tail(1, action="mcp_tool")[-1]
+    assert read.detail["documents"] == [ids["hr/leave.txt"]]
 
 
 def test_outsiders_are_refused(world: tuple[Flask, Any, Any]) -> None:
