@@ -89,6 +89,10 @@ async def _session_calls(session: ClientSession) -> dict[str, Any]:
         result = await session.call_tool(name, arguments)
         key = f"{name}:{arguments.get('query') or arguments.get('question') or ''}"
         out[key] = (result.isError, result.structuredContent)
+    resources = (await session.list_resources()).resources
+    out["resources"] = [r.name for r in resources]
+    contents = (await session.read_resource(resources[0].uri)).contents
+    out["resource_text"] = getattr(contents[0], "text", "")
     return out
 
 
@@ -103,6 +107,7 @@ def _check(out: dict[str, Any]) -> None:
     assert FACILITIES not in everything and "Havenkade" not in everything
     documents = out["list_documents:"][1]["documents"]
     assert [d["name"] for d in documents] == [RUNBOOK]
+    assert out["resources"] == [RUNBOOK] and "ALM-4471" in out["resource_text"]
 
 
 def test_http_transport_with_the_sdk_client(served: tuple[str, Path, dict[str, str]]) -> None:
