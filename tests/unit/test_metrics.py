@@ -166,13 +166,20 @@ def test_429s_are_counted(tmp_path: Path, embedder: SentenceTransformerEmbedder)
     before = scrape(client, key)
     for _ in range(3):
         client.post("/api/v1/ask", json={"question": "Anything?"}, headers=key)
+    # MCP's ask counts against the same limit, and its 429 is a tool error.
+    mcp = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    mcp["params"] = {"name": "ask", "arguments": {"question": "Anything?"}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    result = client.post("/mcp", json=mcp, headers={**key, **accept}).get_json()["result"]
+    assert result["isError"] and result["structuredContent"]["error"]["code"] == "rate_limited"
     after = scrape(client, key)
-    labels = {"route": "/api/v1/ask", "code": "rate_limited"}
-    assert (
-        value(after, "enclave_rejected_429_total", **labels)
-        - value(before, "enclave_rejected_429_total", **labels)
-        == 2
-    )
+
+    def moved(**labels: str) -> float:
+        name = "enclave_rejected_429_total"
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved(route="/api/v1/ask", code="rate_limited") == 2
+    assert moved(route="mcp", code="rate_limited") == 1
     app.extensions["enclave"].shutdown()
 
 
