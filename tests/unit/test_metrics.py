@@ -249,3 +249,30 @@ def test_several_processes_are_summed(tmp_path: Path) -> None:
     assert value(samples, "enclave_rejected_429_total", **busy) == 2
     # One file per process: the two writers and the scraper (its unlabelled counters).
     assert len(list(folder.glob("counter_*.db"))) == 3
+
+
+class SupervisedGenerator(FakeGenerator):
+    """A model backend that reports its process's restarts (as a supervised model server's
+    generator is to)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.restarts = 0
+
+
+def test_model_restarts_come_from_the_backend(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    s = Settings(data_dir=tmp_path / "data", llm_backend="fake", watch="off", parse_workers=0)
+    generator = SupervisedGenerator()
+    app = create_app(s, Components(s, embedder=embedder, generator=generator))
+    client = app.test_client()
+    assert value(scrape(client, {}), "enclave_model_restarts_total") == 0
+    generator.restarts = 3
+    assert value(scrape(client, {}), "enclave_model_restarts_total") == 3
+    plain = FakeGenerator()  # an in-process model has none to report: no series at all
+    other = create_app(s, Components(s, embedder=embedder, generator=plain), load="never")
+    other.extensions["enclave"].ready.set()
+    samples = scrape(other.test_client(), {})
+    assert not any(name == "enclave_model_restarts_total" for name, _ in samples)
+    app.extensions["enclave"].shutdown()
