@@ -79,16 +79,20 @@ class InboxSync:
                 if progress:
                     progress(path, outcome)
 
-            # New and changed files first, so a move is recognised before its old path is
-            # treated as deleted.
-            report = self.pipeline.ingest_file_list(ready, record, job=job)
-            for doc in gone:
-                if os.path.lexists(doc.path) or self._moved(doc.id, doc.path):
-                    continue
-                self.pipeline.delete(doc.id)
-                outcome = FileOutcome(doc.path, "deleted", doc.id)
-                report.outcomes.append(outcome)
-                record(doc.path, outcome)
+            try:
+                # New and changed files first, so a move is recognised before its old path is
+                # treated as deleted.
+                report = self.pipeline.ingest_file_list(ready, record, job=job)
+                for doc in gone:
+                    if os.path.lexists(doc.path) or self._moved(doc.id, doc.path):
+                        continue
+                    self.pipeline.delete(doc.id)
+                    outcome = FileOutcome(doc.path, "deleted", doc.id)
+                    report.outcomes.append(outcome)
+                    record(doc.path, outcome)
+            except BaseException:
+                jobs.finish(job, "failed")  # the next scan does what this one could not
+                raise
             queued = report.count("queued")
             if queued:  # the workers log those files, and the last one finishes the job
                 jobs.hand_over(job, len(report.outcomes) - queued, queued)

@@ -121,6 +121,7 @@ class IngestPipeline:
         closers: Sequence[Callable[[], None]] = (),
         parser_pool: ParserPool | None = None,
         dispatch: Dispatch | None = None,
+        symlinks: str = "same_collection",
     ) -> None:
         self.registry = registry
         self.embedder = embedder
@@ -138,6 +139,7 @@ class IngestPipeline:
         self.parser_pool = parser_pool
         # With a work queue, documents to index are handed over instead of indexed here.
         self.dispatch = dispatch
+        self.symlinks = symlinks  # links in the inbox: "same_collection" or "refuse"
         self.jobs = JobLog(registry.target)
 
     # -- deciding what a file needs ---------------------------------------------------------
@@ -237,7 +239,8 @@ class IngestPipeline:
         """Parse (in a parser process when there is a pool) and chunk one file."""
         path = Path(record.path)
         try:
-            check_file(path, self.limits, self.inbox if self.in_inbox(path) else None)
+            root = self.inbox if self.in_inbox(path) else None
+            check_file(path, self.limits, root, self.symlinks)
             doc = self.loader(path)
             chunks = self.chunker.chunk(
                 doc.elements, record.id, record.path, doc.title, record.collection
@@ -408,6 +411,7 @@ class IngestPipeline:
         """Stop the parser workers and close the registry."""
         for close in self._closers:
             close()
+        self.jobs.interrupt_own()  # a job still running here ends with this process
         self.jobs.close()
         self.registry.close()
 
@@ -419,10 +423,28 @@ class IngestPipeline:
             self.keyword.delete_document(document_id)
 
     def move(self, record: DocumentRecord, path: str, collection: str, mtime: float) -> None:
-        """Same content at a new path: update the metadata, never re-embed."""
-        self.registry.move(record.id, path, collection, mtime)
+        """Same content at a new path: update the metadata, never re-embed. The indexes
+        first, the registry last: a move that fails half-way leaves the registry at the old
+        path or collection, so the next scan or run sees the difference and moves again."""
         self.store.update_document(record.id, path=path, collection=collection)
         self.keyword.set_collection(record.id, collection)
+        self.registry.move(record.id, path, collection, mtime)
+
+    def move_to_trash(self, record: DocumentRecord, trash_dir: Path) -> Path | None:
+        """Move an inbox document's file to `trash_dir/<collection>/`, so the inbox no longer
+        holds it and no scan indexes it again (moving it back into the inbox restores it).
+        Returns where it went; None when the file is not in the inbox or already gone. An
+        OSError (permissions) propagates: the document must not be deleted then."""
+        source = Path(record.path)
+        if not self.in_inbox(source) or not os.path.lexists(source):
+            return None
+        folder = trash_dir / record.collection
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        if os.path.lexists(target):
+            target = folder / f"{source.stem}-{record.id[:8]}-{int(time.time())}{source.suffix}"
+        shutil.move(str(source), str(target))  # a link moves as the link itself
+        return target
 
     def delete(self, document_id: str) -> DocumentRecord | None:
         record = self.registry.get(document_id)
@@ -496,4 +518,5 @@ def build_pipeline(components: Components, parse_workers: int | None = None) -> 
         quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
         parse_workers=workers,
         embed_batch_chunks=settings.ingest_batch_chunks,
+        symlinks=settings.inbox_symlinks,
     )

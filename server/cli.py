@@ -213,6 +213,7 @@ def _ingest_locally(
 
     pipeline = build_pipeline(Components(settings))
     try:
+        pipeline.jobs.close_interrupted()  # runs killed before this one
         chunks = 0
         bar = tqdm(total=len(files), unit="file", desc="Ingesting", file=sys.stderr, disable=None)
 

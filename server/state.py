@@ -120,6 +120,9 @@ class EnclaveState:
         registry and the indexes, and follow it."""
         try:
             self.components.warm_up()
+            closed = self.pipeline.jobs.close_interrupted()
+            if closed:
+                log.info("closed %d jobs whose process is gone as interrupted", len(closed))
             sync = InboxSync(self.pipeline, self.settings.settle_s)
             self.ready.set()
         except Exception as exc:
