@@ -38,7 +38,7 @@ ProgressCallback = Callable[[str, "FileOutcome"], None]
 Loader = Callable[[Path], LoadedDocument]
 # Hands registered documents to other processes (Celery workers) with the job they belong to.
 Dispatch = Callable[[Sequence[DocumentRecord], str | None], None]
-STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued")
+STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued", "deleted")
 PARSE_AHEAD = 16  # parsed documents held per worker beyond the next embedding batch
 MAX_PARSE_AHEAD = 1024  # documents, whatever their size
 FIRST_BATCH_CHUNKS = 64  # then doubling up to embed_batch_chunks
@@ -47,7 +47,8 @@ FIRST_BATCH_CHUNKS = 64  # then doubling up to embed_batch_chunks
 @dataclass
 class FileOutcome:
     path: str
-    status: str  # indexed | unchanged | renamed | failed | skipped | queued (to a worker)
+    # indexed | unchanged | renamed | failed | skipped | queued (to a worker) | deleted
+    status: str
     document_id: str | None = None
     chunks: int = 0
     error: str | None = None
@@ -93,6 +94,15 @@ def discover(paths: Iterable[Path]) -> Iterator[Path]:
 def absolute(path: Path) -> Path:
     """Absolute and normalized, but a symlink stays itself (its target is checked apart)."""
     return Path(os.path.normpath(path.absolute()))
+
+
+def collection_of(path: Path, inbox: Path, default_collection: str) -> str:
+    """Subfolders of the inbox are collections; anything else is the default one."""
+    path, inbox = absolute(path), absolute(inbox)
+    if not path.is_relative_to(inbox):
+        return default_collection
+    relative = path.relative_to(inbox)
+    return relative.parts[0] if len(relative.parts) > 1 else default_collection
 
 
 @dataclass
@@ -149,10 +159,7 @@ class IngestPipeline:
 
     def collection_for(self, path: Path) -> str:
         """Subfolders of the inbox are collections; anything else is the default one."""
-        if not self.in_inbox(path):
-            return self.default_collection
-        relative = absolute(path).relative_to(self.inbox)
-        return relative.parts[0] if len(relative.parts) > 1 else self.default_collection
+        return collection_of(path, self.inbox, self.default_collection)
 
     def plan(self, file: Path, force: bool = False) -> FileOutcome | DocumentRecord:
         """An outcome when nothing needs parsing (unchanged, renamed, skipped), else the
@@ -453,6 +460,23 @@ class IngestPipeline:
         self.remove_chunks(document_id)
         self.registry.mark_deleted(document_id)
         return self.registry.get(document_id)
+
+    def remove_missing(self, folders: Iterable[Path]) -> list[FileOutcome]:
+        """Delete the documents registered under `folders` whose file is gone (whatever
+        their status), so a folder ingested again leaves the index equal to the folder. Run
+        after the folder's files are ingested: a moved file has its new path by then."""
+        roots = [absolute(folder) for folder in folders]
+        outcomes = []
+        for record in self.registry.list():
+            path = Path(record.path)
+            if (
+                record.status != "deleted"
+                and any(path.is_relative_to(root) for root in roots)
+                and not os.path.lexists(path)
+            ):
+                self.delete(record.id)
+                outcomes.append(FileOutcome(record.path, "deleted", record.id))
+        return outcomes
 
     def resume_pending(self) -> list[FileOutcome]:
         """Finish documents a crash left pending."""

@@ -186,14 +186,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         from server.handoff import upload_files
 
         print(f"the server at {lock} holds {settings.data_dir}; handing the files to it")
-        return upload_files(lock, files, json_summary=args.json)
+        return upload_files(lock, files, json_summary=args.json, settings=settings)
     try:
         summary = _ingest_locally(args, settings, files)
     finally:
         lock.release()
     print(
         f"{summary['indexed']} indexed, {summary['renamed']} moved, {summary['unchanged']} "
-        f"unchanged, {summary['failed']} failed, {summary['skipped']} skipped; "
+        f"unchanged, {summary['deleted']} deleted, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped; "
         f"{summary['chunks']} chunks in {summary['seconds']} s"
     )
     for failure in summary["failures"]:  # type: ignore[attr-defined]
@@ -229,6 +230,10 @@ def _ingest_locally(
 
         pipeline.resume_pending()
         report = pipeline.ingest_file_list(files, progress=progress, force=args.force)
+        # A folder ingested again: its files that are gone leave the index too.
+        for outcome in pipeline.remove_missing(p for p in args.paths if p.is_dir()):
+            log_file(outcome.path, outcome)
+            report.outcomes.append(outcome)
         if args.retry_failed:
             report.outcomes += pipeline.retry_failed()
         pipeline.jobs.finish(job)

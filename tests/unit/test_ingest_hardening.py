@@ -7,6 +7,7 @@ Chroma and SQLite; only the model is a fake."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import time
@@ -247,3 +248,95 @@ def test_finding_18_jobs_of_a_killed_process_are_closed_at_restart(
     finally:
         app.extensions["enclave"].shutdown()
         here.close()
+
+
+# -- finding 4: `enclave ingest` beside a running server --------------------------------------
+
+
+def test_finding_4_hand_off_leaves_inbox_files_to_the_server(
+    app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`enclave ingest` while a server holds the data dir: a file of the inbox's hr folder is
+    not uploaded into the default collection (the server indexes it into hr itself); a file
+    from elsewhere goes to the collection its path implies, the default one."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from ingest.lock import DataDirLock
+    from server.cli import main
+    from server.handoff import API_KEY_ENV
+
+    settings = app.extensions["enclave"].settings
+    header = add_user(app, "loader", role="admin")
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    lock = DataDirLock(settings.data_dir, f"enclave serve at {url}")
+    lock.acquire()
+    pay = settings.inbox_dir / "hr" / "pay.txt"
+    pay.parent.mkdir(parents=True)
+    pay.write_text(SALARY)
+    note = tmp_path / "elsewhere" / "note.txt"
+    note.parent.mkdir()
+    note.write_text("The canteen opens at eight and closes at three.")
+    monkeypatch.setenv(API_KEY_ENV, header["Authorization"].removeprefix("Bearer "))
+    try:
+        code = main(["ingest", "--data", str(settings.data_dir), str(pay), str(note), "--json"])
+    finally:
+        server.shutdown()
+        lock.release()
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, out
+    assert summary["skipped"] == [str(pay)] and summary["handed_off"] == 1
+    client = app.test_client()
+    (handed,) = summary["documents"]
+    assert _settled(client, handed["id"], header)["collection"] == "default"
+    registry = app.extensions["enclave"].pipeline.registry
+    assert [r.id for r in registry.list()] == [handed["id"]]  # no copy of pay.txt
+
+
+# -- finding 17: ingesting a folder again ------------------------------------------------------
+
+
+def test_finding_17_ingesting_a_folder_again_removes_its_deleted_files(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    embedder: Any,
+) -> None:
+    from retriever.settings import load_settings
+    from server.cli import main
+
+    for name, value in {"PARSE_WORKERS": "0", "EMBED_BACKEND": "torch", "WATCH": "off"}.items():
+        monkeypatch.setenv(f"ENCLAVE_{name}", value)
+    folder, data = tmp_path / "notes", tmp_path / "data"
+    folder.mkdir()
+    for name, text in {"a.txt": ENG, "b.txt": PLAN, "c.txt": SALARY}.items():
+        (folder / name).write_text(text)
+
+    def ingest() -> dict[str, Any]:
+        code = main(["ingest", "--data", str(data), str(folder), "--json"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    assert ingest()["indexed"] == 3
+    (folder / "b.txt").unlink()
+    summary = ingest()
+    assert summary["deleted"] == 1 and summary["unchanged"] == 2
+
+    settings = load_settings(None, data_dir=data)
+    components = Components(settings, embedder=embedder, generator=FakeGenerator())
+    from ingest.registry import Registry
+
+    registry = Registry(settings.database_for(settings.registry_path))
+    try:
+        status = {Path(r.path).name: r.status for r in registry.list()}
+        assert status == {"a.txt": "indexed", "b.txt": "deleted", "c.txt": "indexed"}
+        indexed = {r.id for r in registry.list("indexed")}
+        assert components.store.all_document_ids() == indexed
+        assert components.keyword.all_document_ids() == indexed
+    finally:
+        registry.close()
