@@ -111,8 +111,14 @@ def check_pdf(path: Path, limits: Limits) -> None:
 
 
 def check_file(
-    path: Path, limits: Limits, root: Path | None = None, symlinks: str = "same_collection"
+    path: Path,
+    limits: Limits,
+    root: Path | None = None,
+    symlinks: str = "same_collection",
+    content: bool = True,
 ) -> None:
+    """The checks on where the file is, its size and type; with `content`, the checks that
+    open it too (`check_content`), which otherwise the parser process runs."""
     check_location(path, root, symlinks)
     check_size(path, limits)
     suffix = path.suffix.lower()
@@ -120,6 +126,14 @@ def check_file(
         mismatch = sniff_mismatch(suffix, fh.read(4096))
     if mismatch:
         raise UnsupportedFileError(mismatch)
+    if content:
+        check_content(path, limits)
+
+
+def check_content(path: Path, limits: Limits) -> None:
+    """The checks that read a file's structure (zip directory, PDF objects): in the parser
+    processes, under their time and memory limits, when there are any."""
+    suffix = path.suffix.lower()
     if suffix in ZIP_FORMATS:
         check_zip(path, limits)
     elif suffix == ".pdf":

@@ -247,7 +247,10 @@ class IngestPipeline:
         path = Path(record.path)
         try:
             root = self.inbox if self.in_inbox(path) else None
-            check_file(path, self.limits, root, self.symlinks)
+            # The zip and PDF guards open the file: the parser processes run them, under
+            # their limits, when they parse (see ParserPool).
+            in_workers = self.parser_pool is not None and self.loader == self.parser_pool.load
+            check_file(path, self.limits, root, self.symlinks, content=not in_workers)
             doc = self.loader(path)
             chunks = self.chunker.chunk(
                 doc.elements, record.id, record.path, doc.title, record.collection
@@ -511,10 +514,13 @@ def build_pipeline(components: Components, parse_workers: int | None = None) -> 
     workers parse)."""
     settings = components.settings
     workers = settings.parse_workers if parse_workers is None else parse_workers
+    limits = Limits(
+        settings.max_file_mb, settings.max_pages, settings.max_zip_ratio, settings.max_unzipped_mb
+    )
     loader: Loader = load_document
     pool = None
     if workers >= 1:
-        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb)
+        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb, limits)
         loader = pool.load
     chunker = Chunker(
         components.embedder.count_tokens,
@@ -533,12 +539,7 @@ def build_pipeline(components: Components, parse_workers: int | None = None) -> 
         loader=loader,
         closers=[pool.close] if pool else [],
         parser_pool=pool,
-        limits=Limits(
-            settings.max_file_mb,
-            settings.max_pages,
-            settings.max_zip_ratio,
-            settings.max_unzipped_mb,
-        ),
+        limits=limits,
         quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
         parse_workers=workers,
         embed_batch_chunks=settings.ingest_batch_chunks,

@@ -340,3 +340,45 @@ def test_finding_17_ingesting_a_folder_again_removes_its_deleted_files(
         assert components.keyword.all_document_ids() == indexed
     finally:
         registry.close()
+
+
+# -- finding 16 (last item): the content guards run in the parser processes ---------------------
+
+
+def test_finding_16_zip_and_pdf_guards_run_in_the_parser_process(
+    components: Components, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the inbox with a real parser process: a zip bomb and an over-long PDF fail
+    with the guards' reasons, while the guards in this (the server's) process are booby-trapped:
+    they are never called here."""
+    import zipfile
+
+    import ingest.guards
+    from tests.conftest import DEMO
+
+    def not_here(*args: object) -> None:
+        raise AssertionError("a content guard ran in the server process")
+
+    monkeypatch.setattr(ingest.guards, "check_zip", not_here)
+    monkeypatch.setattr(ingest.guards, "check_pdf", not_here)
+    pooled = settings.model_copy(update={"parse_workers": 1, "max_pages": 1})
+    app = create_app(
+        pooled, Components(pooled, embedder=components.embedder, generator=FakeGenerator())
+    )
+    try:
+        folder = pooled.inbox_dir / "eng"
+        folder.mkdir(parents=True)
+        with zipfile.ZipFile(folder / "bomb.docx", "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("word/document.xml", b"\0" * (20 * 1024 * 1024))
+        (folder / "long.pdf").write_bytes((DEMO / "it-security-policy.pdf").read_bytes())
+        (folder / "note.txt").write_text(ENG)
+        _scan(app)
+        documents = app.test_client().get("/api/v1/documents").get_json()["documents"]
+        by_name = {d["name"]: d for d in documents}
+        assert by_name["note.txt"]["status"] == "indexed"
+        assert by_name["bomb.docx"]["status"] == "failed"
+        assert "zip bomb" in by_name["bomb.docx"]["error"]
+        assert by_name["long.pdf"]["status"] == "failed"
+        assert "(max_pages)" in by_name["long.pdf"]["error"]
+    finally:
+        app.extensions["enclave"].shutdown()
