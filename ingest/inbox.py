@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ingest.lock import try_flock
-from ingest.pipeline import FileOutcome, IngestPipeline, IngestReport, absolute, discover
+from ingest.pipeline import (
+    FileOutcome,
+    IngestPipeline,
+    IngestReport,
+    IngestStopped,
+    absolute,
+    discover,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +97,9 @@ class InboxSync:
                     outcome = FileOutcome(doc.path, "deleted", doc.id)
                     report.outcomes.append(outcome)
                     record(doc.path, outcome)
-            except BaseException:
-                jobs.finish(job, "failed")  # the next scan does what this one could not
+            except BaseException as exc:
+                # The next scan (or start) does what this one could not.
+                jobs.finish(job, "interrupted" if isinstance(exc, IngestStopped) else "failed")
                 raise
             queued = report.count("queued")
             if queued:  # the workers log those files, and the last one finishes the job
@@ -174,6 +182,8 @@ class InboxWatcher:
                 if report.outcomes:
                     log.info("inbox: %s", report.to_dict())
             except Exception:
+                if self._stop.is_set():
+                    return  # stopped mid-scan: the next start scans again
                 log.exception("inbox scan failed; retrying at the next interval")
             if self.sync.unsettled:
                 self._wake.set()  # a file skipped as still being written: look again soon

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +43,11 @@ STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued", "d
 PARSE_AHEAD = 16  # parsed documents held per worker beyond the next embedding batch
 MAX_PARSE_AHEAD = 1024  # documents, whatever their size
 FIRST_BATCH_CHUNKS = 64  # then doubling up to embed_batch_chunks
+
+
+class IngestStopped(Exception):
+    """The process is stopping: the work in flight ends between two files or batches. What
+    was not written stays pending (or unregistered) and is finished at the next start."""
 
 
 @dataclass
@@ -150,7 +156,12 @@ class IngestPipeline:
         # With a work queue, documents to index are handed over instead of indexed here.
         self.dispatch = dispatch
         self.symlinks = symlinks  # links in the inbox: "same_collection" or "refuse"
+        self.stopping = threading.Event()  # set: stop between files and batches (IngestStopped)
         self.jobs = JobLog(registry.target)
+
+    def check_stop(self) -> None:
+        if self.stopping.is_set():
+            raise IngestStopped("the process is stopping")
 
     # -- deciding what a file needs ---------------------------------------------------------
 
@@ -224,6 +235,7 @@ class IngestPipeline:
 
         pending: list[DocumentRecord] = []
         for file in files:
+            self.check_stop()
             planned = self.plan(file, force)
             if isinstance(planned, FileOutcome):
                 record(planned)
@@ -245,6 +257,8 @@ class IngestPipeline:
     def _parse(self, record: DocumentRecord) -> _Parsed:
         """Parse (in a parser process when there is a pool) and chunk one file."""
         path = Path(record.path)
+        if self.stopping.is_set():  # parsed ahead, never used: index_records stops first
+            return _Parsed(record, error="not parsed: the process is stopping")
         try:
             root = self.inbox if self.in_inbox(path) else None
             # The zip and PDF guards open the file: the parser processes run them, under
@@ -306,6 +320,7 @@ class IngestPipeline:
         writing: Future[list[FileOutcome]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="index-write") as writer:
             for batch in self._batches(records):
+                self.check_stop()  # before a failure is recorded or a batch embedded
                 if batch[0].chunks is None:
                     yield self._fail(batch[0].record, batch[0].error or "unknown error")
                     continue

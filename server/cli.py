@@ -7,7 +7,9 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC
@@ -287,6 +289,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         with DataDirLock(settings.data_dir, owner):
             return serve_gunicorn(settings, threads)
+    # SIGTERM stops the server as Ctrl-C (SIGINT) does: waitress returns from its loop.
+    signal.signal(signal.SIGTERM, _interrupt)
     with DataDirLock(settings.data_dir, owner):
         app = create_app(settings, load="background")
         print(
@@ -294,8 +298,41 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"(data: {settings.data_dir.resolve()})",
             flush=True,
         )
-        serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
+        try:
+            serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
+        finally:
+            _stop(app.extensions["enclave"])
     return 0
+
+
+STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, the longest wait for indexing in flight
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(state: Any) -> None:
+    """Stop `serve` promptly and cleanly: indexing stops at its next file or batch, and every
+    store is closed. A second Ctrl-C or SIGTERM, or indexing still busy after STOP_GRACE_S
+    (one embedding batch), exits at once: the documents in flight stay pending and are
+    finished at the next start, as after a crash."""
+
+    def now(signum: int, frame: object) -> None:
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, now)
+    signal.signal(signal.SIGTERM, now)
+    print("Enclave stopping", flush=True)
+    if not state.stop(STOP_GRACE_S):
+        print(
+            f"indexing still busy after {STOP_GRACE_S:g} s: exiting now; the documents in "
+            "flight are finished at the next start",
+            flush=True,
+        )
+        logging.shutdown()
+        os._exit(0)
+    print("Enclave stopped", flush=True)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
