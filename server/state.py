@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app
 
@@ -50,7 +50,7 @@ class EnclaveState:
         self.access: CollectionAccess = CollectionAccess(self.settings)
         self._queued = 0  # ingestion tasks submitted and not finished (admin: queue depth)
         self._queued_lock = threading.Lock()
-        self._in_flight: set[Future[object]] = set()  # for a prompt stop (`stop`)
+        self._in_flight: set[Future[Any]] = set()  # for a prompt stop (`stop`)
         self.stopping = threading.Event()
         self.activation = EmbedderActivation(components, exclusive=self._exclusive)
         self._activation_thread: threading.Thread | None = None
@@ -119,13 +119,14 @@ class EnclaveState:
 
         future = self._ingest.submit(counted)
         with self._queued_lock:
-            self._in_flight.add(future)  # type: ignore[arg-type]
-        future.add_done_callback(self._done)
-        return future
+            self._in_flight.add(future)
 
-    def _done(self, future: Future[object]) -> None:
-        with self._queued_lock:
-            self._in_flight.discard(future)
+        def done(finished: Future[T]) -> None:
+            with self._queued_lock:
+                self._in_flight.discard(finished)
+
+        future.add_done_callback(done)
+        return future
 
     def load(self) -> None:
         """Load models and indexes (health turns ok then); then reconcile the inbox with the

@@ -76,13 +76,15 @@ def _stop(process: subprocess.Popen[str], log: Any, signum: int) -> str:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-        raise AssertionError(f"still running {STOP_WITHIN_S} s after {signum}: {_output(log)}")
+        raise AssertionError(
+            f"still running {STOP_WITHIN_S} s after {signum}: {_output(log)}"
+        ) from None
     took = time.monotonic() - began
     output = _output(log)
     log.close()
     assert process.returncode == 0, output
     assert "Traceback" not in output, output
-    print(f"stopped by signal {signum} in {took:.1f} s")
+    print(f"stopped by signal {signum} in {took:.1f} s: {output.strip().splitlines()[-1]}")
     return output
 
 
