@@ -58,9 +58,11 @@ class InboxSync:
             for file in discover([self.inbox]):
                 path = absolute(file)
                 try:
-                    stat = path.lstat() if path.is_symlink() else path.stat()
+                    # Through a link, as `plan` records it: a link that failed (one crossing
+                    # collections) is then unchanged, not retried at every scan.
+                    stat = path.stat()
                 except FileNotFoundError:
-                    continue
+                    continue  # gone, or a dangling link: nothing to read
                 if self._unchanged(path, stat):
                     continue
                 if now - stat.st_mtime < self.settle_s:

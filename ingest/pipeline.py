@@ -157,6 +157,7 @@ class IngestPipeline:
         self.dispatch = dispatch
         self.symlinks = symlinks  # links in the inbox: "same_collection" or "refuse"
         self.stopping = threading.Event()  # set: stop between files and batches (IngestStopped)
+        self._closed = False
         self.jobs = JobLog(registry.target)
 
     def check_stop(self) -> None:
@@ -436,7 +437,9 @@ class IngestPipeline:
         """Stop the parser workers and close the registry."""
         for close in self._closers:
             close()
-        self.jobs.interrupt_own()  # a job still running here ends with this process
+        if not self._closed:  # a job still running here ends with this process
+            self.jobs.interrupt_own()
+        self._closed = True
         self.jobs.close()
         self.registry.close()
 

@@ -382,3 +382,16 @@ def test_finding_16_zip_and_pdf_guards_run_in_the_parser_process(
         assert "(max_pages)" in by_name["long.pdf"]["error"]
     finally:
         app.extensions["enclave"].shutdown()
+
+
+def test_finding_1_a_refused_link_is_not_retried_at_every_scan(
+    app: Flask, client: FlaskClient
+) -> None:
+    index_into(app, {"hr/salaries.txt": SALARY, "eng/build.txt": ENG})
+    st = app.extensions["enclave"]
+    (st.settings.inbox_dir / "eng" / "inner.txt").symlink_to(Path("../hr/salaries.txt"))
+    (st.settings.inbox_dir / "eng" / "dangling.txt").symlink_to(Path("nowhere.txt"))
+    _scan(app)
+    first = st.pipeline.jobs.list()
+    _scan(app)
+    assert st.pipeline.jobs.list() == first  # nothing to do: no new job
