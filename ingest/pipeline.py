@@ -156,7 +156,8 @@ class IngestPipeline:
         # With a work queue, documents to index are handed over instead of indexed here.
         self.dispatch = dispatch
         self.symlinks = symlinks  # links in the inbox: "same_collection" or "refuse"
-        self.stopping = threading.Event()  # set: stop between files and batches (IngestStopped)
+        # Set: stop between files and batches (IngestStopped); the parser pool's own flag.
+        self.stopping = parser_pool.stopping if parser_pool else threading.Event()
         self._closed = False
         self.jobs = JobLog(registry.target)
 

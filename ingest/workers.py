@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import queue
 import resource
+import signal
 import tempfile
 import threading
 from multiprocessing.connection import Connection
@@ -49,6 +50,9 @@ def _serve(conn: Connection, memory_mb: int, limits: Limits | None = None) -> No
     """Worker loop: warm up and say ("ready", None); then receive a path, check its content
     (zip and PDF guards, here under the limits) and parse it, send back ("ok", document) or
     ("error", reason)."""
+    # Ctrl-C in a terminal reaches the whole process group: the server stops its parsers
+    # itself, and must not find them killed under a file it is waiting for.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_bundled_spacy_model()
     _warm_up()
     # The limit is on top of what the worker already maps (libraries, models).
@@ -115,6 +119,9 @@ class ParserPool:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.limits = limits
+        # Set when the process stops: a worker that dies (a SIGTERM to the whole group) is
+        # not replaced, and no file is started.
+        self.stopping = threading.Event()
         # forkserver: workers fork from a clean single-threaded process with the loaders
         # already imported, never from the threaded server.
         self._context = multiprocessing.get_context("forkserver")
@@ -135,6 +142,8 @@ class ParserPool:
         worker.stop()
         with self._lock:
             self._all.remove(worker)
+        if self.stopping.is_set():
+            raise LoadError("not parsed: the process is stopping")
         self._add()
 
     def wait_ready(self) -> bool:
@@ -144,8 +153,17 @@ class ParserPool:
             workers = list(self._all)
         return all([worker.wait_ready(STARTUP_TIMEOUT_S) for worker in workers])
 
+    def _next_idle(self) -> _Worker:
+        while True:
+            if self.stopping.is_set():
+                raise LoadError("not parsed: the process is stopping")
+            try:
+                return self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue
+
     def load(self, path: Path) -> LoadedDocument:
-        worker = self._idle.get()
+        worker = self._next_idle()
         # A new worker's start-up is not the file's fault: the time limit starts once it is up.
         if not worker.wait_ready(STARTUP_TIMEOUT_S):
             code = worker.process.exitcode
