@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
@@ -215,6 +216,13 @@ def _ingest_locally(
     from retriever.components import Components
 
     pipeline = build_pipeline(Components(settings))
+
+    def interrupted(signum: int, frame: object) -> None:
+        pipeline.stopping.set()  # files parsed ahead are dropped, not parsed on the way out
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupted) if main_thread else None
     try:
         pipeline.jobs.close_interrupted()  # runs killed before this one
         chunks = 0
@@ -241,7 +249,9 @@ def _ingest_locally(
         pipeline.jobs.finish(job)
         bar.close()
     finally:
-        pipeline.close()
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+        pipeline.close()  # a job cut short (Ctrl-C) ends `interrupted`
     return report.to_dict()
 
 
