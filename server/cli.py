@@ -682,6 +682,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"enclave: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("enclave: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
