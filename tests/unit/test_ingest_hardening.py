@@ -1,8 +1,9 @@
 """Issue 20, ingestion and durability: links across collections (finding 1), deletes that
 stick (2), uploads of the same bytes to two collections (3), the CLI's hand-off to a running
-server (4), half-done moves (15), re-ingesting a folder propagates deletions (17) and jobs of a
-killed process (18). Each goes through the API, the inbox or the CLI, with the real embedder,
-Chroma and SQLite; only the model is a fake."""
+server (4), half-done moves (15), content guards in the parser process (16, last item),
+re-ingesting a folder propagates deletions (17) and jobs of a killed process (18). Each goes
+through the API, the inbox or the CLI, with the real embedder, Chroma and SQLite; only the
+model is a fake. Finding 19 (stopping `enclave serve`): tests/integration/test_serve_stop.py."""
 
 from __future__ import annotations
 
