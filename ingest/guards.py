@@ -3,6 +3,7 @@ PDFs, links out of the inbox. Each failure is a LoadError whose message a person
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +21,39 @@ class Limits:
     max_unzipped_mb: int = 512
 
 
-def check_location(path: Path, root: Path | None) -> None:
-    """A link may not lead out of the folder being watched."""
-    if root is None or not path.is_symlink():
+def check_location(path: Path, root: Path | None, symlinks: str = "same_collection") -> None:
+    """Inside the inbox (`root`), a link (to the file, or a linked folder on its way) may
+    lead only within the folder of the file's own collection, so it can never put one
+    collection's file into another; with `symlinks = "refuse"`, not at all. A collection
+    folder may itself be a link out of the inbox (a share), never into another collection."""
+    if root is None:
         return
+    lexical_root = Path(os.path.normpath(root.absolute()))
+    real_root = lexical_root.resolve()
+    relative = Path(os.path.normpath(path.absolute())).relative_to(lexical_root)
     target = path.resolve()
-    if not target.is_relative_to(root.resolve()):
+    if target == real_root / relative:
+        return  # no link on the way
+    if symlinks == "refuse":
         raise LoadError(
-            f"{path.name} is a link to {target}, outside the inbox; copy the file in instead"
+            f"{path.name} is a link, and links are refused in the inbox (inbox_symlinks); "
+            "copy the file in instead"
+        )
+    if len(relative.parts) > 1:  # in a collection folder
+        name = relative.parts[0]
+        folder = (lexical_root / name).resolve()
+        if folder.is_relative_to(real_root) and folder != real_root / name:
+            allowed = False  # the collection folder is a link to another part of the inbox
+        else:
+            allowed = target.is_relative_to(folder)
+    else:  # the default collection: the inbox's own top level
+        name = "the inbox's top level"
+        allowed = target.parent == real_root
+    if not allowed:
+        where = "outside the inbox" if not target.is_relative_to(real_root) else "elsewhere"
+        raise LoadError(
+            f"{path.name} is a link to a file {where}, outside the folder of its collection "
+            f"({name}); links may not cross collections: copy the file in instead"
         )
 
 
@@ -84,14 +110,30 @@ def check_pdf(path: Path, limits: Limits) -> None:
         )
 
 
-def check_file(path: Path, limits: Limits, root: Path | None = None) -> None:
-    check_location(path, root)
+def check_file(
+    path: Path,
+    limits: Limits,
+    root: Path | None = None,
+    symlinks: str = "same_collection",
+    content: bool = True,
+) -> None:
+    """The checks on where the file is, its size and type; with `content`, the checks that
+    open it too (`check_content`), which otherwise the parser process runs."""
+    check_location(path, root, symlinks)
     check_size(path, limits)
     suffix = path.suffix.lower()
     with path.open("rb") as fh:
         mismatch = sniff_mismatch(suffix, fh.read(4096))
     if mismatch:
         raise UnsupportedFileError(mismatch)
+    if content:
+        check_content(path, limits)
+
+
+def check_content(path: Path, limits: Limits) -> None:
+    """The checks that read a file's structure (zip directory, PDF objects): in the parser
+    processes, under their time and memory limits, when there are any."""
+    suffix = path.suffix.lower()
     if suffix in ZIP_FORMATS:
         check_zip(path, limits)
     elif suffix == ".pdf":

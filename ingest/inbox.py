@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ingest.lock import try_flock
-from ingest.pipeline import FileOutcome, IngestPipeline, IngestReport, absolute, discover
+from ingest.pipeline import (
+    FileOutcome,
+    IngestPipeline,
+    IngestReport,
+    IngestStopped,
+    absolute,
+    discover,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +58,11 @@ class InboxSync:
             for file in discover([self.inbox]):
                 path = absolute(file)
                 try:
-                    stat = path.lstat() if path.is_symlink() else path.stat()
+                    # Through a link, as `plan` records it: a link that failed (one crossing
+                    # collections) is then unchanged, not retried at every scan.
+                    stat = path.stat()
                 except FileNotFoundError:
-                    continue
+                    continue  # gone, or a dangling link: nothing to read
                 if self._unchanged(path, stat):
                     continue
                 if now - stat.st_mtime < self.settle_s:
@@ -79,16 +88,21 @@ class InboxSync:
                 if progress:
                     progress(path, outcome)
 
-            # New and changed files first, so a move is recognised before its old path is
-            # treated as deleted.
-            report = self.pipeline.ingest_file_list(ready, record, job=job)
-            for doc in gone:
-                if os.path.lexists(doc.path) or self._moved(doc.id, doc.path):
-                    continue
-                self.pipeline.delete(doc.id)
-                outcome = FileOutcome(doc.path, "deleted", doc.id)
-                report.outcomes.append(outcome)
-                record(doc.path, outcome)
+            try:
+                # New and changed files first, so a move is recognised before its old path is
+                # treated as deleted.
+                report = self.pipeline.ingest_file_list(ready, record, job=job)
+                for doc in gone:
+                    if os.path.lexists(doc.path) or self._moved(doc.id, doc.path):
+                        continue
+                    self.pipeline.delete(doc.id)
+                    outcome = FileOutcome(doc.path, "deleted", doc.id)
+                    report.outcomes.append(outcome)
+                    record(doc.path, outcome)
+            except BaseException as exc:
+                # The next scan (or start) does what this one could not.
+                jobs.finish(job, "interrupted" if isinstance(exc, IngestStopped) else "failed")
+                raise
             queued = report.count("queued")
             if queued:  # the workers log those files, and the last one finishes the job
                 jobs.hand_over(job, len(report.outcomes) - queued, queued)
@@ -170,6 +184,8 @@ class InboxWatcher:
                 if report.outcomes:
                     log.info("inbox: %s", report.to_dict())
             except Exception:
+                if self._stop.is_set():
+                    return  # stopped mid-scan: the next start scans again
                 log.exception("inbox scan failed; retrying at the next interval")
             if self.sync.unsettled:
                 self._wake.set()  # a file skipped as still being written: look again soon

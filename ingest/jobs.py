@@ -3,6 +3,8 @@ per file, so progress and failures can be followed while the work goes on."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +24,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     done INTEGER NOT NULL DEFAULT 0,
     chunks INTEGER NOT NULL DEFAULT 0,
     started_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    owner TEXT,
+    heartbeat_at REAL
 );
 CREATE TABLE IF NOT EXISTS job_files (
     job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -36,6 +40,42 @@ CREATE TABLE IF NOT EXISTS job_files (
 CREATE INDEX IF NOT EXISTS job_files_job ON job_files(job_id);
 """
 KEEP_JOBS = 200  # older jobs are pruned
+# A running job whose owner cannot be checked (another host, or handed to the Celery workers)
+# is taken as interrupted after this long without progress.
+JOB_LEASE_S = 6 * 3600.0
+QUEUE_OWNER = "queue"  # a job handed to the workers: no one process owns it
+_ADDED_COLUMNS = (("owner", "TEXT"), ("heartbeat_at", "REAL"))  # jobs tables made before them
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc), so a process id reused by
+    another process is not taken for the job's owner; "" where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_owner(pid: int | None = None) -> str:
+    """host:pid:start of a process (this one by default): who runs a job."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def _owner_alive(owner: str, host: str) -> bool | None:
+    """Whether the process named by `owner` still runs; None when it cannot be told here."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+        return None
+    pid, start = int(parts[1]), parts[2]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    return not start or _process_start(pid) == start
 
 
 class JobLog(SQLStore):
@@ -43,14 +83,28 @@ class JobLog(SQLStore):
 
     def __init__(self, target: StoreTarget) -> None:
         super().__init__(target, _SCHEMA)
+        self.owner = process_owner()
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        with self._tx() as db:
+            if self.dialect == "sqlite":
+                have = {row[1] for row in db.execute("PRAGMA table_info(jobs)").fetchall()}
+                for name, kind in _ADDED_COLUMNS:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            else:
+                for name, kind in _ADDED_COLUMNS:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS {name} {kind}")
 
     def start(self, kind: str, total: int) -> str:
         job_id = uuid.uuid4().hex[:12]
+        now = time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs(id, kind, status, total, started_at) "
-                "VALUES (?, ?, 'running', ?, ?)",
-                (job_id, kind, total, time.time()),
+                "INSERT INTO jobs(id, kind, status, total, started_at, owner, heartbeat_at) "
+                "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (job_id, kind, total, now, self.owner, now),
             )
             # Files first: they reference their job.
             db.execute(
@@ -81,9 +135,9 @@ class JobLog(SQLStore):
                 (job_id, path, status, document_id, chunks, error, time.time()),
             )
             db.execute(
-                "UPDATE jobs SET done = done + 1, chunks = chunks + ?, "
+                "UPDATE jobs SET done = done + 1, chunks = chunks + ?, heartbeat_at = ?, "
                 "total = CASE WHEN total > done + 1 THEN total ELSE done + 1 END WHERE id = ?",
-                (chunks, job_id),
+                (chunks, time.time(), job_id),
             )
 
     def recorder(self, job_id: str) -> Callable[[str, FileOutcome], None]:
@@ -99,10 +153,11 @@ class JobLog(SQLStore):
 
         return record
 
-    def finish(self, job_id: str, status: str = "finished") -> None:
+    def finish(self, job_id: str, status: str = "finished", only_running: bool = False) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?",
+                "UPDATE jobs SET status = ?, finished_at = ? WHERE id = ?"
+                + (" AND status = 'running'" if only_running else ""),
                 (status, time.time(), job_id),
             )
 
@@ -110,8 +165,42 @@ class JobLog(SQLStore):
         """The files of a job are `recorded` here and `queued` to workers: the job is done
         when every one is logged, which the last worker notices (`finish_if_complete`)."""
         with self._lock:
-            self._db.execute("UPDATE jobs SET total = ? WHERE id = ?", (recorded + queued, job_id))
+            self._db.execute(
+                "UPDATE jobs SET total = ?, owner = ? WHERE id = ?",
+                (recorded + queued, QUEUE_OWNER, job_id),
+            )
         self.finish_if_complete(job_id)
+
+    def close_interrupted(self) -> list[str]:
+        """Close as `interrupted` the running jobs whose process is gone (a kill, a crash,
+        a power cut): on this host, by process id and start time; a job of another host or
+        one handed to the workers, after JOB_LEASE_S without progress. Called when a server
+        starts and a CLI run begins; returns the ids closed."""
+        host, now = socket.gethostname(), time.time()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, owner, started_at, heartbeat_at FROM jobs WHERE status = 'running'"
+            ).fetchall()
+        gone = []
+        for row in rows:
+            alive = _owner_alive(row["owner"] or "", host)
+            if alive is None:  # cannot be checked from here: the lease decides
+                alive = now - (row["heartbeat_at"] or row["started_at"]) < JOB_LEASE_S
+            if not alive:
+                gone.append(str(row["id"]))
+        for job_id in gone:
+            self.finish(job_id, "interrupted", only_running=True)
+        return gone
+
+    def interrupt_own(self) -> None:
+        """This process stops: its running jobs end as `interrupted` (what they did is kept;
+        the rest is picked up by the next scan or run)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET status = 'interrupted', finished_at = ? "
+                "WHERE status = 'running' AND owner = ?",
+                (time.time(), self.owner),
+            )
 
     def finish_if_complete(self, job_id: str) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -38,16 +39,22 @@ ProgressCallback = Callable[[str, "FileOutcome"], None]
 Loader = Callable[[Path], LoadedDocument]
 # Hands registered documents to other processes (Celery workers) with the job they belong to.
 Dispatch = Callable[[Sequence[DocumentRecord], str | None], None]
-STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued")
+STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued", "deleted")
 PARSE_AHEAD = 16  # parsed documents held per worker beyond the next embedding batch
 MAX_PARSE_AHEAD = 1024  # documents, whatever their size
 FIRST_BATCH_CHUNKS = 64  # then doubling up to embed_batch_chunks
 
 
+class IngestStopped(Exception):
+    """The process is stopping: the work in flight ends between two files or batches. What
+    was not written stays pending (or unregistered) and is finished at the next start."""
+
+
 @dataclass
 class FileOutcome:
     path: str
-    status: str  # indexed | unchanged | renamed | failed | skipped | queued (to a worker)
+    # indexed | unchanged | renamed | failed | skipped | queued (to a worker) | deleted
+    status: str
     document_id: str | None = None
     chunks: int = 0
     error: str | None = None
@@ -95,6 +102,15 @@ def absolute(path: Path) -> Path:
     return Path(os.path.normpath(path.absolute()))
 
 
+def collection_of(path: Path, inbox: Path, default_collection: str) -> str:
+    """Subfolders of the inbox are collections; anything else is the default one."""
+    path, inbox = absolute(path), absolute(inbox)
+    if not path.is_relative_to(inbox):
+        return default_collection
+    relative = path.relative_to(inbox)
+    return relative.parts[0] if len(relative.parts) > 1 else default_collection
+
+
 @dataclass
 class _Parsed:
     record: DocumentRecord
@@ -121,6 +137,7 @@ class IngestPipeline:
         closers: Sequence[Callable[[], None]] = (),
         parser_pool: ParserPool | None = None,
         dispatch: Dispatch | None = None,
+        symlinks: str = "same_collection",
     ) -> None:
         self.registry = registry
         self.embedder = embedder
@@ -138,9 +155,17 @@ class IngestPipeline:
         self.parser_pool = parser_pool
         # With a work queue, documents to index are handed over instead of indexed here.
         self.dispatch = dispatch
+        self.symlinks = symlinks  # links in the inbox: "same_collection" or "refuse"
+        # Set: stop between files and batches (IngestStopped); the parser pool's own flag.
+        self.stopping = parser_pool.stopping if parser_pool else threading.Event()
+        self._closed = False
         self.jobs = JobLog(registry.target)
         # Told of every document indexed or failed here (the server's metrics set it).
         self.observe: Callable[[list[FileOutcome]], None] = lambda outcomes: None
+
+    def check_stop(self) -> None:
+        if self.stopping.is_set():
+            raise IngestStopped("the process is stopping")
 
     # -- deciding what a file needs ---------------------------------------------------------
 
@@ -149,10 +174,7 @@ class IngestPipeline:
 
     def collection_for(self, path: Path) -> str:
         """Subfolders of the inbox are collections; anything else is the default one."""
-        if not self.in_inbox(path):
-            return self.default_collection
-        relative = absolute(path).relative_to(self.inbox)
-        return relative.parts[0] if len(relative.parts) > 1 else self.default_collection
+        return collection_of(path, self.inbox, self.default_collection)
 
     def plan(self, file: Path, force: bool = False) -> FileOutcome | DocumentRecord:
         """An outcome when nothing needs parsing (unchanged, renamed, skipped), else the
@@ -217,6 +239,7 @@ class IngestPipeline:
 
         pending: list[DocumentRecord] = []
         for file in files:
+            self.check_stop()
             planned = self.plan(file, force)
             if isinstance(planned, FileOutcome):
                 record(planned)
@@ -238,8 +261,14 @@ class IngestPipeline:
     def _parse(self, record: DocumentRecord) -> _Parsed:
         """Parse (in a parser process when there is a pool) and chunk one file."""
         path = Path(record.path)
+        if self.stopping.is_set():  # parsed ahead, never used: index_records stops first
+            return _Parsed(record, error="not parsed: the process is stopping")
         try:
-            check_file(path, self.limits, self.inbox if self.in_inbox(path) else None)
+            root = self.inbox if self.in_inbox(path) else None
+            # The zip and PDF guards open the file: the parser processes run them, under
+            # their limits, when they parse (see ParserPool).
+            in_workers = self.parser_pool is not None and self.loader == self.parser_pool.load
+            check_file(path, self.limits, root, self.symlinks, content=not in_workers)
             doc = self.loader(path)
             chunks = self.chunker.chunk(
                 doc.elements, record.id, record.path, doc.title, record.collection
@@ -295,6 +324,7 @@ class IngestPipeline:
         writing: Future[list[FileOutcome]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="index-write") as writer:
             for batch in self._batches(records):
+                self.check_stop()  # before a failure is recorded or a batch embedded
                 if batch[0].chunks is None:
                     yield self._fail(batch[0].record, batch[0].error or "unknown error")
                     continue
@@ -413,6 +443,9 @@ class IngestPipeline:
         """Stop the parser workers and close the registry."""
         for close in self._closers:
             close()
+        if not self._closed:  # a job still running here ends with this process
+            self.jobs.interrupt_own()
+        self._closed = True
         self.jobs.close()
         self.registry.close()
 
@@ -424,10 +457,28 @@ class IngestPipeline:
             self.keyword.delete_document(document_id)
 
     def move(self, record: DocumentRecord, path: str, collection: str, mtime: float) -> None:
-        """Same content at a new path: update the metadata, never re-embed."""
-        self.registry.move(record.id, path, collection, mtime)
+        """Same content at a new path: update the metadata, never re-embed. The indexes
+        first, the registry last: a move that fails half-way leaves the registry at the old
+        path or collection, so the next scan or run sees the difference and moves again."""
         self.store.update_document(record.id, path=path, collection=collection)
         self.keyword.set_collection(record.id, collection)
+        self.registry.move(record.id, path, collection, mtime)
+
+    def move_to_trash(self, record: DocumentRecord, trash_dir: Path) -> Path | None:
+        """Move an inbox document's file to `trash_dir/<collection>/`, so the inbox no longer
+        holds it and no scan indexes it again (moving it back into the inbox restores it).
+        Returns where it went; None when the file is not in the inbox or already gone. An
+        OSError (permissions) propagates: the document must not be deleted then."""
+        source = Path(record.path)
+        if not self.in_inbox(source) or not os.path.lexists(source):
+            return None
+        folder = trash_dir / record.collection
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / source.name
+        if os.path.lexists(target):
+            target = folder / f"{source.stem}-{record.id[:8]}-{int(time.time())}{source.suffix}"
+        shutil.move(str(source), str(target))  # a link moves as the link itself
+        return target
 
     def delete(self, document_id: str) -> DocumentRecord | None:
         record = self.registry.get(document_id)
@@ -436,6 +487,23 @@ class IngestPipeline:
         self.remove_chunks(document_id)
         self.registry.mark_deleted(document_id)
         return self.registry.get(document_id)
+
+    def remove_missing(self, folders: Iterable[Path]) -> list[FileOutcome]:
+        """Delete the documents registered under `folders` whose file is gone (whatever
+        their status), so a folder ingested again leaves the index equal to the folder. Run
+        after the folder's files are ingested: a moved file has its new path by then."""
+        roots = [absolute(folder) for folder in folders]
+        outcomes = []
+        for record in self.registry.list():
+            path = Path(record.path)
+            if (
+                record.status != "deleted"
+                and any(path.is_relative_to(root) for root in roots)
+                and not os.path.lexists(path)
+            ):
+                self.delete(record.id)
+                outcomes.append(FileOutcome(record.path, "deleted", record.id))
+        return outcomes
 
     def resume_pending(self) -> list[FileOutcome]:
         """Finish documents a crash left pending."""
@@ -470,10 +538,13 @@ def build_pipeline(components: Components, parse_workers: int | None = None) -> 
     workers parse)."""
     settings = components.settings
     workers = settings.parse_workers if parse_workers is None else parse_workers
+    limits = Limits(
+        settings.max_file_mb, settings.max_pages, settings.max_zip_ratio, settings.max_unzipped_mb
+    )
     loader: Loader = load_document
     pool = None
     if workers >= 1:
-        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb)
+        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb, limits)
         loader = pool.load
     chunker = Chunker(
         components.embedder.count_tokens,
@@ -492,13 +563,9 @@ def build_pipeline(components: Components, parse_workers: int | None = None) -> 
         loader=loader,
         closers=[pool.close] if pool else [],
         parser_pool=pool,
-        limits=Limits(
-            settings.max_file_mb,
-            settings.max_pages,
-            settings.max_zip_ratio,
-            settings.max_unzipped_mb,
-        ),
+        limits=limits,
         quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
         parse_workers=workers,
         embed_batch_chunks=settings.ingest_batch_chunks,
+        symlinks=settings.inbox_symlinks,
     )

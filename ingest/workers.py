@@ -8,12 +8,14 @@ import multiprocessing
 import os
 import queue
 import resource
+import signal
 import tempfile
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from ingest.guards import Limits, check_content
 from ingest.loaders import LoadedDocument, LoadError, load_document, use_bundled_spacy_model
 
 MB = 1024 * 1024
@@ -44,9 +46,13 @@ _WARM_UP_FILES = {
 }
 
 
-def _serve(conn: Connection, memory_mb: int) -> None:
-    """Worker loop: warm up and say ("ready", None); then receive a path, send back
-    ("ok", document) or ("error", reason)."""
+def _serve(conn: Connection, memory_mb: int, limits: Limits | None = None) -> None:
+    """Worker loop: warm up and say ("ready", None); then receive a path, check its content
+    (zip and PDF guards, here under the limits) and parse it, send back ("ok", document) or
+    ("error", reason)."""
+    # Ctrl-C in a terminal reaches the whole process group: the server stops its parsers
+    # itself, and must not find them killed under a file it is waiting for.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     use_bundled_spacy_model()
     _warm_up()
     # The limit is on top of what the worker already maps (libraries, models).
@@ -61,6 +67,8 @@ def _serve(conn: Connection, memory_mb: int) -> None:
         except EOFError:
             return
         try:
+            if limits is not None:
+                check_content(Path(path), limits)
             conn.send(("ok", load_document(Path(path))))
         except LoadError as exc:
             conn.send(("error", str(exc)))
@@ -71,10 +79,10 @@ def _serve(conn: Connection, memory_mb: int) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, memory_mb: int) -> None:
+    def __init__(self, context: Any, memory_mb: int, limits: Limits | None) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child, memory_mb), daemon=True, name="enclave-parser"
+            target=_serve, args=(child, memory_mb, limits), daemon=True, name="enclave-parser"
         )
         self.process.start()
         child.close()
@@ -98,11 +106,22 @@ class _Worker:
 
 class ParserPool:
     """`load(path)` parses in one of `workers` processes; a worker that times out or dies is
-    replaced, and the file gets a LoadError saying why."""
+    replaced, and the file gets a LoadError saying why. With `limits`, the workers run the
+    content guards (`check_content`) before parsing."""
 
-    def __init__(self, workers: int = 1, timeout_s: float = 120.0, memory_mb: int = 2048) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        timeout_s: float = 120.0,
+        memory_mb: int = 2048,
+        limits: Limits | None = None,
+    ) -> None:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.limits = limits
+        # Set when the process stops: a worker that dies (a SIGTERM to the whole group) is
+        # not replaced, and no file is started.
+        self.stopping = threading.Event()
         # forkserver: workers fork from a clean single-threaded process with the loaders
         # already imported, never from the threaded server.
         self._context = multiprocessing.get_context("forkserver")
@@ -114,7 +133,7 @@ class ParserPool:
             self._add()
 
     def _add(self) -> None:
-        worker = _Worker(self._context, self.memory_mb)
+        worker = _Worker(self._context, self.memory_mb, self.limits)
         with self._lock:
             self._all.append(worker)
         self._idle.put(worker)
@@ -123,6 +142,8 @@ class ParserPool:
         worker.stop()
         with self._lock:
             self._all.remove(worker)
+        if self.stopping.is_set():
+            raise LoadError("not parsed: the process is stopping")
         self._add()
 
     def wait_ready(self) -> bool:
@@ -132,8 +153,17 @@ class ParserPool:
             workers = list(self._all)
         return all([worker.wait_ready(STARTUP_TIMEOUT_S) for worker in workers])
 
+    def _next_idle(self) -> _Worker:
+        while True:
+            if self.stopping.is_set():
+                raise LoadError("not parsed: the process is stopping")
+            try:
+                return self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue
+
     def load(self, path: Path) -> LoadedDocument:
-        worker = self._idle.get()
+        worker = self._next_idle()
         # A new worker's start-up is not the file's fault: the time limit starts once it is up.
         if not worker.wait_ready(STARTUP_TIMEOUT_S):
             code = worker.process.exitcode

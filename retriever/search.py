@@ -148,6 +148,9 @@ class HybridSearcher:
             )
             for cid, score in ranked
             if cid in chunks  # an FTS row whose vector is gone (mid-delete) is skipped
+            # A keyword hit is fetched by id: its collection is checked again here, so an
+            # index left behind by a move that failed half-way cannot widen the search.
+            and (collections is None or chunks[cid].collection in collections)
         ]
         hits = collapse_duplicates(hits)
         if self.reranker is not None and hits:

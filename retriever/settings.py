@@ -63,6 +63,11 @@ class Settings(BaseModel):
     quarantine: Literal["leave", "move"] = Field(
         "leave", description="Failed inbox files: leave in place or move to quarantine/."
     )
+    inbox_symlinks: Literal["same_collection", "refuse"] = Field(
+        "same_collection",
+        description="Links in the inbox: followed only within their own collection's folder, "
+        "or refused.",
+    )
     work_queue: Literal["local", "celery"] = Field(
         "local",
         description="Who indexes: the server's own thread (local) or Celery workers (celery).",
@@ -308,6 +313,11 @@ class Settings(BaseModel):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def trash_dir(self) -> Path:
+        """Inbox files deleted through the API or the UI are moved here."""
+        return self.data_dir / "trash"
 
 
 # Settings whose value is itself a table (`[collection_groups] hr = ["hr-staff"]`).

@@ -238,7 +238,7 @@ def document_json(record: DocumentRecord) -> dict[str, Any]:
     stored = Path(record.path).name
     name = stored
     if Path(record.path).parent == state().settings.uploads_dir.resolve():
-        name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <sha256[:16]>-<name>
+        name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <16 hex digits>-<name>
         if record.error:
             body["error"] = record.error.replace(stored, name)
     body["name"] = name
@@ -349,7 +349,10 @@ def upload_document() -> ResponseReturnValue:
     folder = st.settings.uploads_dir
     folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
-    target = folder / f"{digest[:16]}-{name}"
+    # The stored name (and so the document) is per collection and content: the same bytes
+    # uploaded to another collection are another document, never a takeover of this one.
+    stored = hashlib.sha256(f"{collection}\0{digest}".encode()).hexdigest()
+    target = folder / f"{stored[:16]}-{name}"
     if target.resolve().parent != folder.resolve():  # cannot happen after secure_filename
         raise ApiError(400, "invalid_file_name", "the file name is not acceptable")
     target.write_bytes(data)
@@ -366,14 +369,30 @@ def upload_document() -> ResponseReturnValue:
 
 @api.delete("/documents/<document_id>")
 def delete_document(document_id: str) -> ResponseReturnValue:
+    """Remove the document from every index. Its file: an upload is deleted; a drop-folder
+    file is moved to the trash folder first (else the next scan would index it again); a
+    file elsewhere (`enclave ingest` of another folder) stays where it is."""
     st = state()
     record = readable_document(document_id)
+    try:
+        trashed = st.pipeline.move_to_trash(record, st.settings.trash_dir)
+    except OSError as exc:
+        raise ApiError(
+            409,
+            "file_not_movable",
+            f"the file could not be moved out of the drop folder ({exc.strerror}); "
+            "the document was not deleted",
+        ) from None
     st.pipeline.delete(document_id)
     uploaded = Path(record.path)
-    if uploaded.parent.resolve() == st.settings.uploads_dir.resolve():
+    file = "kept"
+    if trashed is not None:
+        file = "trash"
+    elif uploaded.parent.resolve() == st.settings.uploads_dir.resolve():
         uploaded.unlink(missing_ok=True)
-    st.audit.record(current().actor, "document_delete", document_id, path=record.path)
-    return jsonify({"id": document_id, "status": "deleted"})
+        file = "removed"
+    st.audit.record(current().actor, "document_delete", document_id, path=record.path, file=file)
+    return jsonify({"id": document_id, "status": "deleted", "file": file})
 
 
 @api.get("/health")

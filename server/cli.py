@@ -7,8 +7,11 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
@@ -192,14 +195,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         from server.handoff import upload_files
 
         print(f"the server at {lock} holds {settings.data_dir}; handing the files to it")
-        return upload_files(lock, files, json_summary=args.json)
+        return upload_files(lock, files, json_summary=args.json, settings=settings)
     try:
         summary = _ingest_locally(args, settings, files)
     finally:
         lock.release()
     print(
         f"{summary['indexed']} indexed, {summary['renamed']} moved, {summary['unchanged']} "
-        f"unchanged, {summary['failed']} failed, {summary['skipped']} skipped; "
+        f"unchanged, {summary['deleted']} deleted, {summary['failed']} failed, "
+        f"{summary['skipped']} skipped; "
         f"{summary['chunks']} chunks in {summary['seconds']} s"
     )
     for failure in summary["failures"]:  # type: ignore[attr-defined]
@@ -218,7 +222,15 @@ def _ingest_locally(
     from retriever.components import Components
 
     pipeline = build_pipeline(Components(settings))
+
+    def interrupted(signum: int, frame: object) -> None:
+        pipeline.stopping.set()  # files parsed ahead are dropped, not parsed on the way out
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupted) if main_thread else None
     try:
+        pipeline.jobs.close_interrupted()  # runs killed before this one
         chunks = 0
         bar = tqdm(total=len(files), unit="file", desc="Ingesting", file=sys.stderr, disable=None)
 
@@ -234,12 +246,18 @@ def _ingest_locally(
 
         pipeline.resume_pending()
         report = pipeline.ingest_file_list(files, progress=progress, force=args.force)
+        # A folder ingested again: its files that are gone leave the index too.
+        for outcome in pipeline.remove_missing(p for p in args.paths if p.is_dir()):
+            log_file(outcome.path, outcome)
+            report.outcomes.append(outcome)
         if args.retry_failed:
             report.outcomes += pipeline.retry_failed()
         pipeline.jobs.finish(job)
         bar.close()
     finally:
-        pipeline.close()
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+        pipeline.close()  # a job cut short (Ctrl-C) ends `interrupted`
     return report.to_dict()
 
 
@@ -263,7 +281,6 @@ def prepare_metrics_dir(settings: Settings) -> None:
     """prometheus_client's multiprocess mode for `serve --workers N`: every process writes its
     metrics under the data dir (emptied of a previous run's), and /metrics sums them. Set
     before server.metrics (and prometheus_client) is imported, as its metrics are made then."""
-    import os
     import shutil
 
     folder = settings.data_dir / "prometheus"
@@ -305,6 +322,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
         with DataDirLock(settings.data_dir, owner):
             return serve_gunicorn(settings, threads)
+    # SIGTERM stops the server as Ctrl-C (SIGINT) does: waitress returns from its loop.
+    signal.signal(signal.SIGTERM, _interrupt)
     with DataDirLock(settings.data_dir, owner):
         app = create_app(settings, load="background")
         print(
@@ -312,8 +331,41 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"(data: {settings.data_dir.resolve()})",
             flush=True,
         )
-        serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
+        try:
+            serve(app, host=settings.host, port=settings.port, threads=threads, ident="enclave")
+        finally:
+            _stop(app.extensions["enclave"])
     return 0
+
+
+STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, the longest wait for indexing in flight
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(state: Any) -> None:
+    """Stop `serve` promptly and cleanly: indexing stops at its next file or batch, and every
+    store is closed. A second Ctrl-C or SIGTERM, or indexing still busy after STOP_GRACE_S
+    (one embedding batch), exits at once: the documents in flight stay pending and are
+    finished at the next start, as after a crash."""
+
+    def now(signum: int, frame: object) -> None:
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, now)
+    signal.signal(signal.SIGTERM, now)
+    print("Enclave stopping", flush=True)
+    if not state.stop(STOP_GRACE_S):
+        print(
+            f"indexing still busy after {STOP_GRACE_S:g} s: exiting now; the documents in "
+            "flight are finished at the next start",
+            flush=True,
+        )
+        logging.shutdown()
+        os._exit(0)
+    print("Enclave stopped", flush=True)
 
 
 def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
@@ -661,6 +713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         print(f"enclave: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("enclave: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -10,12 +10,20 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from ingest.pipeline import absolute, collection_of
+from retriever.settings import Settings
 
-def _multipart(path: Path) -> tuple[bytes, str]:
+
+def _multipart(path: Path, collection: str | None = None) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    field = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="collection"\r\n\r\n{collection}\r\n'
+        if collection
+        else ""
+    )
     head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'{field}--{boundary}\r\nContent-Disposition: form-data; name="file"; '
         f'filename="{path.name}"\r\nContent-Type: {kind}\r\n\r\n'
     ).encode()
     body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
@@ -32,10 +40,24 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def upload_files(base_url: str, files: list[Path], json_summary: bool = False) -> int:
-    accepted, refused = [], []
+def upload_files(
+    base_url: str,
+    files: list[Path],
+    json_summary: bool = False,
+    settings: Settings | None = None,
+) -> int:
+    """Upload `files` to the server, each to the collection its path implies (as a local
+    run would index it: the default collection outside the inbox). Files inside the
+    server's inbox are skipped: the server indexes those itself, into their collection."""
+    accepted, refused, skipped = [], [], []
     for path in files:
-        body, content_type = _multipart(path)
+        collection = None
+        if settings is not None:
+            if absolute(path).is_relative_to(absolute(settings.inbox_dir)):
+                skipped.append(str(path))
+                continue
+            collection = collection_of(path, settings.inbox_dir, settings.default_collection)
+        body, content_type = _multipart(path, collection)
         request = urllib.request.Request(
             f"{base_url}/api/v1/documents",
             data=body,
@@ -52,10 +74,13 @@ def upload_files(base_url: str, files: list[Path], json_summary: bool = False) -
             refused.append({"path": str(path), "error": f"server unreachable: {exc.reason}"})
     for item in refused:
         print(f"refused: {item['path']}: {item['error']}")
+    for skip in skipped:
+        print(f"skipped: {skip}: in the server's drop folder, which it indexes itself")
     print(
         f"{len(accepted)} files handed to the server (indexing in the background; "
-        f"`enclave status` shows progress), {len(refused)} refused"
+        f"`enclave status` shows progress), {len(refused)} refused, {len(skipped)} skipped"
     )
     if json_summary:
-        print(json.dumps({"handed_off": len(accepted), "refused": refused, "documents": accepted}))
+        summary = {"handed_off": len(accepted), "refused": refused, "skipped": skipped}
+        print(json.dumps({**summary, "documents": accepted}))
     return 1 if refused else 0

@@ -550,11 +550,13 @@ def _paths_document() -> dict[str, Any]:
                 },
                 "delete": {
                     "operationId": "deleteDocument",
-                    "summary": "Remove a document and its chunks from every index",
+                    "summary": "Remove a document and its chunks from every index; an "
+                    "uploaded file is deleted (file: removed), a drop-folder file moved to "
+                    "data/trash (file: trash), any other file left in place (file: kept)",
                     "parameters": [_DOC_ID],
                     "responses": {
                         "200": _json({"type": "object"}, "deleted"),
-                        **_errors(404),
+                        **_errors(404, 409),
                     },
                 },
             },

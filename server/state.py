@@ -6,14 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import current_app
 
 from ingest.inbox import InboxLeader, InboxSync, InboxWatcher
-from ingest.pipeline import FileOutcome, IngestPipeline, build_pipeline
+from ingest.pipeline import FileOutcome, IngestPipeline, IngestStopped, build_pipeline
 from ingest.registry import DocumentRecord
 from retriever.audit import AuditLog
 from retriever.components import Components
@@ -51,6 +51,8 @@ class EnclaveState:
         self.access: CollectionAccess = CollectionAccess(self.settings)
         self._queued = 0  # ingestion tasks submitted and not finished (admin: queue depth)
         self._queued_lock = threading.Lock()
+        self._in_flight: set[Future[Any]] = set()  # for a prompt stop (`stop`)
+        self.stopping = threading.Event()
         self.activation = EmbedderActivation(components, exclusive=self._exclusive)
         self._activation_thread: threading.Thread | None = None
         self._activation_busy = threading.Lock()
@@ -68,6 +70,8 @@ class EnclaveState:
                 else:
                     self._pipeline = build_pipeline(self.components)
                 self._pipeline.observe = metrics.ingested
+                if self.stopping.is_set():
+                    self._pipeline.stopping.set()
             return self._pipeline
 
     @property
@@ -115,13 +119,25 @@ class EnclaveState:
                 with self._queued_lock:
                     self._queued -= 1
 
-        return self._ingest.submit(counted)
+        future = self._ingest.submit(counted)
+        with self._queued_lock:
+            self._in_flight.add(future)
+
+        def done(finished: Future[T]) -> None:
+            with self._queued_lock:
+                self._in_flight.discard(finished)
+
+        future.add_done_callback(done)
+        return future
 
     def load(self) -> None:
         """Load models and indexes (health turns ok then); then reconcile the inbox with the
         registry and the indexes, and follow it."""
         try:
             self.components.warm_up()
+            closed = self.pipeline.jobs.close_interrupted()
+            if closed:
+                log.info("closed %d jobs whose process is gone as interrupted", len(closed))
             sync = InboxSync(self.pipeline, self.settings.settle_s)
             self.ready.set()
         except Exception as exc:
@@ -136,6 +152,8 @@ class EnclaveState:
             self._follow(sync)
 
     def _follow(self, sync: InboxSync) -> None:
+        if self.stopping.is_set():
+            return
         # Every write goes through the one ingestion thread: a single writer.
         self._run_ingest(lambda: self._reconcile(sync))
         self._watcher = InboxWatcher(
@@ -166,16 +184,20 @@ class EnclaveState:
             outcomes = []
             record = jobs.recorder(job)
             queued = 0
+            status = "finished"
             try:
                 for outcome in self.pipeline.index_records(batch, job):
                     record(outcome.path, outcome)
                     outcomes.append(outcome)
                     queued += outcome.status == "queued"
+            except IngestStopped:
+                status = "interrupted"  # the rest stays pending: finished at the next start
+                raise
             finally:
                 if queued:  # the workers log those and finish the job
                     jobs.hand_over(job, len(outcomes) - queued, queued)
                 else:
-                    jobs.finish(job)
+                    jobs.finish(job, status)
             return outcomes
 
         return self._run_ingest(run)
@@ -229,6 +251,25 @@ class EnclaveState:
         self.activation.status = ActivationStatus(phase="starting", started_at=time.time())
         self._activation_thread = threading.Thread(target=run, name="enclave-embedder", daemon=True)
         self._activation_thread.start()
+
+    def stop(self, grace_s: float) -> bool:
+        """Stop promptly (Ctrl-C, SIGTERM): indexing stops between two files or batches, what
+        is queued is dropped (pending documents are finished at the next start, as after a
+        crash), then everything closes. False if indexing was still busy after `grace_s`
+        (one embedding batch can take that long): the caller may then exit without waiting."""
+        self.stopping.set()
+        if self._pipeline is not None:
+            self._pipeline.stopping.set()
+        if self._inbox_leader is not None:
+            self._inbox_leader.stop()
+        self._ingest.shutdown(wait=False, cancel_futures=True)
+        with self._queued_lock:
+            in_flight = list(self._in_flight)
+        _, busy = wait(in_flight, timeout=grace_s)
+        if busy:
+            return False
+        self.shutdown()
+        return True
 
     def shutdown(self) -> None:
         if self._inbox_leader is not None:

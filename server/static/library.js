@@ -96,12 +96,18 @@
 
   async function deleteDocument(doc) {
     const ok = await confirmAction("Delete document?",
-      `“${doc.title || doc.name}” will be removed from every index; answers will no longer use it.`);
+      `“${doc.title || doc.name}” will be removed from every index; answers will no longer use it. ` +
+      "An uploaded file is deleted; a file from the drop folder is moved to the server's trash " +
+      "folder (data/trash), so it is not indexed again.");
     if (!ok) return;
+    let result;
     try {
-      await api(`/api/v1/documents/${encodeURIComponent(doc.id)}`, {method: "DELETE"});
+      result = await api(`/api/v1/documents/${encodeURIComponent(doc.id)}`, {method: "DELETE"});
     } catch (exc) { toast(exc.message); return; }
-    toast("Document deleted");
+    toast({
+      trash: "Document deleted; its file was moved to the trash folder",
+      removed: "Document deleted, with its uploaded file",
+    }[result.file] || "Document deleted; its file was left where it is");
     poller.now();
   }
 

@@ -334,3 +334,21 @@ def test_an_injected_image_in_an_answer_is_shown_as_text(page: Page, live_app: L
 def test_open_access_is_announced(page: Page) -> None:
     page.goto("/library")
     expect(page.locator("#open-banner")).to_contain_text("no sign-in")
+
+
+def test_deleting_a_document_says_what_becomes_of_its_file(page: Page, tmp_path: Path) -> None:
+    """Issue 20, finding 2: the library says, before and after, what a delete does to the file
+    (an upload is deleted; a drop-folder file goes to the trash folder)."""
+    notice = tmp_path / "parking-notice.txt"
+    notice.write_text("Visitor parking moves to level minus two during the works.")
+    page.goto("/library")
+    page.locator("#file-input").set_input_files(str(notice))
+    row = page.locator("#documents-body tr", has_text="parking-notice.txt")
+    expect(row.locator(".badge")).to_have_text("Indexed")
+    row.get_by_role("button", name=re.compile("^Delete ")).click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("An uploaded file is deleted")
+    expect(dialog).to_contain_text("moved to the server's trash folder")
+    dialog.get_by_role("button", name="Delete").click()
+    expect(page.locator("#toast")).to_have_text("Document deleted, with its uploaded file")
+    expect(row).to_have_count(0)
