@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -619,6 +620,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # the data directory's files are the server user's alone
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)

@@ -667,7 +667,7 @@
     if (conversationId) await openConversation(conversationId, false);
     try {
       const health = await api("/api/v1/health");
-      $("library-line").textContent =
+      if (health.documents) $("library-line").textContent =
         `Searching ${fmt(health.documents.indexed)} documents · ${fmt(health.chunks)} passages`;
     } catch (_) { /* the sidebar shows the server's state */ }
     // Focus the question box, except on touch screens, where it would pop the keyboard up.
