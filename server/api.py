@@ -23,6 +23,7 @@ from retriever.answer import (
     DoneEvent,
     SourcesEvent,
     TokenEvent,
+    WaitingEvent,
     final_answer,
 )
 from retriever.followup import Turn, contextualize
@@ -49,7 +50,7 @@ from server.common import (
 )
 from server.errors import ApiError
 from server.openapi import openapi_document
-from server.sse import EventStream, event_stream_response, sse
+from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
 from server.untrusted import StreamedLinks
 
@@ -202,6 +203,8 @@ def _ask_events(
         for event in events:
             if isinstance(event, TokenEvent):
                 yield from token(links.add(event.text))
+            elif isinstance(event, WaitingEvent):
+                yield KEEP_ALIVE  # notices a client that has gone (an escalation stops)
             elif isinstance(event, DoneEvent):
                 yield from token(links.finish())
                 finish(event.answer)

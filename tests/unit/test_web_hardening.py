@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -392,3 +393,115 @@ def test_f12_secure_data_dir_leaves_the_inbox_alone(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     finally:
         os.umask(old_umask)
+
+
+# -- 5: escalation has its own bounded slots, the question's deadline, and stops with its client --
+
+GIVES_UP = "I could not find that in the documents."
+
+
+@pytest.fixture
+def escalating(components: Components, settings: Settings) -> Iterator[tuple[Flask, Any]]:
+    """An app (mode none) whose local model gives up and escalates to a stub larger model
+    that answers only when told to (`stub.go`)."""
+    from tests.openai_stub import stub_model_server
+    from tests.unit.serving import upload
+
+    go = threading.Event()
+    with stub_model_server() as stub:
+
+        def reply(messages: Any) -> str:
+            assert go.wait(30), "the test never let the larger model answer"
+            return "Parental leave lasts 16 weeks at full pay [1]."
+
+        stub.reply = reply
+        stub.go = go  # type: ignore[attr-defined]
+        tuned = settings.model_copy(
+            update={
+                "generation_slots": 1,
+                "generation_queue": 0,
+                "escalation_policy": "always",
+                "escalation_endpoint": stub.url,
+                "escalation_slots": 1,
+                "escalation_queue": 1,
+            }
+        )
+        app = _app(components, tuned)
+        upload(app.test_client())
+        yield app, stub
+        go.set()
+        app.extensions["enclave"].shutdown()
+
+
+def _local_gives_up(app: Flask, times: int) -> None:
+    fake = app.extensions["enclave"].components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue(*([GIVES_UP] * times))
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_f5_escalation_is_bounded_by_its_own_slots_and_the_deadline(
+    escalating: tuple[Flask, Any],
+) -> None:
+    app, stub = escalating
+    question = {"question": "How long is parental leave?"}
+    escalation = app.extensions["enclave"].components.escalation
+    _local_gives_up(app, 3)
+    results: dict[str, TestResponse] = {}
+
+    def ask(name: str, **extra: Any) -> threading.Thread:
+        def run() -> None:
+            results[name] = app.test_client().post("/api/v1/ask", json={**question, **extra})
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    first = ask("first")
+    _wait_for(lambda: len(stub.requests) == 1, "the first escalation")
+    second = ask("second", timeout_s=1.5)  # queued behind the first, with a short deadline
+    _wait_for(lambda: escalation.slots.stats()["waiting"] == 1, "the queued escalation")
+    client = app.test_client()
+    busy = client.post("/api/v1/ask", json=question)  # slot and queue full
+    assert busy.status_code == 429, busy.get_data(as_text=True)
+    assert busy.get_json()["error"]["code"] == "busy" and int(busy.headers["Retry-After"]) >= 1
+    started = time.perf_counter()
+    health = client.get("/api/v1/health")
+    assert health.status_code == 200 and time.perf_counter() - started < 2
+    assert health.get_json()["generation"]["active"] == 0  # the local model is free
+    second.join(10)
+    assert results["second"].status_code == 504  # its deadline passed in the queue
+    stub.go.set()
+    first.join(10)
+    answered = results["first"].get_json()
+    assert results["first"].status_code == 200 and answered["escalated"]["reason"] == "abstained"
+    assert len(stub.requests) == 1  # the refused and timed-out questions never went out
+    assert escalation.slots.stats() == {"slots": 1, "queue": 1, "active": 0, "waiting": 0}
+
+
+def test_f5_a_client_that_goes_away_frees_the_escalation(escalating: tuple[Flask, Any]) -> None:
+    app, stub = escalating
+    escalation = app.extensions["enclave"].components.escalation
+    _local_gives_up(app, 1)
+    question = {"question": "How long is parental leave?", "stream": True}
+    response = app.test_client().post("/api/v1/ask", json=question, buffered=False)
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    seen = ""
+    while "keep-alive" not in seen:  # the larger model has not written a word yet
+        seen += next(chunks).decode()
+    assert len(stub.requests) == 1 and escalation.slots.stats()["active"] == 1
+    started = time.perf_counter()
+    response.close()  # the client went away: its thread is free at once ...
+    assert time.perf_counter() - started < 1
+    assert "event: done" not in seen
+    # ... and the call to the larger model ends at its next word, which frees the slot.
+    stub.go.set()
+    _wait_for(lambda: escalation.slots.stats()["active"] == 0, "the escalation slot")
