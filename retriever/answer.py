@@ -364,77 +364,63 @@ class AnswerService:
         `deadline` (`GenerationTimeout` while queued; the local answer when the larger model
         runs past it), and yields `WaitingEvent`s meanwhile: closing the stream there (the
         client went away) stops the call to the larger model."""
-        if not self._escalates(local, hits):
-            return local
         escalation = self.escalation
-        assert escalation is not None
+        if escalation is None or not self._escalates(local, hits):
+            return local
         own = claim is None
         claim = claim or EscalationClaim(escalation.slots.admit())
         try:
-            return (yield from self._escalate(question, local, hits, actor, deadline, claim))
+            while not claim.ticket.wait(timeout=min(1.0, max(0.0, deadline - time.perf_counter()))):
+                if time.perf_counter() >= deadline:
+                    raise GenerationTimeout(
+                        "no escalation slot became free within the question's time; retry later"
+                    )
+                yield WaitingEvent()
+            if time.perf_counter() >= deadline:  # the local answer took the question's time
+                local.timings["escalation_timed_out"] = True
+                return local
+            generator = escalation.generator
+            prompt = build_prompt(
+                question,
+                list(hits),
+                generator.count_tokens,
+                generator.context_size,
+                self.params.max_tokens,
+            )
+            sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
+            reason = "abstained" if local.abstained else "unsupported"
+            escalation.record(actor, question, [h.chunk.document_id for h in prompt.hits], reason)
+            timings = dict(local.timings)
+            start = time.perf_counter()
+            pieces: list[str] = []
+            reader = read_in_background(generator, prompt.messages, self.params, claim)
+            try:
+                for piece in reader:
+                    if piece is not None:
+                        pieces.append(piece)
+                    if time.perf_counter() > deadline:
+                        log.warning("escalation to %s ran past the deadline", escalation.endpoint)
+                        local.timings["escalation_timed_out"] = True
+                        return local
+                    yield WaitingEvent()
+            except GenerationError as exc:
+                log.warning("escalation to %s failed: %s", escalation.endpoint, exc)
+                return local
+            finally:
+                reader.close()  # the reader stops and closes the connection
+            raw = "".join(pieces)
+            timings["escalation_ms"] = round((time.perf_counter() - start) * 1000, 1)
+            text = clean_answer(raw, len(prompt.hits))[0]
+            answer = self._checked(question, text, prompt, sources, timings)
+            answer.escalated = {
+                "endpoint": escalation.endpoint,
+                "model": generator.name,
+                "reason": reason,
+            }
+            return answer
         finally:
             if own:
                 claim.release()
-
-    def _escalate(
-        self,
-        question: str,
-        local: Answer,
-        hits: Sequence[Hit],
-        actor: str,
-        deadline: float,
-        claim: EscalationClaim,
-    ) -> collections.abc.Generator[WaitingEvent, None, Answer]:
-        escalation = self.escalation
-        assert escalation is not None
-        while not claim.ticket.wait(timeout=min(1.0, max(0.0, deadline - time.perf_counter()))):
-            if time.perf_counter() >= deadline:
-                raise GenerationTimeout(
-                    "no escalation slot became free within the question's time; retry later"
-                )
-            yield WaitingEvent()
-        if time.perf_counter() >= deadline:  # the local answer took the question's time
-            local.timings["escalation_timed_out"] = True
-            return local
-        generator = escalation.generator
-        prompt = build_prompt(
-            question,
-            list(hits),
-            generator.count_tokens,
-            generator.context_size,
-            self.params.max_tokens,
-        )
-        sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
-        reason = "abstained" if local.abstained else "unsupported"
-        escalation.record(actor, question, [h.chunk.document_id for h in prompt.hits], reason)
-        timings = dict(local.timings)
-        start = time.perf_counter()
-        pieces: list[str] = []
-        reader = read_in_background(generator, prompt.messages, self.params, claim)
-        try:
-            for piece in reader:
-                if piece is not None:
-                    pieces.append(piece)
-                if time.perf_counter() > deadline:
-                    log.warning("escalation to %s ran past the deadline", escalation.endpoint)
-                    local.timings["escalation_timed_out"] = True
-                    return local
-                yield WaitingEvent()
-        except GenerationError as exc:
-            log.warning("escalation to %s failed: %s", escalation.endpoint, exc)
-            return local
-        finally:
-            reader.close()  # the reader stops and closes the connection
-        raw = "".join(pieces)
-        timings["escalation_ms"] = round((time.perf_counter() - start) * 1000, 1)
-        text = clean_answer(raw, len(prompt.hits))[0]
-        answer = self._checked(question, text, prompt, sources, timings)
-        answer.escalated = {
-            "endpoint": escalation.endpoint,
-            "model": generator.name,
-            "reason": reason,
-        }
-        return answer
 
     def _retrieve(
         self,
