@@ -295,7 +295,12 @@ def _same_origin_only() -> None:
     if (origin is not None and origin.lower() not in expected) or (
         site and site not in ("same-origin", "none")
     ):
-        raise ApiError(403, "cross_origin", "cross-origin requests cannot change anything here")
+        raise ApiError(
+            403,
+            "cross_origin",
+            "cross-origin requests cannot change anything here (behind a TLS proxy, set "
+            "public_url)",
+        )
 
 
 def _local_path(path: str | None) -> str:
