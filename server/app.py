@@ -53,9 +53,9 @@ def create_app(
 
 
 log = logging.getLogger(__name__)
-# Folders of the data directory the server alone writes; the inbox is the operator's drop
-# folder (its modes are theirs; the data directory's own 0700 already closes it to others).
-PRIVATE_FOLDERS = ("chroma", "uploads", "quarantine", "models")
+# The inbox is the operator's drop folder: its files' modes are theirs (the data directory's
+# own 0700 already closes it to others). Everything else in the data directory is the server's.
+OPERATOR_FOLDERS = ("inbox",)
 
 
 def secure_data_dir(settings: Settings) -> None:
@@ -71,7 +71,7 @@ def secure_data_dir(settings: Settings) -> None:
             continue
         if entry.is_file():
             _private(entry)
-        elif entry.is_dir() and entry.name in PRIVATE_FOLDERS:
+        elif entry.is_dir() and entry.name not in OPERATOR_FOLDERS:
             for folder, dirs, files in os.walk(entry):
                 _private(Path(folder))
                 for name in files:
