@@ -399,14 +399,13 @@ def login() -> ResponseReturnValue:
     throttle: LoginThrottle = current_app.extensions["enclave_login_throttle"]
     keys = _login_keys(name)
     wait = throttle.retry_after(keys)
-    if wait > 0:
+    if wait > 0:  # the form's answer, as for a wrong password: a page, not JSON
         retry = str(max(1, math.ceil(wait)))
-        raise ApiError(
-            429,
-            "login_rate_limited",
-            f"too many failed logins; retry in {retry} s",
-            {"Retry-After": retry},
-        )
+        error = f"Too many failed sign-ins. Try again in {retry} s."
+        page = render_template("login.html", next=target, error=error)
+        limited = secure_headers(Response(page, status=429))
+        limited.headers["Retry-After"] = retry
+        return limited
     user = st.identity.check_password(name, password) if name and password else None
     if user is None:
         throttle.failed(keys)
