@@ -213,7 +213,8 @@ class Settings(BaseModel):
         "X-Forwarded-User", description="Header naming the user, with trusted_header."
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="Addresses trusted_header is accepted from."
+        default_factory=list,
+        description="Addresses trusted_header and X-Forwarded-Proto/-Host are accepted from.",
     )
     collection_groups: dict[str, list[str]] = Field(
         default_factory=dict, description="Collection -> groups that may read it."
