@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from retriever.abstention import AbstentionThresholds, EvidenceCheck
-from retriever.escalation import Escalation
+from retriever.escalation import Escalation, EscalationClaim, read_in_background
 from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
     CITATION,
@@ -107,7 +107,13 @@ class DoneEvent:
     answer: Answer
 
 
-AnswerEvent = SourcesEvent | TokenEvent | DoneEvent
+@dataclass(frozen=True)
+class WaitingEvent:
+    """Nothing to show yet (an escalation is queued or writing): a streaming client is sent a
+    keep-alive, which notices a client that has gone and so stops the escalation."""
+
+
+AnswerEvent = SourcesEvent | TokenEvent | DoneEvent | WaitingEvent
 AnswerStream = collections.abc.Generator[AnswerEvent, None, None]
 
 
@@ -282,8 +288,21 @@ class AnswerService:
         result = self._retrieve(question, top_k, mode, collections, timings)
         answer = self._without_model(question, result, answer_mode or self.answer_mode, timings)
         if answer is not None:
-            yield SourcesEvent(answer.sources)
-            yield DoneEvent(self._maybe_escalate(question, answer, result.hits, actor))
+            # An escalation's admission, like a generation's, comes before the first event.
+            claim = (
+                EscalationClaim(self.escalation.slots.admit())
+                if self.escalation is not None and self._escalates(answer, result.hits)
+                else None
+            )
+            try:
+                yield SourcesEvent(answer.sources)
+                answer = yield from self._maybe_escalate(
+                    question, answer, result.hits, actor, deadline, claim
+                )
+            finally:
+                if claim is not None:
+                    claim.release()
+            yield DoneEvent(answer)
             return
         params = self._params(max_tokens)
         shown = result.hits
@@ -322,44 +341,86 @@ class AnswerService:
             if ticket is not None:
                 ticket.release()
         answer = self._check(question, "".join(pieces), prompt, sources, timings)
-        yield DoneEvent(self._maybe_escalate(question, answer, prompt.hits, actor))
+        answer = yield from self._maybe_escalate(question, answer, prompt.hits, actor, deadline)
+        yield DoneEvent(answer)
+
+    def _escalates(self, local: Answer, hits: Sequence[Hit]) -> bool:
+        failed = local.abstained or local.mode == "extractive_fallback"
+        return self.escalation is not None and failed and bool(hits)
 
     def _maybe_escalate(
-        self, question: str, local: Answer, hits: Sequence[Hit], actor: str
-    ) -> Answer:
+        self,
+        question: str,
+        local: Answer,
+        hits: Sequence[Hit],
+        actor: str,
+        deadline: float,
+        claim: EscalationClaim | None = None,
+    ) -> collections.abc.Generator[WaitingEvent, None, Answer]:
         """The larger model's checked answer when the local one abstained or failed the
-        support check, the policy allows it and there are sources to give it; else `local`."""
-        failed = local.abstained or local.mode == "extractive_fallback"
-        if self.escalation is None or not failed or not hits:
-            return local
+        support check, the policy allows it and there are sources to give it; else `local`.
+        It takes one of the escalation's own slots (`SlotsBusy` when they and their queue
+        are full; `claim` if already admitted), waits and writes within the question's
+        `deadline` (`GenerationTimeout` while queued; the local answer when the larger model
+        runs past it), and yields `WaitingEvent`s meanwhile: closing the stream there (the
+        client went away) stops the call to the larger model."""
         escalation = self.escalation
-        generator = escalation.generator
-        prompt = build_prompt(
-            question,
-            list(hits),
-            generator.count_tokens,
-            generator.context_size,
-            self.params.max_tokens,
-        )
-        sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
-        reason = "abstained" if local.abstained else "unsupported"
-        escalation.record(actor, question, [h.chunk.document_id for h in prompt.hits], reason)
-        timings = dict(local.timings)
-        start = time.perf_counter()
-        try:
-            raw = "".join(generator.stream(prompt.messages, self.params))
-        except GenerationError as exc:
-            log.warning("escalation to %s failed: %s", escalation.endpoint, exc)
+        if escalation is None or not self._escalates(local, hits):
             return local
-        timings["escalation_ms"] = round((time.perf_counter() - start) * 1000, 1)
-        text = clean_answer(raw, len(prompt.hits))[0]
-        answer = self._checked(question, text, prompt, sources, timings)
-        answer.escalated = {
-            "endpoint": escalation.endpoint,
-            "model": generator.name,
-            "reason": reason,
-        }
-        return answer
+        own = claim is None
+        claim = claim or EscalationClaim(escalation.slots.admit())
+        try:
+            while not claim.ticket.wait(timeout=min(1.0, max(0.0, deadline - time.perf_counter()))):
+                if time.perf_counter() >= deadline:
+                    raise GenerationTimeout(
+                        "no escalation slot became free within the question's time; retry later"
+                    )
+                yield WaitingEvent()
+            if time.perf_counter() >= deadline:  # the local answer took the question's time
+                local.timings["escalation_timed_out"] = True
+                return local
+            generator = escalation.generator
+            prompt = build_prompt(
+                question,
+                list(hits),
+                generator.count_tokens,
+                generator.context_size,
+                self.params.max_tokens,
+            )
+            sources = [Source.from_hit(i, h) for i, h in enumerate(prompt.hits, start=1)]
+            reason = "abstained" if local.abstained else "unsupported"
+            escalation.record(actor, question, [h.chunk.document_id for h in prompt.hits], reason)
+            timings = dict(local.timings)
+            start = time.perf_counter()
+            pieces: list[str] = []
+            reader = read_in_background(generator, prompt.messages, self.params, claim)
+            try:
+                for piece in reader:
+                    if piece is not None:
+                        pieces.append(piece)
+                    if time.perf_counter() > deadline:
+                        log.warning("escalation to %s ran past the deadline", escalation.endpoint)
+                        local.timings["escalation_timed_out"] = True
+                        return local
+                    yield WaitingEvent()
+            except GenerationError as exc:
+                log.warning("escalation to %s failed: %s", escalation.endpoint, exc)
+                return local
+            finally:
+                reader.close()  # the reader stops and closes the connection
+            raw = "".join(pieces)
+            timings["escalation_ms"] = round((time.perf_counter() - start) * 1000, 1)
+            text = clean_answer(raw, len(prompt.hits))[0]
+            answer = self._checked(question, text, prompt, sources, timings)
+            answer.escalated = {
+                "endpoint": escalation.endpoint,
+                "model": generator.name,
+                "reason": reason,
+            }
+            return answer
+        finally:
+            if own:
+                claim.release()
 
     def _retrieve(
         self,

@@ -216,7 +216,8 @@ class Components:
             context_size=s.llm_context,
             timeout_s=s.llm_timeout_s,
         )
-        return Escalation(generator, s.escalation_endpoint, self.audit)
+        slots = GenerationSlots(s.escalation_slots, s.escalation_queue)
+        return Escalation(generator, s.escalation_endpoint, self.audit, slots)
 
     @cached_property
     def slots(self) -> GenerationSlots:

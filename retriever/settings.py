@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -184,6 +185,12 @@ class Settings(BaseModel):
     escalation_on_premises_hosts: list[str] = Field(
         default_factory=list, description="Hosts counted as on the premises (comma-separated)."
     )
+    escalation_slots: int = Field(
+        1, ge=1, le=64, description="Escalation calls run at once (apart from generation_slots)."
+    )
+    escalation_queue: int = Field(
+        4, ge=0, le=1024, description="Escalations that may wait for a slot; more get 429."
+    )
     audit_retention_days: int = Field(
         365, ge=0, description="Days audit entries are kept; 0: forever."
     )
@@ -211,7 +218,8 @@ class Settings(BaseModel):
         "X-Forwarded-User", description="Header naming the user, with trusted_header."
     )
     trusted_proxies: list[str] = Field(
-        default_factory=list, description="Addresses trusted_header is accepted from."
+        default_factory=list,
+        description="Addresses trusted_header and X-Forwarded-Proto/-Host are accepted from.",
     )
     collection_groups: dict[str, list[str]] = Field(
         default_factory=dict, description="Collection -> groups that may read it."
@@ -223,6 +231,20 @@ class Settings(BaseModel):
         60, ge=0, le=100000, description="Questions and uploads per key or user; 0: no limit."
     )
     session_hours: float = Field(12.0, gt=0, le=24 * 90, description="UI login lifetime.")
+    login_failures_allowed: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failed logins per address or user name before each try must wait longer.",
+    )
+    public_url: str = Field(
+        "",
+        description="The URL browsers use (https://rag.example.com behind a TLS proxy); "
+        "empty: the request's own.",
+    )
+    max_conversations_per_user: int = Field(
+        500, ge=0, le=1000000, description="Conversations kept per user (oldest pruned); 0: all."
+    )
     answer_link_hosts: list[str] = Field(
         default_factory=list, description="Hosts whose links and images answers may show."
     )
@@ -239,6 +261,16 @@ class Settings(BaseModel):
         if not value or not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("use an http(s)://host[:port] URL, or empty")
+        return value.rstrip("/")
 
     @field_validator("database_url")
     @classmethod

@@ -23,6 +23,7 @@ from retriever.answer import (
     DoneEvent,
     SourcesEvent,
     TokenEvent,
+    WaitingEvent,
     final_answer,
 )
 from retriever.followup import Turn, contextualize
@@ -34,6 +35,7 @@ from server.access import (
     readable_collections,
     readable_document,
 )
+from server.auth import optional_principal
 from server.common import (
     actor,
     answer_errors,
@@ -48,7 +50,7 @@ from server.common import (
 )
 from server.errors import ApiError
 from server.openapi import openapi_document
-from server.sse import EventStream, event_stream_response, sse
+from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
 from server.untrusted import StreamedLinks
 
@@ -208,6 +210,8 @@ def _ask_events(
         for event in events:
             if isinstance(event, TokenEvent):
                 yield from token(links.add(event.text))
+            elif isinstance(event, WaitingEvent):
+                yield KEEP_ALIVE  # notices a client that has gone (an escalation stops)
             elif isinstance(event, DoneEvent):
                 yield from token(links.finish())
                 finish(event.answer)
@@ -364,7 +368,8 @@ def upload_document() -> ResponseReturnValue:
     st.audit.record(
         current().actor, "document_upload", record.id, collection=collection, size=stat.st_size
     )
-    return jsonify({"id": record.id, "status": record.status, "path": record.path}), 202
+    # The stored file's name, never the server's path to it.
+    return jsonify({"id": record.id, "status": record.status, "name": name}), 202
 
 
 @api.delete("/documents/<document_id>")
@@ -397,24 +402,35 @@ def delete_document(document_id: str) -> ResponseReturnValue:
 
 @api.get("/health")
 def health() -> ResponseReturnValue:
+    """Public: only the status. A caller with a key or login gets the generation load (the
+    pages' busy dot); with scope admin (or mode none's loopback caller) every detail: counts,
+    the model, load errors."""
     st = state()
-    body: dict[str, Any] = {"time": time.time()}
+    body: dict[str, Any] = {}
+    caller = optional_principal()
+    admin = caller is not None and caller.allows("admin")
     if st.load_error:
-        body.update(status="error", error=st.load_error)
+        body["status"] = "error"
+        if admin:
+            body["error"] = st.load_error
         return jsonify(body), 503
     if not st.ready.is_set():
         body["status"] = "loading"
         return jsonify(body), 503
     components = st.components
-    body.update(
-        status="ok",
-        chunks=components.store.count(),
-        documents=st.pipeline.registry.counts(),
-        model=components.generator.name,
-        retrieval_mode=st.settings.retrieval_mode,
-        generation=components.slots.stats(),
-        ingest={"queue": st.ingest_queue},
-    )
+    body["status"] = "ok"
+    if caller is not None:
+        body["generation"] = components.slots.stats()
+    if admin:
+        body.update(
+            time=time.time(),
+            chunks=components.store.count(),
+            documents=st.pipeline.registry.counts(),
+            model=components.generator.name,
+            retrieval_mode=st.settings.retrieval_mode,
+            generation=components.slots.stats(),
+            ingest={"queue": st.ingest_queue},
+        )
     return jsonify(body)
 
 

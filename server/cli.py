@@ -310,6 +310,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     check_settings(settings)
     threads = args.threads or settings.generation_slots + settings.generation_queue + 4
+    if not args.threads and settings.escalation_policy != "never":
+        threads += settings.escalation_slots + settings.escalation_queue
     owner = f"enclave serve at http://{settings.host}:{settings.port}"
     if settings.web_workers > 1:
         from server.gunicorn_app import serve_gunicorn
@@ -703,6 +705,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # the data directory's files are the server user's alone
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)

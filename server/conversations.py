@@ -147,6 +147,22 @@ class ConversationStore(SQLStore):
             deleted = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             return deleted.rowcount > 0
 
+    def prune(self, owner: str, keep: int) -> list[str]:
+        """Delete `owner`'s conversations beyond the `keep` most recently used; their ids."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM conversations WHERE owner = ? "
+                "ORDER BY updated_at DESC, created_at DESC LIMIT -1 OFFSET ?"
+                if self.dialect == "sqlite"
+                else "SELECT id FROM conversations WHERE owner = ? "
+                "ORDER BY updated_at DESC, created_at DESC OFFSET ?",
+                (owner, keep),
+            ).fetchall()
+        ids = [str(r[0]) for r in rows]
+        for conversation_id in ids:
+            self.delete(conversation_id)
+        return ids
+
     # -- messages -----------------------------------------------------------------------------
 
     def add_message(

@@ -64,7 +64,11 @@ def create_conversation() -> ResponseReturnValue:
     body = request.get_json(silent=True) or {}
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    conversation = state().conversations.create(_title(body, required=False), owner=_owner())
+    store = state().conversations
+    conversation = store.create(_title(body, required=False), owner=_owner())
+    cap = state().settings.max_conversations_per_user
+    if cap:  # a bounded history per user: the least recently used beyond the cap go
+        store.prune(_owner(), cap)
     return jsonify(conversation), 201
 
 

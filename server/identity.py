@@ -4,6 +4,8 @@
 - An API key is `enk_<key id>_<secret>`: the id (public, for lookup and revocation) and 256
   random bits of secret. Only the SHA-256 of the secret is stored (a high-entropy secret needs
   no slow hash); it is compared in constant time. The whole key is shown once, at creation.
+- A UI login session carries its user's session epoch; logout, a password change and disabling
+  the user bump it, which ends every older session of that user at its next request.
 - Scopes are ordered: `ask` (questions, own conversations, reading documents) < `ingest`
   (uploads, re-indexing, deletion) < `admin` (managing, every collection, audit, feedback).
   A user's role is the highest scope its keys and its UI login may have.
@@ -36,6 +38,10 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL DEFAULT '',
     disabled INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_epochs (
+    user_name TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS groups (
     name TEXT PRIMARY KEY,
@@ -198,7 +204,26 @@ class IdentityStore(SQLStore):
         self._require_user(name)
         with self._tx() as db:
             db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
+        if disabled:
+            self.bump_session_epoch(name)
         return self._require_user(name)
+
+    def session_epoch(self, name: str) -> int:
+        """The epoch a login session of `name` must carry to be valid."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT epoch FROM session_epochs WHERE user_name = ?", (name,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def bump_session_epoch(self, name: str) -> None:
+        """End every login session `name` has now (logout, password change, disabling)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO session_epochs(user_name, epoch) VALUES (?, 1) "
+                "ON CONFLICT (user_name) DO UPDATE SET epoch = session_epochs.epoch + 1",
+                (name,),
+            )
 
     def set_role(self, name: str, role: Scope) -> User:
         if role not in SCOPES:
@@ -216,6 +241,7 @@ class IdentityStore(SQLStore):
             db.execute(
                 "UPDATE users SET password_hash = ? WHERE name = ?", (hash_password(password), name)
             )
+        self.bump_session_epoch(name)
 
     def check_password(self, name: str, password: str) -> User | None:
         """The user if the password is theirs and they are enabled; else None. The hash is

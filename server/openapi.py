@@ -533,6 +533,7 @@ def _paths_document() -> dict[str, Any]:
                                 "properties": {
                                     "id": {"type": "string"},
                                     "status": {"type": "string"},
+                                    "name": {"type": "string", "description": "file name"},
                                 },
                             },
                             "accepted",
@@ -563,7 +564,8 @@ def _paths_document() -> dict[str, Any]:
             "/api/v1/health": {
                 "get": {
                     "operationId": "health",
-                    "summary": "200 once the models are loaded, 503 before",
+                    "summary": "200 once the models are loaded, 503 before; only the status "
+                    "without credentials, every detail with scope admin",
                     "responses": {
                         "200": _json({"type": "object"}, "ready"),
                         "503": _json({"type": "object"}, "loading or failed"),

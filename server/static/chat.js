@@ -209,10 +209,19 @@
   // applies the same rule to the checked answer; this covers the raw streamed text).
   const LINK_HOSTS = new Set((document.body.dataset.linkHosts || "").split(",").filter(Boolean));
   const MD_LINK = /(!?)\[([^\]\n]{0,500})\]\(\s*<?([^\s()<>]*)>?(?:\s+"[^"\n]*")?\s*\)/g;
-  const BARE_URL = /(?:\b[a-z][a-z0-9+.-]*:\/\/|\bwww\.|(?<=[=("'])\/\/)[^\s<>()[\]"']+/gi;
+  // The same forms as server/untrusted.py: scheme:// (or :\\), a fetching scheme without
+  // slashes, www., //host, \\host and /\host at a word's start, a bare domain with a path.
+  const BARE_URL = new RegExp(
+    "(?:[a-z][a-z0-9+.-]{0,31}:[/\\\\]{2}" +
+    "|(?<![a-z0-9+.-])(?:https?|ftps?|wss?|file|data|javascript|vbscript|blob):" +
+    "|(?<![a-z0-9])www\\." +
+    "|(?<![^\\s=(\"'<>\\[\\]])[/\\\\]{2}(?=[^\\s/\\\\<>()\\[\\]\"'])" +
+    "|(?<![a-z0-9.-])(?:[a-z0-9-]{1,63}\\.)+[a-z]{2,63}(?=/|\\?|:\\d))" +
+    "[^\\s<>()\\[\\]\"']+", "gi");
   const LINK_REMOVED = "[link removed]";
 
   function allowedUrl(url) {
+    if (/[\\\s\u0000-\u001f\u007f]/.test(url)) return false;  // browsers reinterpret these
     try {
       const parsed = new URL(url);
       return parsed.protocol === "https:" && LINK_HOSTS.has(parsed.hostname);
@@ -667,7 +676,7 @@
     if (conversationId) await openConversation(conversationId, false);
     try {
       const health = await api("/api/v1/health");
-      $("library-line").textContent =
+      if (health.documents) $("library-line").textContent =
         `Searching ${fmt(health.documents.indexed)} documents · ${fmt(health.chunks)} passages`;
     } catch (_) { /* the sidebar shows the server's state */ }
     // Focus the question box, except on touch screens, where it would pop the keyboard up.

@@ -174,7 +174,9 @@ const Enclave = (() => {
         if (body.status === "ok") {
           const busy = body.generation && body.generation.active > 0;
           dot.className = `dot ${busy ? "busy" : "ok"}`;
-          label.textContent = `${busy ? "Answering" : "Ready"} · ${fmt(body.documents.indexed)} documents`;
+          // The document count is shown to administrators only (health details need scope admin).
+          const count = body.documents ? ` · ${fmt(body.documents.indexed)} documents` : "";
+          label.textContent = `${busy ? "Answering" : "Ready"}${count}`;
         } else {
           dot.className = `dot ${body.status === "loading" ? "busy" : "bad"}`;
           label.textContent = body.status === "loading" ? "Loading models…" : "Models failed to load";

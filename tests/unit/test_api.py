@@ -99,7 +99,7 @@ def test_upload_ask_and_delete(client: FlaskClient, tmp_path: Path) -> None:
     assert response.status_code == 202
     doc_id = response.get_json()["id"]
     # The client's name never becomes a path outside the uploads folder.
-    assert "/etc/" not in response.get_json()["path"]
+    assert "/etc/" not in client.get(f"/api/v1/documents/{doc_id}").get_json()["path"]
     for _ in range(300):
         status = client.get(f"/api/v1/documents/{doc_id}").get_json()["status"]
         if status != "pending":

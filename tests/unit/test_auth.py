@@ -322,7 +322,7 @@ def test_uploads_are_stored_under_server_chosen_paths(app: Flask, client: FlaskC
     ada = add_user(app, "ada", "admin")
     data = {"file": (io.BytesIO(b"Some text about the canteen menu."), "../../evil name.txt")}
     body = client.post("/api/v1/documents", data=data, headers=ada).get_json()
-    stored = Path(body["path"])
+    stored = Path(client.get(f"/api/v1/documents/{body['id']}", headers=ada).get_json()["path"])
     uploads = app.extensions["enclave"].settings.uploads_dir.resolve()
     assert stored.parent == uploads and re.fullmatch(r"[0-9a-f]{16}-evil_name\.txt", stored.name)
     shown = client.get(f"/api/v1/documents/{body['id']}", headers=ada).get_json()

