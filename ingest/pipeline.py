@@ -160,6 +160,8 @@ class IngestPipeline:
         self.stopping = parser_pool.stopping if parser_pool else threading.Event()
         self._closed = False
         self.jobs = JobLog(registry.target)
+        # Told of every document indexed or failed here (the server's metrics set it).
+        self.observe: Callable[[list[FileOutcome]], None] = lambda outcomes: None
 
     def check_stop(self) -> None:
         if self.stopping.is_set():
@@ -383,6 +385,7 @@ class IngestPipeline:
                     error="deleted or changed while it was being indexed",
                 )
             )
+        self.observe(outcomes)
         return outcomes
 
     def write_chunks(self, chunks: Sequence[Chunk], replace: Iterable[str] = ()) -> None:
@@ -407,7 +410,9 @@ class IngestPipeline:
         path = record.path
         if self.quarantine_dir is not None and self.in_inbox(Path(path)):
             path = self._quarantine(record, error)
-        return FileOutcome(path, "failed", record.id, error=error)
+        outcome = FileOutcome(path, "failed", record.id, error=error)
+        self.observe([outcome])
+        return outcome
 
     def _quarantine(self, record: DocumentRecord, error: str) -> str:
         """Move a failed inbox file aside with an .error.json that says why."""

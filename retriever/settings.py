@@ -251,6 +251,9 @@ class Settings(BaseModel):
     web_workers: int = Field(
         1, ge=1, le=256, description="Web server processes (gunicorn above 1)."
     )
+    metrics_token: str = Field(
+        "", description="Bearer token that may read /metrics (besides admins); empty: admins only."
+    )
 
     @field_validator("default_collection")
     @classmethod

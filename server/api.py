@@ -74,6 +74,18 @@ def _collections(value: Any) -> list[str] | None:
     return names
 
 
+def retrieval_options(body: dict[str, Any]) -> tuple[int, Any]:
+    """`top_k` and `mode` of a question (here and in MCP's `search`)."""
+    settings = state().settings
+    top_k = body.get("top_k", settings.top_k)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
+        raise ApiError(400, "invalid_top_k", "'top_k' must be an integer from 1 to 50")
+    mode = body.get("mode", settings.retrieval_mode)
+    if mode not in MODES:
+        raise ApiError(400, "invalid_mode", f"'mode' must be one of {', '.join(MODES)}")
+    return top_k, mode
+
+
 @api.post("/ask")
 def ask() -> ResponseReturnValue:
     body = json_body()
@@ -84,12 +96,7 @@ def ask() -> ResponseReturnValue:
     if not isinstance(question, str):
         raise ApiError(400, "invalid_question", "'question' must be a string")
     question = check_question(question)
-    top_k = body.get("top_k", settings.top_k)
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 50:
-        raise ApiError(400, "invalid_top_k", "'top_k' must be an integer from 1 to 50")
-    mode = body.get("mode", settings.retrieval_mode)
-    if mode not in MODES:
-        raise ApiError(400, "invalid_mode", f"'mode' must be one of {', '.join(MODES)}")
+    top_k, mode = retrieval_options(body)
     answer_mode = body.get("answer_mode", settings.answer_mode)
     if answer_mode not in ANSWER_MODES:
         raise ApiError(

@@ -17,6 +17,8 @@ from server.conversations_api import conversations_api
 from server.embedder_api import embedder_api
 from server.errors import register_error_handlers
 from server.ingest_api import ingest_api
+from server.mcp_http import install_mcp
+from server.metrics import install_metrics
 from server.openai_api import openai_api, openai_error_response
 from server.state import EnclaveState
 from server.ui import ui
@@ -44,6 +46,8 @@ def create_app(
     app.register_blueprint(embedder_api)
     app.register_blueprint(openai_api)
     app.register_blueprint(ui)
+    install_mcp(app)  # MCP over streamable HTTP at /mcp
+    install_metrics(app)  # GET /metrics, request counts and times
 
     if load == "now":
         st.load()

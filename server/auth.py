@@ -55,7 +55,10 @@ from server.errors import ApiError
 from server.identity import SCOPES, Scope, User
 from server.state import state
 
-PUBLIC = frozenset({"api.health", "api.openapi", "auth.login", "auth.login_form", "ui.static"})
+# metrics.scrape checks its own access: an admin or the metrics_token (server/metrics.py).
+PUBLIC = frozenset(
+    {"api.health", "api.openapi", "auth.login", "auth.login_form", "ui.static", "metrics.scrape"}
+)
 REQUIRED_SCOPE: dict[str, Scope] = {
     "api.ask": "ask",
     "api.list_documents": "ask",
@@ -82,6 +85,7 @@ REQUIRED_SCOPE: dict[str, Scope] = {
     "ui.library": "ask",
     "ui.admin": "admin",
     "auth.logout": "ask",
+    "mcp.endpoint": "ask",  # each tool checks its own scope (server/mcp_tools.py)
 }
 # Routes that cost model time or disk: counted against the caller's rate limit.
 RATE_LIMITED = frozenset({"api.ask", "openai.chat_completions", "api.upload_document"})

@@ -1,5 +1,5 @@
-"""The `enclave` command line: ingest, serve, worker, reindex, ask, status, eval, tune, users,
-groups, keys, audit."""
+"""The `enclave` command line: ingest, serve, mcp, worker, reindex, ask, status, eval, tune,
+users, groups, keys, audit."""
 
 from __future__ import annotations
 
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="web server processes (setting web_workers; above 1: gunicorn, which needs "
         'work_queue = "celery")',
+    )
+
+    sub.add_parser(
+        "mcp",
+        parents=[common],
+        help="serve MCP over stdio for an assistant or IDE (key in ENCLAVE_API_KEY)",
     )
 
     p = sub.add_parser("worker", parents=[common], help="run a Celery indexing worker")
@@ -271,7 +277,24 @@ def lock_or_server(settings: Settings, purpose: str) -> DataDirLock | str:
     return lock
 
 
+def prepare_metrics_dir(settings: Settings) -> None:
+    """prometheus_client's multiprocess mode for `serve --workers N`: every process writes its
+    metrics under the data dir (emptied of a previous run's), and /metrics sums them. Set
+    before server.metrics (and prometheus_client) is imported, as its metrics are made then."""
+    import shutil
+
+    folder = settings.data_dir / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported already: values made from now on use the folder
+        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.web_workers > 1:
+        prepare_metrics_dir(settings)
     from waitress import serve
 
     from ingest.lock import DataDirLock
@@ -345,6 +368,13 @@ def _stop(state: Any) -> None:
         logging.shutdown()
         os._exit(0)
     print("Enclave stopped", flush=True)
+
+
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    """MCP over stdio (server/mcp_stdio.py)."""
+    from server.mcp_stdio import serve_stdio
+
+    return serve_stdio(settings)
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -668,6 +698,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "reindex": cmd_reindex,
     "ask": cmd_ask,
+    "mcp": cmd_mcp,
     "status": cmd_status,
     "eval": cmd_eval,
 }

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import request
+from flask import g, request
 
 from retriever.answer import Answer, AnswerStream, GenerationTimeout, SourcesEvent
 from retriever.generation import GenerationError
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy
+from server import metrics
 from server.access import current
 from server.errors import ApiError
 from server.state import state
@@ -80,6 +81,8 @@ def answer_finisher(route: str) -> Callable[[Answer], Answer]:
     (never the question's or the documents' text)."""
     st = state()
     hosts, audit, who = st.settings.answer_link_hosts, st.audit, actor()
+    route = g.get("answer_route", route)  # an MCP tool call runs the REST view: "mcp"
+    started = metrics.request_started()
 
     def finish(answer: Answer) -> Answer:
         answer.answer = neutralize_links(answer.answer, hosts)
@@ -91,6 +94,7 @@ def answer_finisher(route: str) -> Callable[[Answer], Answer]:
             abstained=answer.abstained,
             escalated=bool(answer.escalated),
         )
+        metrics.observe_answer(route, answer, started)
         return answer
 
     return finish

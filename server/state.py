@@ -19,6 +19,7 @@ from retriever.audit import AuditLog
 from retriever.components import Components
 from retriever.tuning.activation import ActivationStatus, EmbedderActivation
 from retriever.tuning.generations import GenerationError
+from server import metrics
 from server.conversations import ConversationStore
 from server.identity import IdentityStore
 from server.limits import build_limiter
@@ -68,6 +69,7 @@ class EnclaveState:
                     self._pipeline.dispatch = CeleryDispatch(self.settings)
                 else:
                     self._pipeline = build_pipeline(self.components)
+                self._pipeline.observe = metrics.ingested
                 if self.stopping.is_set():
                     self._pipeline.stopping.set()
             return self._pipeline

@@ -2,7 +2,8 @@
 canary string. For random group memberships (hypothesis), no user ever sees the canary of a
 collection it cannot read, through any route that can show document text: /api/v1/ask (JSON
 and streaming), the OpenAI-compatible endpoint (both), the document list, one document, its
-file, conversation history; nor does another user's audit log show it."""
+file, conversation history, every MCP tool at /mcp (search, ask, list_documents, get_document)
+and MCP resource; nor does another user's audit log show it."""
 
 from __future__ import annotations
 
@@ -81,6 +82,26 @@ def _responses(client: FlaskClient, headers: dict[str, str], doc_ids: dict[str, 
     return out
 
 
+def _mcp_responses(client: FlaskClient, headers: dict[str, str], doc_ids: dict[str, str]) -> str:
+    """Every MCP result a user gets at /mcp: each tool that can show document text, and the
+    document resources."""
+    out = []
+    calls: list[tuple[str, dict[str, object]]] = [("list_documents", {})]
+    for question in QUESTIONS:
+        calls += [("search", {"query": question, "top_k": 10}), ("ask", {"question": question})]
+    calls += [("get_document", {"document_id": doc_id}) for doc_id in doc_ids.values()]
+    requests: list[tuple[str, dict[str, object]]] = [
+        ("tools/call", {"name": tool, "arguments": arguments}) for tool, arguments in calls
+    ]
+    requests.append(("resources/list", {}))
+    requests += [("resources/read", {"uri": f"enclave://documents/{d}"}) for d in doc_ids.values()]
+    mcp_headers = {**headers, "Accept": "application/json, text/event-stream"}
+    for method, params in requests:
+        message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        out.append(client.post("/mcp", json=message, headers=mcp_headers).get_data(as_text=True))
+    return "\n".join(out)
+
+
 memberships = st.fixed_dictionaries(
     {u: st.frozensets(st.sampled_from(COLLECTIONS), max_size=3) for u in USERS}
 )
@@ -99,18 +120,21 @@ def test_no_user_sees_a_canary_it_may_not_read(
     client = app.test_client()
     audit_start = st_.audit.tail(1)[-1].id if st_.audit.tail(1) else 0
     for user in USERS:
-        bodies = "\n".join(_responses(client, keys[user], doc_ids))
+        mcp = _mcp_responses(client, keys[user], doc_ids)
+        bodies = "\n".join([*_responses(client, keys[user], doc_ids), mcp])
         for c in COLLECTIONS:
             if c in member_of[user]:
-                # The test can see a canary when it is there: the file of a readable document.
-                assert CANARY[c] in bodies, (user, c)
+                # The test can see a canary when it is there: the file of a readable document,
+                # get_document and the resource over MCP.
+                assert CANARY[c] in bodies and CANARY[c] in mcp, (user, c)
             else:
                 assert CANARY[c] not in bodies, (user, c)
     # The audit log names, for each user, only documents that user could read.
-    for entry in st_.audit.tail(10000, action="ask"):
+    entries = [e for a in ("ask", "mcp_tool", "mcp_resource") for e in st_.audit.tail(10000, a)]
+    for entry in entries:
         if entry.id <= audit_start:
             continue
         user = entry.actor.split(" ")[0]
         readable = {doc_ids[c] for c in member_of[user]}
-        assert set(entry.detail["documents"]) <= readable, (user, entry.detail)
+        assert set(entry.detail.get("documents", [])) <= readable, (user, entry.detail)
         assert not any(canary in json.dumps(entry.to_dict()) for canary in CANARY.values())
