@@ -10,11 +10,14 @@ import queue
 import resource
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from ingest.loaders import LoadedDocument, LoadError, load_document, use_bundled_spacy_model
+from ingest.ocr import OcrOptions
 
 MB = 1024 * 1024
 STARTUP_TIMEOUT_S = 300.0  # a worker's imports and warm-up, on a busy machine
@@ -44,8 +47,9 @@ _WARM_UP_FILES = {
 }
 
 
-def _serve(conn: Connection, memory_mb: int) -> None:
-    """Worker loop: warm up and say ("ready", None); then receive a path, send back
+def _serve(conn: Connection, memory_mb: int, ocr: OcrOptions | None = None) -> None:
+    """Worker loop: warm up and say ("ready", None); then receive a path, send
+    ("progress", (pages done, pages)) while reading a PDF or image, and then
     ("ok", document) or ("error", reason)."""
     use_bundled_spacy_model()
     _warm_up()
@@ -60,8 +64,12 @@ def _serve(conn: Connection, memory_mb: int) -> None:
             path = conn.recv()
         except EOFError:
             return
+
+        def progress(done: int, total: int) -> None:
+            conn.send(("progress", (done, total)))
+
         try:
-            conn.send(("ok", load_document(Path(path))))
+            conn.send(("ok", load_document(Path(path), ocr, progress)))
         except LoadError as exc:
             conn.send(("error", str(exc)))
         except MemoryError:
@@ -71,10 +79,10 @@ def _serve(conn: Connection, memory_mb: int) -> None:
 
 
 class _Worker:
-    def __init__(self, context: Any, memory_mb: int) -> None:
+    def __init__(self, context: Any, memory_mb: int, ocr: OcrOptions | None = None) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child, memory_mb), daemon=True, name="enclave-parser"
+            target=_serve, args=(child, memory_mb, ocr), daemon=True, name="enclave-parser"
         )
         self.process.start()
         child.close()
@@ -100,9 +108,16 @@ class ParserPool:
     """`load(path)` parses in one of `workers` processes; a worker that times out or dies is
     replaced, and the file gets a LoadError saying why."""
 
-    def __init__(self, workers: int = 1, timeout_s: float = 120.0, memory_mb: int = 2048) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        timeout_s: float = 120.0,
+        memory_mb: int = 2048,
+        ocr: OcrOptions | None = None,
+    ) -> None:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.ocr = ocr
         # forkserver: workers fork from a clean single-threaded process with the loaders
         # already imported, never from the threaded server.
         self._context = multiprocessing.get_context("forkserver")
@@ -114,7 +129,7 @@ class ParserPool:
             self._add()
 
     def _add(self) -> None:
-        worker = _Worker(self._context, self.memory_mb)
+        worker = _Worker(self._context, self.memory_mb, self.ocr)
         with self._lock:
             self._all.append(worker)
         self._idle.put(worker)
@@ -132,7 +147,9 @@ class ParserPool:
             workers = list(self._all)
         return all([worker.wait_ready(STARTUP_TIMEOUT_S) for worker in workers])
 
-    def load(self, path: Path) -> LoadedDocument:
+    def load(
+        self, path: Path, progress: Callable[[int, int], None] | None = None
+    ) -> LoadedDocument:
         worker = self._idle.get()
         # A new worker's start-up is not the file's fault: the time limit starts once it is up.
         if not worker.wait_ready(STARTUP_TIMEOUT_S):
@@ -143,13 +160,21 @@ class ParserPool:
             )
         try:
             worker.conn.send(str(path))
-            if not worker.conn.poll(self.timeout_s):
-                self._replace(worker)
-                raise LoadError(
-                    f"parsing {path.name} took longer than {self.timeout_s:g} s "
-                    "(parse_timeout_s); the file may be malformed"
-                )
-            status, payload = worker.conn.recv()
+            # Page progress messages come before the result; the time limit is the file's.
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
+                    self._replace(worker)
+                    raise LoadError(
+                        f"parsing {path.name} took longer than {self.timeout_s:g} s "
+                        "(parse_timeout_s); the file may be malformed or have too many "
+                        "scanned pages for the limit"
+                    )
+                status, payload = worker.conn.recv()
+                if status != "progress":
+                    break
+                if progress is not None:
+                    progress(*payload)
         except (EOFError, OSError, BrokenPipeError):
             code = worker.process.exitcode
             self._replace(worker)

@@ -1,0 +1,180 @@
+"""Scanned documents (image-only and mixed PDFs, PNG, multi-page TIFF) read by Tesseract, each
+generated here; damaged images, a missing Tesseract or language pack, a page over its budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.guards import Limits, check_file
+from ingest.loaders import LoadError, UnsupportedFileError, load_document
+from ingest.ocr import OcrOptions
+from ingest.workers import ParserPool
+from tests.scans import save_image_pdf, save_mixed_pdf, save_png, save_tiff
+
+GENERATOR = (
+    "Generator Testing\n\nThe backup generator at the Harbour Street exchange is tested every "
+    "Tuesday at six thirty. Technicians record the fuel level on form GEN-7."
+)
+FERRY = (
+    "Ferry Timetable\n\nThe staff ferry to Gull Island leaves the north pier at quarter past "
+    "eight. Passes are collected from the marina office."
+)
+BEACON = (
+    "Beacon Maintenance\n\nThe lighthouse beacon lamp is replaced every autumn by the "
+    "Kittiwake maintenance crew."
+)
+
+ROAMING = (
+    "Roaming Charges\n\nCalls from the Faroe Islands are billed at the zone two rate. Data "
+    "is billed per megabyte, rounded up, and a daily cap applies to every plan."
+)
+
+
+def pages_of(path: Path, word: str, **kwargs: object) -> set[int | None]:
+    doc = load_document(path, **kwargs)  # type: ignore[arg-type]
+    return {e.page for e in doc.elements if word.lower() in e.text.lower()}
+
+
+def test_image_only_pdf_is_read_page_by_page(tmp_path: Path) -> None:
+    pdf = save_image_pdf(tmp_path / "scan.pdf", [GENERATOR, FERRY])
+    seen: list[tuple[int, int]] = []
+    doc = load_document(pdf, progress=lambda done, total: seen.append((done, total)))
+    assert pages_of(pdf, "Harbour") == {1}
+    assert pages_of(pdf, "marina") == {2}
+    # No text layer: nothing read before OCR, then one step per page.
+    assert seen == [(0, 2), (1, 2), (2, 2)]
+    assert doc.title == "Generator Testing" and not doc.problems
+
+
+def test_mixed_pdf_reads_the_text_page_and_ocrs_the_scanned_one(tmp_path: Path) -> None:
+    pdf = save_mixed_pdf(tmp_path / "mixed.pdf", ROAMING, BEACON)
+    seen: list[tuple[int, int]] = []
+    doc = load_document(pdf, progress=lambda done, total: seen.append((done, total)))
+    assert pages_of(pdf, "Faroe") == {1}
+    assert pages_of(pdf, "Kittiwake") == {2}
+    assert seen == [(1, 2), (2, 2)]  # the text page costs no OCR
+    assert [e.page for e in doc.elements] == sorted(e.page or 0 for e in doc.elements)
+
+
+def test_png_and_jpeg_are_documents(tmp_path: Path) -> None:
+    png = save_png(tmp_path / "notice.png", FERRY)
+    assert pages_of(png, "Gull Island") == {1}
+    jpeg = tmp_path / "notice.jpg"
+    from PIL import Image
+
+    Image.open(png).save(jpeg, quality=85)
+    assert pages_of(jpeg, "marina") == {1}
+
+
+def test_multi_page_tiff_keeps_its_pages(tmp_path: Path) -> None:
+    tiff = save_tiff(tmp_path / "fax.tiff", [GENERATOR, FERRY, BEACON])
+    seen: list[tuple[int, int]] = []
+    doc = load_document(tiff, progress=lambda done, total: seen.append((done, total)))
+    found = {
+        word: {e.page for e in doc.elements if word in e.text}
+        for word in ("GEN-7", "pier", "Kittiwake")
+    }
+    assert found == {"GEN-7": {1}, "pier": {2}, "Kittiwake": {3}}
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_damaged_and_mislabelled_images_fail_with_a_reason(tmp_path: Path) -> None:
+    png = save_png(tmp_path / "whole.png", FERRY)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(png.read_bytes()[:3000])  # header intact, pixels missing
+    with pytest.raises(
+        LoadError, match=r"no text could be extracted from cut\.png: page 1 is damaged"
+    ):
+        load_document(cut)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00not really a png" * 20)
+    with pytest.raises(LoadError, match=r"garbage\.png is a damaged image"):
+        check_file(garbage, Limits())
+    with pytest.raises(LoadError, match="not a readable image"):
+        load_document(garbage)
+    renamed = tmp_path / "photo.jpg"
+    renamed.write_bytes(png.read_bytes())
+    with pytest.raises(UnsupportedFileError, match=r"named \.jpg but is not a JPG image"):
+        load_document(renamed)
+
+
+def test_image_guards_refuse_bombs_and_too_many_pages(tmp_path: Path) -> None:
+    tiff = save_tiff(tmp_path / "three.tif", [GENERATOR, FERRY, BEACON])
+    check_file(tiff, Limits())
+    with pytest.raises(LoadError, match=r"has 3 pages, over the limit of 2 \(max_pages\)"):
+        check_file(tiff, Limits(max_pages=2))
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (16000, 12000), 1).save(bomb)  # a few kB on disk, 192 megapixels
+    with pytest.raises(LoadError, match="image bomb"):
+        check_file(bomb, Limits())
+
+
+def test_without_tesseract_a_scan_fails_saying_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    png = save_png(tmp_path / "notice.png", FERRY)
+    pdf = save_image_pdf(tmp_path / "scan.pdf", [FERRY])
+    text_pdf = save_mixed_pdf(tmp_path / "text.pdf", ROAMING, None)
+    mixed = save_mixed_pdf(tmp_path / "mixed.pdf", ROAMING, BEACON)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no tesseract, no pdftoppm
+    for scan in (png, pdf):
+        with pytest.raises(LoadError, match=r"apt-get install tesseract-ocr tesseract-ocr-eng"):
+            load_document(scan)
+    # Everything else reads as before: a PDF's text pages are kept, the others reported.
+    assert pages_of(text_pdf, "Faroe") == {1}
+    doc = load_document(mixed)
+    assert {e.page for e in doc.elements} == {1}
+    assert doc.problems and "page(s) 2 not read" in doc.problems[0]
+    assert "apt-get install tesseract-ocr" in doc.problems[0]
+
+
+def test_a_blank_scanned_page_costs_no_ocr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unstructured_pytesseract
+
+    def no_ocr(*args: object, **kwargs: object) -> str:
+        raise AssertionError("a blank page was sent to Tesseract")
+
+    monkeypatch.setattr(unstructured_pytesseract, "image_to_string", no_ocr)
+    pdf = save_mixed_pdf(tmp_path / "separator.pdf", ROAMING, "")
+    doc = load_document(pdf)
+    assert {e.page for e in doc.elements} == {1} and not doc.problems
+
+
+def test_a_missing_language_pack_is_named(tmp_path: Path) -> None:
+    png = save_png(tmp_path / "notice.png", FERRY)
+    with pytest.raises(LoadError, match="apt-get install tesseract-ocr-klingon"):
+        load_document(png, ocr=OcrOptions(languages="eng+klingon"))
+
+
+def test_a_page_over_its_budget_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
+    pdf = save_mixed_pdf(tmp_path / "mixed.pdf", ROAMING, BEACON)
+    doc = load_document(pdf, ocr=OcrOptions(page_timeout_s=0.01))
+    assert {e.page for e in doc.elements} == {1}
+    assert len(doc.problems) == 1 and "page 2" in doc.problems[0]
+    assert "ocr_page_timeout_s" in doc.problems[0]
+
+
+def test_parser_process_reports_pages_as_they_are_read(tmp_path: Path) -> None:
+    tiff = save_tiff(tmp_path / "fax.tif", [GENERATOR, FERRY])
+    pool = ParserPool(workers=1, timeout_s=120, memory_mb=1024, ocr=OcrOptions())
+    try:
+        seen: list[tuple[int, int]] = []
+        doc = pool.load(tiff, progress=lambda done, total: seen.append((done, total)))
+        assert seen == [(1, 2), (2, 2)]
+        assert {e.page for e in doc.elements if "marina" in e.text} == {2}
+        # The file's time limit still holds over all of its pages.
+        slow = ParserPool(workers=1, timeout_s=0.5, memory_mb=1024, ocr=OcrOptions())
+        try:
+            assert slow.wait_ready()
+            with pytest.raises(LoadError, match="parse_timeout_s"):
+                slow.load(save_tiff(tmp_path / "long.tif", [GENERATOR] * 6))
+        finally:
+            slow.close()
+    finally:
+        pool.close()
