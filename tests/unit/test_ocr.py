@@ -45,6 +45,7 @@ def test_image_only_pdf_is_read_page_by_page(tmp_path: Path) -> None:
     assert pages_of(pdf, "marina") == {2}
     # No text layer: nothing read before OCR, then one step per page.
     assert seen == [(0, 2), (1, 2), (2, 2)]
+    # Pillow names the PDF after its file ("scan"): no title, so the first heading is.
     assert doc.title == "Generator Testing" and not doc.problems
 
 
