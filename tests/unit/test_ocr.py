@@ -10,8 +10,10 @@ import pytest
 from ingest.guards import Limits, check_file
 from ingest.loaders import LoadError, UnsupportedFileError, load_document
 from ingest.ocr import OcrOptions
+from ingest.pipeline import FileOutcome, IngestPipeline
 from ingest.workers import ParserPool
 from tests.scans import save_image_pdf, save_mixed_pdf, save_png, save_tiff
+from tests.unit.serving import add_user, api_key_app
 
 GENERATOR = (
     "Generator Testing\n\nThe backup generator at the Harbour Street exchange is tested every "
@@ -179,3 +181,57 @@ def test_parser_process_reports_pages_as_they_are_read(tmp_path: Path) -> None:
             slow.close()
     finally:
         pool.close()
+
+
+def test_pipeline_records_pages_per_document_and_job(
+    pipeline: IngestPipeline, tmp_path: Path
+) -> None:
+    tiff = save_tiff(tmp_path / "fax.tiff", [GENERATOR, FERRY])
+    jobs = pipeline.jobs
+    seen: list[tuple[str, int, int, str | None]] = []
+    real_pages = jobs.pages
+
+    def spy(document_id: str, path: str, done: int, total: int, job_id: str | None = None) -> None:
+        seen.append((path, done, total, job_id))
+        real_pages(document_id, path, done, total, job_id)
+        # While the file is read, its job lists it with its pages.
+        reading = jobs.get(job_id or "")
+        assert reading and reading["reading"][0]["pages_done"] == done
+
+    jobs.pages = spy  # type: ignore[method-assign]
+    job = jobs.start("upload", 1)
+    record = pipeline.plan(tiff)
+    assert not isinstance(record, FileOutcome)
+    (outcome,) = pipeline.index_records([record], job)
+    jobs.recorder(job)(outcome.path, outcome)
+    assert outcome.status == "indexed"
+    assert [(done, total, j) for _, done, total, j in seen] == [(1, 2, job), (2, 2, job)]
+    # Done: the file is in the job's files, no longer being read.
+    finished = jobs.get(job)
+    assert finished and finished["reading"] == [] and finished["files"][0]["status"] == "indexed"
+    assert jobs.page_progress() == {}
+
+
+def test_library_api_shows_pages_to_readers_of_the_collection_only(
+    tmp_path: Path, embedder: object
+) -> None:
+    app = api_key_app(tmp_path / "data", embedder, collection_groups={"hr": ["hr-staff"]})
+    try:
+        st = app.extensions["enclave"]
+        scan = save_png(tmp_path / "contract.png", FERRY)
+        record = st.pipeline.registry.register(str(scan), "hr", "0" * 64, 10, 0.0)
+        st.pipeline.jobs.pages(record.id, record.path, 3, 12)
+        hr = add_user(app, "ann", "ask", ("hr-staff",))
+        outsider = add_user(app, "eve", "ask", ("engineers",))
+        client = app.test_client()
+        listed = client.get("/api/v1/documents", headers=hr).get_json()["documents"]
+        assert [d["pages"] for d in listed] == [{"done": 3, "total": 12}]
+        one = client.get(f"/api/v1/documents/{record.id}", headers=hr).get_json()
+        assert one["pages"] == {"done": 3, "total": 12}
+        # Someone who may not read the collection sees neither the document nor its progress.
+        assert client.get("/api/v1/documents", headers=outsider).get_json()["documents"] == []
+        refused = client.get(f"/api/v1/documents/{record.id}", headers=outsider)
+        assert refused.status_code == 404 and "pages" not in refused.get_data(as_text=True)
+        assert client.get("/api/v1/documents").status_code == 401
+    finally:
+        st.shutdown()
