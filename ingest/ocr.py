@@ -126,7 +126,7 @@ def read_image(image: Any, number: int, options: OcrOptions) -> OcrPage:
     return OcrPage(number, str(text))
 
 
-def _render_pdf_page(path: Path, number: int, options: OcrOptions) -> Any:
+def render_pdf_page(path: Path, number: int, options: OcrOptions) -> Any:
     from PIL import Image
 
     pdftoppm = shutil.which("pdftoppm")
@@ -136,7 +136,8 @@ def _render_pdf_page(path: Path, number: int, options: OcrOptions) -> Any:
         )
     command = [pdftoppm, "-f", str(number), "-l", str(number), "-r", str(options.dpi)]
     out = subprocess.run(
-        [*command, "-gray", "-singlefile", "-png", str(path)],
+        # PGM: raw grey pixels, no PNG compression to pay for twice.
+        [*command, "-gray", "-singlefile", str(path)],
         capture_output=True,
         timeout=options.page_timeout_s,
         check=False,
@@ -145,7 +146,7 @@ def _render_pdf_page(path: Path, number: int, options: OcrOptions) -> Any:
         reason = out.stderr.decode(errors="replace").strip().splitlines()
         raise ValueError(reason[-1] if reason else f"pdftoppm exit code {out.returncode}")
     with Image.open(io.BytesIO(out.stdout)) as image:
-        return image.convert("L")  # pdftoppm's -gray PNG may still be RGB
+        return image.convert("L")  # a no-op for PGM; what a Poppler build gives otherwise
 
 
 def ocr_pdf_pages(
@@ -155,7 +156,7 @@ def ocr_pdf_pages(
     check_ready(options)
     for number in numbers:
         try:
-            image = _render_pdf_page(path, number, options)
+            image = render_pdf_page(path, number, options)
         except subprocess.TimeoutExpired:
             page = OcrPage(
                 number,
