@@ -88,13 +88,14 @@ EVAL ?= ../shared/eval
 BENCH_CACHE ?= data/bench
 BENCH := ENCLAVE_BENCH_CACHE=$(BENCH_CACHE) ENCLAVE_EVAL=$(EVAL) $(BIN)/python
 
-bench: install
+bench: install ocr
 	mkdir -p benchmarks/results
 	for mode in generative extractive; do \
 	  $(BIN)/enclave eval answers --qa corpora/demo --mode $$mode --json \
 	    | tail -n 1 > benchmarks/results/answers-demo-$$mode.json; done
 	$(BENCH) benchmarks/embedder.py
 	$(BENCH) benchmarks/ingest.py
+	$(BENCH) benchmarks/ocr.py
 	$(BENCH) benchmarks/retrieve.py
 	$(BENCH) benchmarks/generate.py
 	ENCLAVE_LLM_FAST_CPU_WEIGHTS=false ENCLAVE_LLM_FLASH_ATTENTION=false \

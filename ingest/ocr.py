@@ -52,7 +52,7 @@ class OcrOptions:
 
     languages: str = "eng"  # Tesseract's form: "eng" or "eng+deu"
     page_timeout_s: float = 60.0
-    dpi: int = 300
+    dpi: int = 200
 
 
 @dataclass
