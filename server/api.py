@@ -281,6 +281,9 @@ _INLINE_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".md": "text/plain; charset=utf-8",
     ".csv": "text/plain; charset=utf-8",
+    ".png": "image/png",  # scans; never SVG, which can hold scripts
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
 }
 
 

@@ -3,7 +3,10 @@ generated here; damaged images, a missing Tesseract or language pack, a page ove
 
 from __future__ import annotations
 
+import io
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +238,46 @@ def test_library_api_shows_pages_to_readers_of_the_collection_only(
         assert client.get("/api/v1/documents").status_code == 401
     finally:
         st.shutdown()
+
+
+def test_a_scan_uploaded_through_the_api_is_searchable(tmp_path: Path, embedder: object) -> None:
+    app = api_key_app(tmp_path / "data", embedder, collection_groups={"scans": ["office"]})
+    try:
+        client = app.test_client()
+        ingest = add_user(app, "ian", "ingest", ("office",))
+        reader = add_user(app, "rae", "ask", ("office",))
+        outsider = add_user(app, "eve", "ask", ("field",))
+        png = save_png(tmp_path / "whiteboard.png", FERRY).read_bytes()
+
+        def send(name: str, data: bytes, headers: dict[str, str]) -> Any:
+            form = {"file": (io.BytesIO(data), name), "collection": "scans"}
+            return client.post("/api/v1/documents", data=form, headers=headers)
+
+        # Same auth and scopes as every upload: no key, or a key that may only ask, is refused.
+        assert send("board.png", png, {}).status_code == 401
+        assert send("board.png", png, reader).status_code == 403
+        mislabelled = send("board.jpg", png, ingest)
+        assert mislabelled.status_code == 415
+        assert "not a JPG image" in mislabelled.get_json()["error"]["message"]
+        accepted = send("board.png", png, ingest)
+        assert accepted.status_code == 202, accepted.get_json()
+        doc_id = accepted.get_json()["id"]
+        for _ in range(600):
+            body = client.get(f"/api/v1/documents/{doc_id}", headers=ingest).get_json()
+            if body["status"] != "pending":
+                break
+            time.sleep(0.1)
+        assert body["status"] == "indexed" and body["pages"] is None, body
+        question = {"question": "When does the staff ferry to Gull Island leave?"}
+        asked = client.post("/api/v1/ask", json=question, headers=reader).get_json()
+        top = asked["sources"][0]
+        assert top["document_id"] == doc_id and top["page"] == 1, top
+        original = client.get(f"/api/v1/documents/{doc_id}/file", headers=reader)
+        assert original.mimetype == "image/png" and original.data == png
+        # Someone outside the collection finds neither the scan's text nor its file.
+        refused = client.post("/api/v1/ask", json=question, headers=outsider)
+        assert all(s["document_id"] != doc_id for s in refused.get_json()["sources"])
+        assert "Gull Island" not in refused.get_data(as_text=True).replace(question["question"], "")
+        assert client.get(f"/api/v1/documents/{doc_id}/file", headers=outsider).status_code == 404
+    finally:
+        app.extensions["enclave"].shutdown()
