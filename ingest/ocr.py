@@ -180,6 +180,18 @@ def image_frames(path: Path) -> int:
         return int(getattr(image, "n_frames", 1))
 
 
+def _grey(frame: Any) -> Any:
+    """A frame as Tesseract reads best: 8-bit grey, upright, transparency on white paper."""
+    from PIL import Image, ImageOps
+
+    frame = ImageOps.exif_transpose(frame)  # a phone photo stored sideways
+    if frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info:
+        paper = Image.new("RGBA", frame.size, "white")
+        paper.alpha_composite(frame.convert("RGBA"))
+        frame = paper
+    return frame.convert("L")
+
+
 def ocr_image(path: Path, options: OcrOptions, progress: Progress | None = None) -> list[OcrPage]:
     """OCR every frame of an image file (a multi-page TIFF is one page per frame)."""
     from PIL import Image, UnidentifiedImageError
@@ -195,8 +207,7 @@ def ocr_image(path: Path, options: OcrOptions, progress: Progress | None = None)
         for number in range(1, total + 1):
             try:
                 image.seek(number - 1)
-                # Tesseract reads 8-bit grey best; palette, CMYK and 16-bit frames are converted.
-                frame = image.convert("L")
+                frame = _grey(image)
             except (OSError, ValueError, EOFError, SyntaxError) as exc:
                 page = OcrPage(number, problem=f"page {number} is damaged: {exc}")
             else:

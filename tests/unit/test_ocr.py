@@ -15,7 +15,7 @@ from ingest.loaders import LoadError, UnsupportedFileError, load_document
 from ingest.ocr import OcrOptions
 from ingest.pipeline import FileOutcome, IngestPipeline
 from ingest.workers import ParserPool
-from tests.scans import save_image_pdf, save_mixed_pdf, save_png, save_tiff
+from tests.scans import render_page, save_image_pdf, save_mixed_pdf, save_png, save_tiff
 from tests.unit.serving import add_user, api_key_app
 
 GENERATOR = (
@@ -72,6 +72,22 @@ def test_png_and_jpeg_are_documents(tmp_path: Path) -> None:
 
     Image.open(png).save(jpeg, quality=85)
     assert pages_of(jpeg, "marina") == {1}
+
+
+def test_transparent_and_sideways_images_are_read_upright_on_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    page = render_page(FERRY)
+    # Black text on a transparent background (as screenshots and exports have it).
+    clear = Image.new("LA", page.size, (0, 0))
+    clear.putalpha(page.point(lambda v: 255 - v))
+    clear.save(tmp_path / "clear.png")
+    assert pages_of(tmp_path / "clear.png", "Gull Island") == {1}
+    # A photo stored sideways with an EXIF orientation tag (6: turn 90 degrees clockwise).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    page.rotate(90, expand=True).save(tmp_path / "phone.jpg", exif=exif, quality=90)
+    assert pages_of(tmp_path / "phone.jpg", "marina") == {1}
 
 
 def test_multi_page_tiff_keeps_its_pages(tmp_path: Path) -> None:
