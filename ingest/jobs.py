@@ -112,6 +112,11 @@ class JobLog(SQLStore):
                 (document_id, job_id, path, done, total, time.time()),
             )
 
+    def forget_pages(self, document_id: str) -> None:
+        """The document is no longer being read (its outcome is logged by `file_done`)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM parse_progress WHERE document_id = ?", (document_id,))
+
     def page_progress(self) -> dict[str, dict[str, int]]:
         """Pages done and pages of each document being read now, by document id."""
         with self._lock:
