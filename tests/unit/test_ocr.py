@@ -297,3 +297,17 @@ def test_a_scan_uploaded_through_the_api_is_searchable(tmp_path: Path, embedder:
         assert client.get(f"/api/v1/documents/{doc_id}/file", headers=outsider).status_code == 404
     finally:
         app.extensions["enclave"].shutdown()
+
+
+def test_an_incomplete_scan_is_indexed_and_names_the_page_it_missed(
+    pipeline: IngestPipeline, tmp_path: Path
+) -> None:
+    import functools
+
+    pipeline.loader = functools.partial(load_document, ocr=OcrOptions(page_timeout_s=0.01))
+    pdf = save_mixed_pdf(tmp_path / "mixed.pdf", ROAMING, BEACON)
+    report = pipeline.ingest([pdf]).to_dict()
+    assert report["indexed"] == 1 and report["failures"] == []
+    (incomplete,) = report["incomplete"]  # type: ignore[misc]
+    assert incomplete["path"].endswith("mixed.pdf")
+    assert "page 2" in incomplete["error"] and "ocr_page_timeout_s" in incomplete["error"]
