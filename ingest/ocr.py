@@ -172,14 +172,6 @@ def ocr_pdf_pages(
         on_page()
 
 
-def image_frames(path: Path) -> int:
-    """How many pages (frames) an image file has: TIFFs may have several."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return int(getattr(image, "n_frames", 1))
-
-
 def _grey(frame: Any) -> Any:
     """A frame as Tesseract reads best: 8-bit grey, upright, transparency on white paper."""
     from PIL import Image, ImageOps
