@@ -7,7 +7,7 @@ DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run serve ingest-demo test test-unit test-scaleout lint bench eval corpus clean chromium postgresql redis-server screenshots
+.PHONY: install run serve ingest-demo test test-unit test-scaleout lint bench eval corpus clean chromium postgresql redis-server ocr screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-ingest-demo: install
+ingest-demo: install ocr
 	$(BIN)/enclave ingest corpora/demo --data $(DATA)
 
-serve: install
+serve: install ocr
 	$(BIN)/enclave serve --data $(DATA) --host $(HOST) --port $(PORT)
 
 run: ingest-demo serve
@@ -46,6 +46,16 @@ postgresql:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y --no-install-recommends postgresql; }
 
+# Scanned PDFs and images are read by Debian's Tesseract (with its English pack) and Poppler's
+# pdftoppm; more languages: apt-get install tesseract-ocr-<lang>, then set ocr_languages.
+ocr:
+	@{ command -v tesseract && command -v pdftoppm && \
+	   tesseract --list-langs 2>/dev/null | grep -qx eng; } >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+	    poppler-utils; }
+
 # The scale-out test (pytest -m scaleout) starts Debian's redis-server on loopback.
 redis-server:
 	@command -v redis-server >/dev/null || { \
@@ -53,7 +63,7 @@ redis-server:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO apt-get install -y --no-install-recommends redis-server; }
 
-test: install chromium postgresql redis-server
+test: install chromium postgresql redis-server ocr
 	$(BIN)/python -m pytest -q
 
 test-scaleout: install postgresql redis-server
@@ -63,7 +73,7 @@ test-scaleout: install postgresql redis-server
 screenshots: install chromium
 	ENCLAVE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q tests/browser
 
-test-unit: install postgresql redis-server
+test-unit: install postgresql redis-server ocr
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
@@ -78,13 +88,14 @@ EVAL ?= ../shared/eval
 BENCH_CACHE ?= data/bench
 BENCH := ENCLAVE_BENCH_CACHE=$(BENCH_CACHE) ENCLAVE_EVAL=$(EVAL) $(BIN)/python
 
-bench: install
+bench: install ocr
 	mkdir -p benchmarks/results
 	for mode in generative extractive; do \
 	  $(BIN)/enclave eval answers --qa corpora/demo --mode $$mode --json \
 	    | tail -n 1 > benchmarks/results/answers-demo-$$mode.json; done
 	$(BENCH) benchmarks/embedder.py
 	$(BENCH) benchmarks/ingest.py
+	$(BENCH) benchmarks/ocr.py
 	$(BENCH) benchmarks/retrieve.py
 	$(BENCH) benchmarks/generate.py
 	ENCLAVE_LLM_FAST_CPU_WEIGHTS=false ENCLAVE_LLM_FLASH_ATTENTION=false \

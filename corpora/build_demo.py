@@ -8,6 +8,9 @@ this script:
 * ``it-security-policy.pdf``      from ``demo_src/it-security-policy.md``    (fpdf2)
 * ``customer-onboarding.pptx``    from ``demo_src/customer-onboarding.md``   (python-pptx)
 * ``product-price-sheet.xlsx``    from the ``PRICE_ROWS`` table below       (openpyxl)
+* ``rooftop-site-access-scan.pdf`` from ``demo_src/rooftop-site-access-scan.md`` (Pillow, fpdf2):
+  a scanned document, its page rendered to an image and wrapped as a PDF with no text layer,
+  so only OCR reads it
 
 The sources under ``demo_src/`` use a tiny Markdown subset: ``#`` title, ``##`` and ``###``
 headings, ``- `` bullets, ``1. `` numbered items, ``|`` pipe tables and plain paragraphs.
@@ -20,12 +23,15 @@ Usage::
 
     python corpora/build_demo.py
 
-Requires python-docx, openpyxl, python-pptx and fpdf2.
+Requires python-docx, openpyxl, python-pptx, fpdf2 and Pillow.
 """
 
 from __future__ import annotations
 
+import io
+import random
 import re
+import textwrap
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +43,7 @@ from fpdf import FPDF
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
+from PIL import Image, ImageDraw, ImageFont
 from pptx import Presentation
 from pptx.util import Inches
 from pptx.util import Pt as PptPt
@@ -261,6 +268,50 @@ def build_pdf(src: Path, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Scanned PDF: a signed agreement, as a page image only (no text layer)
+# --------------------------------------------------------------------------------------------
+
+SCAN_DPI = 300
+SCAN_SIZES = {"title": 64, "h1": 46, "h2": 46}  # pixels at SCAN_DPI; body text 40 (about 10 pt)
+
+
+def render_scan(blocks: list[Block]) -> Image.Image:
+    """One A4 page of text as a scanner gives it: grey, slightly skewed, a few specks. Pillow's
+    bundled font, so every machine renders the same pixels; the specks are seeded."""
+    width, height = int(8.27 * SCAN_DPI), int(11.69 * SCAN_DPI)
+    page = Image.new("L", (width, height), 250)
+    draw = ImageDraw.Draw(page)
+    x, y = SCAN_DPI, int(0.8 * SCAN_DPI)
+    for block in blocks:
+        size = SCAN_SIZES.get(block.kind, 40)
+        font = ImageFont.load_default(size=size)
+        y += size // 2 if block.kind in SCAN_SIZES else 0
+        for line in textwrap.wrap(block.text, int((width - 2 * x) / (size * 0.52))):
+            draw.text((x, y), line, fill=24, font=font)
+            y += int(size * 1.45)
+        y += size // 2
+    rng = random.Random(4471)
+    for _ in range(1500):
+        spot = (rng.randrange(width), rng.randrange(height))
+        draw.point(spot, fill=rng.choice((90, 140, 190)))
+    return page.rotate(0.4, resample=Image.Resampling.BICUBIC, fillcolor=250)
+
+
+def build_scanned_pdf(src: Path, out: Path) -> None:
+    """Write a one-page PDF whose only content is the scanned page image."""
+    image = io.BytesIO()
+    render_scan(parse_source(src)).save(image, "PNG", optimize=True)
+    pdf = FPDF(format="A4")
+    pdf.set_title("Kestrel Telecom Rooftop Site Access Agreement, Beacon Hill (scan)")
+    pdf.set_author(AUTHOR)
+    pdf.set_creator("corpora/build_demo.py")
+    pdf.set_creation_date(FIXED_DATE.replace(tzinfo=UTC))
+    pdf.add_page()
+    pdf.image(image, x=0, y=0, w=pdf.w, h=pdf.h)
+    pdf.output(str(out))
+
+
+# --------------------------------------------------------------------------------------------
 # PPTX: customer onboarding deck
 # --------------------------------------------------------------------------------------------
 
@@ -426,6 +477,9 @@ def main() -> None:
         "it-security-policy.pdf": lambda p: build_pdf(SRC_DIR / "it-security-policy.md", p),
         "customer-onboarding.pptx": lambda p: build_pptx(SRC_DIR / "customer-onboarding.md", p),
         "product-price-sheet.xlsx": build_xlsx,
+        "rooftop-site-access-scan.pdf": lambda p: build_scanned_pdf(
+            SRC_DIR / "rooftop-site-access-scan.md", p
+        ),
     }
     for name, build in targets.items():
         path = OUT_DIR / name

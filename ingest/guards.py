@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.loaders import ZIP_FORMATS, LoadError, UnsupportedFileError, sniff_mismatch
+from ingest.ocr import IMAGE_SUFFIXES
 
 MB = 1024 * 1024
+MAX_IMAGE_MEGAPIXELS = 150  # a 600 dpi A3 scan is 70; a small file claiming more is a bomb
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,33 @@ def check_pdf(path: Path, limits: Limits) -> None:
         )
 
 
+def check_image(path: Path, limits: Limits) -> None:
+    """Images are decoded whole for OCR: refuse frames too large to decode, and more frames
+    (TIFF pages) than a PDF may have pages. Only the headers are read here."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            frames = int(getattr(image, "n_frames", 1))
+    except Image.DecompressionBombError:
+        raise LoadError(
+            f"{path.name} claims an image over {MAX_IMAGE_MEGAPIXELS} megapixels: possibly an "
+            "image bomb"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise LoadError(f"{path.name} is a damaged image: {exc}") from None
+    if width * height > MAX_IMAGE_MEGAPIXELS * 1_000_000:
+        raise LoadError(
+            f"{path.name} is {width}x{height} pixels, over {MAX_IMAGE_MEGAPIXELS} megapixels: "
+            "possibly an image bomb; scan at a lower resolution"
+        )
+    if frames > limits.max_pages:
+        raise LoadError(
+            f"{path.name} has {frames} pages, over the limit of {limits.max_pages} (max_pages)"
+        )
+
+
 def check_file(
     path: Path,
     limits: Limits,
@@ -132,9 +161,11 @@ def check_file(
 
 def check_content(path: Path, limits: Limits) -> None:
     """The checks that read a file's structure (zip directory, PDF objects): in the parser
-    processes, under their time and memory limits, when there are any."""
+    processes, under their time and memory limits, when there are any. Images: their headers."""
     suffix = path.suffix.lower()
     if suffix in ZIP_FORMATS:
         check_zip(path, limits)
     elif suffix == ".pdf":
         check_pdf(path, limits)
+    elif suffix in IMAGE_SUFFIXES:
+        check_image(path, limits)

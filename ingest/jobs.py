@@ -38,6 +38,14 @@ CREATE TABLE IF NOT EXISTS job_files (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_files_job ON job_files(job_id);
+CREATE TABLE IF NOT EXISTS parse_progress (
+    document_id TEXT PRIMARY KEY,
+    job_id TEXT,
+    path TEXT NOT NULL,
+    pages_done INTEGER NOT NULL,
+    pages_total INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 """
 KEEP_JOBS = 200  # older jobs are pruned
 # A running job whose owner cannot be checked (another host, or handed to the Celery workers)
@@ -76,6 +84,9 @@ def _owner_alive(owner: str, host: str) -> bool | None:
     except PermissionError:
         pass  # exists, another user's
     return not start or _process_start(pid) == start
+
+
+STALE_PROGRESS_S = 86400.0  # page progress of a parse that never finished (a crash) is pruned
 
 
 class JobLog(SQLStore):
@@ -117,6 +128,7 @@ class JobLog(SQLStore):
                 "(SELECT id FROM jobs ORDER BY started_at DESC LIMIT ?)",
                 (KEEP_JOBS,),
             )
+            db.execute("DELETE FROM parse_progress WHERE at < ?", (time.time() - STALE_PROGRESS_S,))
         return job_id
 
     def file_done(
@@ -134,11 +146,42 @@ class JobLog(SQLStore):
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job_id, path, status, document_id, chunks, error, time.time()),
             )
+            if document_id is not None:
+                db.execute("DELETE FROM parse_progress WHERE document_id = ?", (document_id,))
             db.execute(
                 "UPDATE jobs SET done = done + 1, chunks = chunks + ?, heartbeat_at = ?, "
                 "total = CASE WHEN total > done + 1 THEN total ELSE done + 1 END WHERE id = ?",
                 (chunks, time.time(), job_id),
             )
+
+    def pages(
+        self, document_id: str, path: str, done: int, total: int, job_id: str | None = None
+    ) -> None:
+        """A file being read page by page (a PDF, a scan being OCRed): `done` of `total`."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO parse_progress(document_id, job_id, path, pages_done, pages_total, "
+                "at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (document_id) DO UPDATE SET "
+                "job_id = excluded.job_id, path = excluded.path, "
+                "pages_done = excluded.pages_done, pages_total = excluded.pages_total, "
+                "at = excluded.at",
+                (document_id, job_id, path, done, total, time.time()),
+            )
+
+    def forget_pages(self, document_id: str) -> None:
+        """The document is no longer being read (its outcome is logged by `file_done`)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM parse_progress WHERE document_id = ?", (document_id,))
+
+    def page_progress(self) -> dict[str, dict[str, int]]:
+        """Pages done and pages of each document being read now, by document id."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT document_id, pages_done, pages_total FROM parse_progress"
+            ).fetchall()
+        return {
+            r["document_id"]: {"done": r["pages_done"], "total": r["pages_total"]} for r in rows
+        }
 
     def recorder(self, job_id: str) -> Callable[[str, FileOutcome], None]:
         """A progress callback that logs each file's outcome into the job. A `queued` outcome
@@ -256,5 +299,12 @@ class JobLog(SQLStore):
                 "WHERE job_id = ? ORDER BY at",
                 (job_id,),
             ).fetchall()
+            parsing = self._db.execute(
+                "SELECT path, document_id, pages_done, pages_total FROM parse_progress "
+                "WHERE job_id = ? ORDER BY at",
+                (job_id,),
+            ).fetchall()
         job["files"] = [dict(f) for f in files]
+        # Files being read now, with their pages (a long scan shows it is moving).
+        job["reading"] = [dict(p) for p in parsing]
         return job

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import functools
+import html
 import importlib.util
 import re
+import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import retriever.privacy  # noqa: F401  (unstructured reads DO_NOT_TRACK at import)
+from ingest.ocr import (
+    IMAGE_SUFFIXES,
+    OcrError,
+    OcrOptions,
+    OcrPage,
+    Progress,
+    magic_mismatch,
+    ocr_image,
+    ocr_pdf_pages,
+)
 
 # File suffix -> unstructured partitioner module and function.
 _PARTITIONERS: dict[str, tuple[str, str]] = {
@@ -27,7 +39,8 @@ _PARTITIONERS: dict[str, tuple[str, str]] = {
     ".csv": ("unstructured.partition.csv", "partition_csv"),
     ".eml": ("unstructured.partition.email", "partition_email"),
 }
-SUPPORTED_SUFFIXES = frozenset(_PARTITIONERS)
+# Images are read by OCR (ingest/ocr.py), one page per frame.
+SUPPORTED_SUFFIXES = frozenset(_PARTITIONERS) | IMAGE_SUFFIXES
 ZIP_FORMATS = frozenset({".docx", ".pptx", ".xlsx"})  # Office Open XML: zip archives
 _SKIPPED_CATEGORIES = {"Header", "Footer", "PageBreak", "PageNumber", "Image"}
 _TEMPORARY = re.compile(r"^(~\$|\.)|\.(tmp|part|crdownload|swp)$|~$", re.IGNORECASE)
@@ -59,6 +72,8 @@ class Element:
 class LoadedDocument:
     title: str
     elements: list[Element]
+    # Pages that could not be read (OCR over its budget, a damaged frame); the rest is kept.
+    problems: list[str] = field(default_factory=list)
 
 
 def is_ignored(name: str) -> bool:
@@ -73,6 +88,8 @@ def is_supported(path: Path) -> bool:
 def sniff_mismatch(suffix: str, head: bytes) -> str | None:
     """Why the first bytes do not fit the file type (None when they do)."""
     suffix = suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return magic_mismatch(suffix, head)
     if suffix == ".pdf" and not head.startswith(b"%PDF-"):
         return "the file is named .pdf but is not a PDF"
     if suffix in ZIP_FORMATS and not head.startswith(b"PK\x03\x04"):
@@ -223,6 +240,60 @@ def _partition(path: Path) -> list[Any]:
     return _partitioner(suffix)(**kwargs)
 
 
+def _ocr_elements(pages: list[OcrPage]) -> list[Any]:
+    """OCR text as unstructured elements (titles, paragraphs, list items), page by page."""
+    from unstructured.partition.text import partition_text
+
+    raw: list[Any] = []
+    for page in pages:
+        if not page.text.strip():
+            continue
+        for item in partition_text(text=page.text, languages=[""]):
+            item.metadata.page_number = page.number
+            raw.append(item)
+    return raw
+
+
+def _pdf_with_ocr(
+    path: Path, raw: list[Any], options: OcrOptions, progress: Progress | None
+) -> tuple[list[Any], list[OcrPage]]:
+    """The fast pass's elements plus OCR of the pages it found no text on (scanned pages);
+    a PDF whose every page has a text layer is not OCRed at all."""
+    from pypdf import PdfReader
+
+    total = len(PdfReader(str(path)).pages)
+    with_text = {
+        getattr(item.metadata, "page_number", None)
+        for item in raw
+        if getattr(item, "category", "") not in _SKIPPED_CATEGORIES and str(item).strip()
+    }
+    scanned = [number for number in range(1, total + 1) if number not in with_text]
+    done = total - len(scanned)
+    if progress:
+        progress(done, total)
+    if not scanned:
+        return raw, []
+
+    def page_done() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    try:
+        pages = list(ocr_pdf_pages(path, scanned, options, page_done))
+    except OcrError as exc:
+        if not with_text:
+            raise
+        # Text pages are read as they always were; the others wait for OCR to be installed.
+        listed = ", ".join(map(str, scanned))
+        return raw, [OcrPage(scanned[0], problem=f"page(s) {listed} not read: {exc}")]
+    merged = raw + _ocr_elements(pages)
+    # Reading order: page by page (a stable sort keeps each page's own order).
+    merged.sort(key=lambda item: getattr(item.metadata, "page_number", None) or 0)
+    return merged, pages
+
+
 def _elements(raw: list[Any]) -> list[Element]:
     elements: list[Element] = []
     stack: list[tuple[int, str]] = []  # (depth, heading text)
@@ -250,19 +321,86 @@ def _elements(raw: list[Any]) -> list[Element]:
     return elements
 
 
+class _HtmlTitle(HTMLParser):
+    """The text of an HTML page's <title>, and of its first <h1>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.title: list[str] = []
+        self.h1: list[str] = []
+        self._in: str | None = None
+        self._seen: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("title", "h1") and tag not in self._seen:
+            self._in = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._in:
+            self._seen.add(tag)
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "title":
+            self.title.append(data)
+        elif self._in == "h1":
+            self.h1.append(data)
+
+
+_CORE_TITLE = re.compile(rb"<dc:title>(.*?)</dc:title>", re.DOTALL)
+
+
+def _declared_title(path: Path) -> str | None:
+    """The title the file itself declares: HTML <title> (else its first <h1>), a PDF's
+    document information, an Office file's core properties. None when it declares none."""
+    suffix = path.suffix.lower()
+    candidates: list[str] = []
+    try:
+        if suffix in (".html", ".htm"):
+            parser = _HtmlTitle()
+            parser.feed(path.read_text(encoding="utf-8", errors="replace"))
+            candidates = ["".join(parser.title), "".join(parser.h1)]
+        elif suffix == ".pdf":
+            from pypdf import PdfReader
+
+            metadata = PdfReader(str(path)).metadata
+            candidates = [str(metadata.title or "")] if metadata else []
+        elif suffix in ZIP_FORMATS:
+            with zipfile.ZipFile(path) as archive:
+                found = _CORE_TITLE.search(archive.read("docProps/core.xml"))
+            candidates = [html.unescape(found.group(1).decode("utf-8", "replace"))] if found else []
+    except Exception:  # a title is a nicety: the document itself was read
+        return None
+    # A file name is no title (image-to-PDF tools write one), nor is a word processor's
+    # "Microsoft Word - draft.docx".
+    names = {path.stem.lower(), path.name.lower()}
+    for candidate in candidates:
+        text = " ".join(candidate.split())
+        if text and len(text) <= 200 and text.lower() not in names and ".doc" not in text:
+            return text
+    return None
+
+
 def _title(path: Path, elements: list[Element], raw: list[Any]) -> str:
     for item in raw[:1]:
         subject = getattr(getattr(item, "metadata", None), "subject", None)
         if subject:
             return str(subject)
+    declared = _declared_title(path)
+    if declared:
+        return declared
     for element in elements[:5]:
         if element.is_heading and len(element.text) <= 120:
             return element.text
     return path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
 
 
-def load_document(path: Path) -> LoadedDocument:
-    """Parse a supported file into elements; raise LoadError with a reason otherwise."""
+def load_document(
+    path: Path, ocr: OcrOptions | None = None, progress: Progress | None = None
+) -> LoadedDocument:
+    """Parse a supported file into elements; raise LoadError with a reason otherwise.
+    Scanned pages (images, PDF pages without a text layer) are OCRed with `ocr`; `progress`
+    hears (pages done, pages) of a PDF or image as they are read."""
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise UnsupportedFileError(
@@ -275,14 +413,29 @@ def load_document(path: Path) -> LoadedDocument:
     if mismatch:
         raise UnsupportedFileError(mismatch)
     use_bundled_spacy_model()
+    options = ocr or OcrOptions()
+    pages: list[OcrPage] = []
     try:
-        raw = _partition(path)
+        if suffix in IMAGE_SUFFIXES:
+            pages = ocr_image(path, options, progress)
+            raw = _ocr_elements(pages)
+        else:
+            raw = _partition(path)
+            if suffix == ".pdf":
+                raw, pages = _pdf_with_ocr(path, raw, options, progress)
     except LoadError:
         raise
+    except OcrError as exc:
+        raise LoadError(f"{path.name} has scanned pages that need OCR, but {exc}") from None
+    except ValueError as exc:
+        if suffix in IMAGE_SUFFIXES:
+            raise LoadError(str(exc)) from None
+        raise LoadError(f"could not parse {path.name}: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         raise LoadError(f"could not parse {path.name}: {type(exc).__name__}: {exc}") from exc
+    problems = [page.problem for page in pages if page.problem]
     elements = _elements(raw)
     if not elements:
-        hint = " (a scanned PDF has no text layer; OCR is not enabled)" if suffix == ".pdf" else ""
-        raise LoadError(f"no text could be extracted from {path.name}{hint}")
-    return LoadedDocument(_title(path, elements, raw), elements)
+        reason = f": {'; '.join(problems)}" if problems else ""
+        raise LoadError(f"no text could be extracted from {path.name}{reason}")
+    return LoadedDocument(_title(path, elements, raw), elements, problems)

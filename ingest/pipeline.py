@@ -8,6 +8,7 @@ document `pending` and the next run finishes it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from ingest.chunker import Chunker
 from ingest.guards import Limits, check_file
 from ingest.jobs import JobLog
 from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, load_document
+from ingest.ocr import OcrOptions
 from ingest.registry import DocumentRecord, Registry, file_sha256
 from ingest.workers import ParserPool
 from retriever.components import Components
@@ -36,7 +38,8 @@ from retriever.types import Chunk
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, "FileOutcome"], None]
-Loader = Callable[[Path], LoadedDocument]
+# (path, progress=(pages done, pages) callback) -> document
+Loader = Callable[..., LoadedDocument]
 # Hands registered documents to other processes (Celery workers) with the job they belong to.
 Dispatch = Callable[[Sequence[DocumentRecord], str | None], None]
 STATUSES = ("indexed", "unchanged", "renamed", "failed", "skipped", "queued", "deleted")
@@ -80,6 +83,12 @@ class IngestReport:
             "failures": [
                 {"path": o.path, "error": o.error} for o in self.outcomes if o.status == "failed"
             ],
+            # Indexed, but some pages could not be read (each named, with why).
+            "incomplete": [
+                {"path": o.path, "error": o.error}
+                for o in self.outcomes
+                if o.status == "indexed" and o.error
+            ],
         }
 
 
@@ -117,6 +126,7 @@ class _Parsed:
     title: str = ""
     chunks: list[Chunk] | None = None  # None: the file failed, for `error`
     error: str | None = None
+    problems: list[str] = field(default_factory=list)  # pages not read; the rest indexed
 
 
 class IngestPipeline:
@@ -258,22 +268,30 @@ class IngestPipeline:
         (outcome,) = self.index_records([record])
         return outcome
 
-    def _parse(self, record: DocumentRecord) -> _Parsed:
+    def _page_progress(
+        self, record: DocumentRecord, job: str | None, done: int, total: int
+    ) -> None:
+        try:
+            self.jobs.pages(record.id, record.path, done, total, job)
+        except Exception:  # progress is a display: it must not fail the file
+            log.exception("recording page progress of %s failed", record.path)
+
+    def _parse(self, record: DocumentRecord, job: str | None = None) -> _Parsed:
         """Parse (in a parser process when there is a pool) and chunk one file."""
         path = Path(record.path)
         if self.stopping.is_set():  # parsed ahead, never used: index_records stops first
             return _Parsed(record, error="not parsed: the process is stopping")
         try:
             root = self.inbox if self.in_inbox(path) else None
-            # The zip and PDF guards open the file: the parser processes run them, under
-            # their limits, when they parse (see ParserPool).
+            # The zip, PDF and image guards open the file: the parser processes run them,
+            # under their limits, when they parse (see ParserPool).
             in_workers = self.parser_pool is not None and self.loader == self.parser_pool.load
             check_file(path, self.limits, root, self.symlinks, content=not in_workers)
-            doc = self.loader(path)
+            doc = self.loader(path, progress=functools.partial(self._page_progress, record, job))
             chunks = self.chunker.chunk(
                 doc.elements, record.id, record.path, doc.title, record.collection
             )
-            return _Parsed(record, doc.title, chunks)
+            return _Parsed(record, doc.title, chunks, problems=doc.problems)
         except LoadError as exc:
             return _Parsed(record, error=str(exc))
         except FileNotFoundError:
@@ -283,15 +301,19 @@ class IngestPipeline:
             return _Parsed(record, error=f"{type(exc).__name__}: {exc}")
 
     def _parsed_in_order(
-        self, records: Sequence[DocumentRecord], chunks_per_document: Callable[[], float]
+        self,
+        records: Sequence[DocumentRecord],
+        chunks_per_document: Callable[[], float],
+        job: str | None = None,
     ) -> Iterator[_Parsed]:
         """Parse files ahead of the one being chunked, in the parser processes (in process,
         one after the other). The workers must have the next embedding batch parsed by the
         time the current one is embedded, or the embedder waits for them file by file; so
         the window is a batch's worth of documents (estimated from the chunks per document
         so far) plus PARSE_AHEAD per worker, which also bounds the parsed text held."""
+        parse = functools.partial(self._parse, job=job)
         if self.parser_pool is None:
-            yield from map(self._parse, records)
+            yield from map(parse, records)
             return
 
         def limit() -> int:
@@ -301,7 +323,7 @@ class IngestPipeline:
         with ThreadPoolExecutor(self.parse_workers, thread_name_prefix="parse") as pool:
             ahead: deque[Future[_Parsed]] = deque()
             for record in records:
-                ahead.append(pool.submit(self._parse, record))
+                ahead.append(pool.submit(parse, record))
                 while len(ahead) >= limit():
                     yield ahead.popleft().result()
             while ahead:
@@ -323,7 +345,7 @@ class IngestPipeline:
         # thread embeds batch N+1, and files are parsed and chunked on the parse threads.
         writing: Future[list[FileOutcome]] | None = None
         with ThreadPoolExecutor(1, thread_name_prefix="index-write") as writer:
-            for batch in self._batches(records):
+            for batch in self._batches(records, job):
                 self.check_stop()  # before a failure is recorded or a batch embedded
                 if batch[0].chunks is None:
                     yield self._fail(batch[0].record, batch[0].error or "unknown error")
@@ -335,7 +357,9 @@ class IngestPipeline:
             if writing is not None:
                 yield from writing.result()
 
-    def _batches(self, records: Sequence[DocumentRecord]) -> Iterator[list[_Parsed]]:
+    def _batches(
+        self, records: Sequence[DocumentRecord], job: str | None = None
+    ) -> Iterator[list[_Parsed]]:
         """Chunked files in embedding batches; a file that failed comes alone (no chunks).
         The first batches are small, so the embedder starts while the parsers fill the
         next; they double up to `embed_batch_chunks`."""
@@ -346,7 +370,7 @@ class IngestPipeline:
 
         batch: list[_Parsed] = []
         size, limit = 0, min(FIRST_BATCH_CHUNKS, self.embed_batch_chunks)
-        for parsed in self._parsed_in_order(records, chunks_per_document):
+        for parsed in self._parsed_in_order(records, chunks_per_document, job):
             if parsed.chunks is None:
                 yield [parsed]
                 continue
@@ -370,7 +394,10 @@ class IngestPipeline:
         for parsed in batch:
             rec, count = parsed.record, len(parsed.chunks or ())
             if self.registry.mark_indexed(rec.id, count, parsed.title, rec.sha256):
-                outcomes.append(FileOutcome(rec.path, "indexed", rec.id, count))
+                unread = "; ".join(parsed.problems) or None
+                if unread:
+                    log.warning("%s indexed without some pages: %s", rec.path, unread)
+                outcomes.append(FileOutcome(rec.path, "indexed", rec.id, count, unread))
                 continue
             # Deleted or changed while it was embedded: a deleted document must not come back;
             # a changed one keeps these chunks until its new version replaces them.
@@ -541,10 +568,11 @@ def build_pipeline(components: Components, parse_workers: int | None = None) -> 
     limits = Limits(
         settings.max_file_mb, settings.max_pages, settings.max_zip_ratio, settings.max_unzipped_mb
     )
-    loader: Loader = load_document
+    ocr = OcrOptions(settings.ocr_languages, settings.ocr_page_timeout_s, settings.ocr_dpi)
+    loader: Loader = functools.partial(load_document, ocr=ocr)
     pool = None
     if workers >= 1:
-        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb, limits)
+        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb, limits, ocr)
         loader = pool.load
     chunker = Chunker(
         components.embedder.count_tokens,

@@ -11,12 +11,15 @@ import resource
 import signal
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from ingest.guards import Limits, check_content
 from ingest.loaders import LoadedDocument, LoadError, load_document, use_bundled_spacy_model
+from ingest.ocr import OcrOptions
 
 MB = 1024 * 1024
 STARTUP_TIMEOUT_S = 300.0  # a worker's imports and warm-up, on a busy machine
@@ -46,9 +49,12 @@ _WARM_UP_FILES = {
 }
 
 
-def _serve(conn: Connection, memory_mb: int, limits: Limits | None = None) -> None:
+def _serve(
+    conn: Connection, memory_mb: int, limits: Limits | None = None, ocr: OcrOptions | None = None
+) -> None:
     """Worker loop: warm up and say ("ready", None); then receive a path, check its content
-    (zip and PDF guards, here under the limits) and parse it, send back ("ok", document) or
+    (zip, PDF and image guards, here under the limits) and parse it, sending
+    ("progress", (pages done, pages)) while reading a PDF or image, then ("ok", document) or
     ("error", reason)."""
     # Ctrl-C in a terminal reaches the whole process group: the server stops its parsers
     # itself, and must not find them killed under a file it is waiting for.
@@ -66,10 +72,14 @@ def _serve(conn: Connection, memory_mb: int, limits: Limits | None = None) -> No
             path = conn.recv()
         except EOFError:
             return
+
+        def progress(done: int, total: int) -> None:
+            conn.send(("progress", (done, total)))
+
         try:
             if limits is not None:
                 check_content(Path(path), limits)
-            conn.send(("ok", load_document(Path(path))))
+            conn.send(("ok", load_document(Path(path), ocr, progress)))
         except LoadError as exc:
             conn.send(("error", str(exc)))
         except MemoryError:
@@ -79,10 +89,19 @@ def _serve(conn: Connection, memory_mb: int, limits: Limits | None = None) -> No
 
 
 class _Worker:
-    def __init__(self, context: Any, memory_mb: int, limits: Limits | None) -> None:
+    def __init__(
+        self,
+        context: Any,
+        memory_mb: int,
+        limits: Limits | None,
+        ocr: OcrOptions | None = None,
+    ) -> None:
         self.conn, child = context.Pipe()
         self.process = context.Process(
-            target=_serve, args=(child, memory_mb, limits), daemon=True, name="enclave-parser"
+            target=_serve,
+            args=(child, memory_mb, limits, ocr),
+            daemon=True,
+            name="enclave-parser",
         )
         self.process.start()
         child.close()
@@ -115,10 +134,12 @@ class ParserPool:
         timeout_s: float = 120.0,
         memory_mb: int = 2048,
         limits: Limits | None = None,
+        ocr: OcrOptions | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.limits = limits
+        self.ocr = ocr
         # Set when the process stops: a worker that dies (a SIGTERM to the whole group) is
         # not replaced, and no file is started.
         self.stopping = threading.Event()
@@ -133,7 +154,7 @@ class ParserPool:
             self._add()
 
     def _add(self) -> None:
-        worker = _Worker(self._context, self.memory_mb, self.limits)
+        worker = _Worker(self._context, self.memory_mb, self.limits, self.ocr)
         with self._lock:
             self._all.append(worker)
         self._idle.put(worker)
@@ -162,7 +183,9 @@ class ParserPool:
             except queue.Empty:
                 continue
 
-    def load(self, path: Path) -> LoadedDocument:
+    def load(
+        self, path: Path, progress: Callable[[int, int], None] | None = None
+    ) -> LoadedDocument:
         worker = self._next_idle()
         # A new worker's start-up is not the file's fault: the time limit starts once it is up.
         if not worker.wait_ready(STARTUP_TIMEOUT_S):
@@ -173,13 +196,21 @@ class ParserPool:
             )
         try:
             worker.conn.send(str(path))
-            if not worker.conn.poll(self.timeout_s):
-                self._replace(worker)
-                raise LoadError(
-                    f"parsing {path.name} took longer than {self.timeout_s:g} s "
-                    "(parse_timeout_s); the file may be malformed"
-                )
-            status, payload = worker.conn.recv()
+            # Page progress messages come before the result; the time limit is the file's.
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                if not worker.conn.poll(max(deadline - time.monotonic(), 0.0)):
+                    self._replace(worker)
+                    raise LoadError(
+                        f"parsing {path.name} took longer than {self.timeout_s:g} s "
+                        "(parse_timeout_s); the file may be malformed or have too many "
+                        "scanned pages for the limit"
+                    )
+                status, payload = worker.conn.recv()
+                if status != "progress":
+                    break
+                if progress is not None:
+                    progress(*payload)
         except (EOFError, OSError, BrokenPipeError):
             code = worker.process.exitcode
             self._replace(worker)

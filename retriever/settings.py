@@ -58,6 +58,17 @@ class Settings(BaseModel):
     max_pages: int = Field(2000, ge=1, description="Most PDF pages indexed.")
     max_zip_ratio: float = Field(100.0, ge=1, description="Largest unpacked/packed ratio.")
     max_unzipped_mb: int = Field(512, ge=1, description="Largest unpacked Office file.")
+    ocr_languages: str = Field(
+        "eng",
+        pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        description="Tesseract language packs for scans, '+'-joined (eng+deu).",
+    )
+    ocr_page_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Longest OCR of one scanned page."
+    )
+    ocr_dpi: int = Field(
+        300, ge=72, le=600, description="Resolution scanned PDF pages are read at."
+    )
     ingest_batch_chunks: int = Field(
         1024, ge=1, le=100000, description="Chunks of several files embedded together."
     )

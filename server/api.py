@@ -235,9 +235,11 @@ def _ask_events(
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")
 
 
-def document_json(record: DocumentRecord) -> dict[str, Any]:
-    """A document as the API shows it: the registry's fields, its file name and when it
-    was last indexed."""
+def document_json(
+    record: DocumentRecord, pages: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """A document as the API shows it: the registry's fields, its file name, when it was
+    last indexed and, while it is being read, its pages done ({done, total}, else null)."""
     body = record.to_dict()
     stored = Path(record.path).name
     name = stored
@@ -247,6 +249,9 @@ def document_json(record: DocumentRecord) -> dict[str, Any]:
             body["error"] = record.error.replace(stored, name)
     body["name"] = name
     body["indexed_at"] = record.updated_at if record.status == "indexed" else None
+    if pages is None and record.status == "pending":
+        pages = state().pipeline.jobs.page_progress()
+    body["pages"] = (pages or {}).get(record.id) if record.status == "pending" else None
     return body
 
 
@@ -270,7 +275,9 @@ def list_documents() -> ResponseReturnValue:
         counts = dict.fromkeys(registry.counts(), 0)
         for r in records:
             counts[r.status] = counts.get(r.status, 0) + 1
-    return jsonify({"documents": [document_json(r) for r in records], "counts": counts})
+    pages = state().pipeline.jobs.page_progress()
+    documents = [document_json(r, pages) for r in records]
+    return jsonify({"documents": documents, "counts": counts})
 
 
 @api.get("/documents/<document_id>")
@@ -285,6 +292,9 @@ _INLINE_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".md": "text/plain; charset=utf-8",
     ".csv": "text/plain; charset=utf-8",
+    ".png": "image/png",  # scans; never SVG, which can hold scripts
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
 }
 
 

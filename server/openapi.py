@@ -177,6 +177,11 @@ _SCHEMAS: dict[str, Any] = {
             "sha256": {"type": "string"},
             "updated_at": {"type": "number"},
             "indexed_at": {"type": ["number", "null"]},
+            "pages": {
+                "type": ["object", "null"],
+                "description": "while pending and being read (a PDF, a scan being OCRed)",
+                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+            },
         },
     },
     "Conversation": {

@@ -43,6 +43,16 @@
     empty.textContent = documents.length ? "No documents match." : "No documents yet. Drop files above to add them.";
   }
 
+  // A document being read page by page (a long PDF, a scan being OCRed) shows its pages.
+  function pagesText(doc) {
+    return doc.pages ? `page ${fmt(doc.pages.done)} of ${fmt(doc.pages.total)}` : "";
+  }
+
+  function statusText(doc) {
+    const label = STATUS_LABEL[doc.status] || doc.status;
+    return doc.status === "pending" && doc.pages ? `${label} · ${pagesText(doc)}` : label;
+  }
+
   function row(doc) {
     const title = doc.title && doc.title !== doc.name ? doc.title : null;
     const main = el("td", {class: "cell-main"},
@@ -64,7 +74,7 @@
       main,
       el("td", {"data-label": "Collection", class: "inline-cell"}, el("span", {class: "collection-tag", text: doc.collection})),
       el("td", {"data-label": "Status", class: "inline-cell"},
-        el("span", {class: `badge badge-${doc.status}`, text: STATUS_LABEL[doc.status] || doc.status})),
+        el("span", {class: `badge badge-${doc.status}`, text: statusText(doc)})),
       el("td", {class: "num inline-cell", "data-label": "Size", text: formatBytes(doc.size)}),
       el("td", {class: "num inline-cell", "data-label": "Chunks", text: doc.status === "indexed" ? fmt(doc.chunks) : "—"}),
       el("td", {"data-label": "Indexed", class: "inline-cell", text: relativeTime(doc.indexed_at),
@@ -129,6 +139,12 @@
     for (const upload of uploads.values()) {
       if (upload.state !== "indexing") continue;
       const doc = documents.find((d) => d.id === upload.documentId);
+      if (doc && doc.status === "pending" && doc.pages) {
+        setUpload(upload, "indexing", `Indexing… ${pagesText(doc)}`);
+        const progress = upload.row.children[2];
+        progress.max = doc.pages.total;
+        progress.value = doc.pages.done;
+      }
       if (!doc || doc.status === "pending") continue;
       if (doc.status === "indexed") setUpload(upload, "indexed", `Indexed · ${fmt(doc.chunks)} passages`);
       else setUpload(upload, "failed", "Failed", doc.error);

@@ -237,6 +237,30 @@ def test_a_failed_file_shows_its_reason_and_can_be_retried(page: Page, tmp_path:
     expect(page.locator("#failed-body tr", has_text="broken-contract.docx")).to_be_visible()
 
 
+def test_a_scan_being_read_shows_its_pages(page: Page, live_app: LiveApp, tmp_path: Path) -> None:
+    from ingest.jobs import JobLog
+    from ingest.registry import Registry
+
+    # A document in the middle of its OCR, as the parser process reports it (page 3 of 12).
+    settings = live_app.settings
+    target = settings.database_for(settings.registry_path)
+    registry, jobs = Registry(target), JobLog(target)
+    scan = tmp_path / "signed-lease-scan.pdf"
+    scan.write_bytes(b"%PDF-1.4\n")
+    record = registry.register(str(scan), "default", "0" * 64, 10, 0.0)
+    jobs.pages(record.id, record.path, 3, 12)
+    try:
+        page.goto("/library")
+        row = page.locator("#documents-body tr", has_text="signed-lease-scan.pdf")
+        expect(row.locator(".badge")).to_have_text("Indexing · page 3 of 12")
+        jobs.pages(record.id, record.path, 4, 12)
+        expect(row.locator(".badge")).to_have_text("Indexing · page 4 of 12")  # polled
+    finally:
+        registry.mark_failed(record.id, "test document")
+        registry.mark_deleted(record.id)
+        jobs.forget_pages(record.id)
+
+
 def test_admin_shows_health_and_ingestion(page: Page) -> None:
     page.goto("/admin")
     expect(page.locator("#stat-status")).to_contain_text("Ready")

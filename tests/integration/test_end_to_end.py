@@ -21,8 +21,9 @@ from tests.integration.live import enclave, live_server
 pytestmark = pytest.mark.integration
 
 QUESTIONS = [json.loads(line) for line in (DEMO / "questions.jsonl").read_text().splitlines()]
+SCANNED = "rooftop-site-access-scan.pdf"  # a PDF too, but only OCR reads it: tested apart
 # One answerable question per format, so every loader is exercised end to end.
-BY_FORMAT = {Path(q["source"]).suffix: q for q in QUESTIONS if q["source"]}
+BY_FORMAT = {Path(q["source"]).suffix: q for q in QUESTIONS if q["source"] not in (None, SCANNED)}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,16 @@ def test_demo_questions_retrieve_their_source_and_get_an_answer(demo: Components
         assert q["source"] in top3, (suffix, q["question"], top3)
         assert answer.answer.strip(), q["question"]
         assert answer.timings["generate_ms"] > 0 or answer.abstained
+
+
+def test_scanned_demo_document_answers_its_questions(demo: Components) -> None:
+    asked = [q for q in QUESTIONS if q["source"] == SCANNED]
+    assert len(asked) >= 2
+    for q in asked:
+        answer = demo.answers.ask(q["question"])
+        top = answer.sources[0]
+        assert (Path(top.path).name, top.page) == (SCANNED, 1), q["question"]
+        assert answer.answer.strip() and not answer.abstained, q["question"]
 
 
 def test_ctransformers_backend_refuses_gguf_with_a_clear_error(demo: Components) -> None:

@@ -126,3 +126,18 @@ def test_parsing_needs_no_network() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert "offline-ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_titles_are_the_ones_documents_declare(tmp_path: Path) -> None:
+    # HTML: <title>, else the first <h1>, never merely the first heading unstructured finds.
+    assert load_document(DEMO / "incident-escalation-policy.html").title == (
+        "Incident Escalation Policy | Kestrel Telecom"
+    )
+    body = "<h2>Scope</h2><p>Who may book the boardroom and for how long.</p>"
+    h1 = write(tmp_path / "rooms.html", f"<html><body><h1>Room Booking</h1>{body}</body></html>")
+    assert load_document(h1).title == "Room Booking"
+    # PDF document information and Office core properties, as their authors set them.
+    assert load_document(DEMO / "it-security-policy.pdf").title == (
+        "Kestrel Telecom Information Technology Security Policy"
+    )
+    assert load_document(DEMO / "hr-leave-policy.docx").title == "Kestrel Telecom Leave Policy"
