@@ -468,8 +468,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from ingest.evaluate import evaluate_beir, evaluate_qa
     from retriever.components import Components
-    from server.evaluate import evaluate_beir, evaluate_qa
 
     active = Components(settings)
     if active.generation.number:  # measure the embedder that serves: a tuned one if active
