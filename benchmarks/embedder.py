@@ -29,11 +29,11 @@ from common import (  # type: ignore[import-not-found]
 )
 
 from ingest.chunker import Chunker
+from ingest.evaluate import evaluate_beir
 from ingest.loaders import Element
 from retriever.embedder import BACKENDS, Embedder, load_embedder
 from retriever.models import bundled_embedder_path
 from retriever.settings import Settings
-from server.evaluate import evaluate_beir
 
 
 def chunk_texts(embedder: Embedder, docs: int, settings: Settings) -> list[str]:

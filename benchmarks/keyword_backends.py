@@ -21,11 +21,11 @@ from typing import Any
 
 from common import BEIR, CACHE, machine, print_table, read_jsonl, summary_ms, write_result
 
+from ingest.evaluate import open_beir, score_beir
 from retriever.components import Components
 from retriever.keyword import KeywordIndex, query_terms
 from retriever.settings import Settings
 from retriever.types import Chunk
-from server.evaluate import open_beir, score_beir
 
 MODES = ("bm25", "hybrid")
 LATENCY_QUERIES = 150  # keyword-only latency: 30 candidates, backends taking turns per query

@@ -37,12 +37,12 @@ from common import (  # type: ignore[import-not-found]
 )
 
 from ingest.chunker import Chunker
+from ingest.evaluate import open_index
 from ingest.loaders import Element
 from ingest.pipeline import build_pipeline
 from retriever.components import Components
 from retriever.settings import Settings
 from retriever.types import Chunk
-from server.evaluate import open_index
 
 FINE = {"chunk_tokens": 32, "chunk_overlap_tokens": 12}
 BIG_CHUNKS = 100_000

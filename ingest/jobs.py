@@ -8,12 +8,23 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from retriever.database import Row, SQLStore, StoreTarget
 
-if TYPE_CHECKING:
-    from ingest.pipeline import FileOutcome
+
+@dataclass
+class FileOutcome:
+    """What became of one file in a job (the pipeline makes it, a job row records it)."""
+
+    path: str
+    # indexed | unchanged | renamed | failed | skipped | queued (to a worker) | deleted
+    status: str
+    document_id: str | None = None
+    chunks: int = 0
+    error: str | None = None
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

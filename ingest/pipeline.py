@@ -24,7 +24,7 @@ from typing import Any
 
 from ingest.chunker import Chunker
 from ingest.guards import Limits, check_file
-from ingest.jobs import JobLog
+from ingest.jobs import FileOutcome, JobLog
 from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, load_document
 from ingest.ocr import OcrOptions
 from ingest.registry import DocumentRecord, Registry, file_sha256
@@ -51,16 +51,6 @@ FIRST_BATCH_CHUNKS = 64  # then doubling up to embed_batch_chunks
 class IngestStopped(Exception):
     """The process is stopping: the work in flight ends between two files or batches. What
     was not written stays pending (or unregistered) and is finished at the next start."""
-
-
-@dataclass
-class FileOutcome:
-    path: str
-    # indexed | unchanged | renamed | failed | skipped | queued (to a worker) | deleted
-    status: str
-    document_id: str | None = None
-    chunks: int = 0
-    error: str | None = None
 
 
 @dataclass

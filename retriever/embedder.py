@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 import retriever.privacy  # noqa: F401  (offline switches before the HF imports)
+from retriever.onnx_embedder import OnnxEmbedder, export_onnx
+from retriever.token_batches import batches_by_length
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -48,15 +50,6 @@ def model_id(path: Path) -> str:
             _digests[key] = hashlib.sha256(file.read_bytes()).hexdigest()
         sha.update(f"{file.relative_to(path)}:{_digests[key]}\n".encode())
     return f"{label}-{sha.hexdigest()[:12]}"
-
-
-def batches_by_length(lengths: list[int], batch_size: int) -> list[np.ndarray]:
-    """Indices of texts in batches of similar token counts, longest first. A batch runs as
-    long as its longest text (the rest is padding), so grouping by tokens, not characters as
-    sentence-transformers does, saves the padding: on 2,842 SciFact chunks the padded tokens
-    fall from 1.24x to 1.01x the real ones, and embedding takes ~20% less time."""
-    order = np.argsort([-n for n in lengths], kind="stable")
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def embedder_identity(path: Path, backend: str) -> str:
@@ -109,8 +102,6 @@ def load_embedder(
         return SentenceTransformerEmbedder(path, batch_size=batch_size)
     if backend not in BACKENDS:
         raise ValueError(f"unknown embed_backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    from retriever.onnx_embedder import OnnxEmbedder, export_onnx
-
     onnx_file = export_onnx(path, model_id(path), cache_dir, quantize=backend == "onnx-int8")
     return OnnxEmbedder(
         path, onnx_file, embedder_identity(path, backend), batch_size=batch_size, threads=threads

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 import retriever.privacy  # noqa: F401
-from retriever.embedder import batches_by_length
 from retriever.made_once import made_once
+from retriever.token_batches import batches_by_length
 
 log = logging.getLogger(__name__)
 

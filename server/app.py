@@ -18,7 +18,7 @@ from server.embedder_api import embedder_api
 from server.errors import register_error_handlers
 from server.ingest_api import ingest_api
 from server.mcp_http import install_mcp
-from server.metrics import install_metrics
+from server.metrics_api import install_metrics
 from server.openai_api import openai_api, openai_error_response
 from server.state import EnclaveState
 from server.ui import ui

@@ -55,7 +55,7 @@ from server.errors import ApiError
 from server.identity import SCOPES, Scope, User
 from server.state import state
 
-# metrics.scrape checks its own access: an admin or the metrics_token (server/metrics.py).
+# metrics.scrape checks its own access: an admin or the metrics_token (server/metrics_api.py).
 PUBLIC = frozenset(
     {"api.health", "api.openapi", "auth.login", "auth.login_form", "ui.static", "metrics.scrape"}
 )

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import retriever.privacy  # noqa: F401  (offline switches before heavy imports)
+from ingest.lock import lock_or_server
 from retriever.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from ingest.lock import DataDirLock
+    pass
 
 
 def _common() -> argparse.ArgumentParser:
@@ -261,22 +262,6 @@ def _ingest_locally(
     return report.to_dict()
 
 
-def lock_or_server(settings: Settings, purpose: str) -> DataDirLock | str:
-    """The data directory's write lock, taken; or, when a running `enclave serve` holds it,
-    that server's URL, for the command to hand its work to. Any other holder: the error."""
-    from ingest.lock import DataDirBusyError, DataDirLock
-
-    lock = DataDirLock(settings.data_dir, purpose)
-    try:
-        lock.acquire()
-    except DataDirBusyError as busy:
-        match = re.search(r"at (http://[^\s)]+)", str(busy))
-        if match is None:
-            raise
-        return match.group(1)
-    return lock
-
-
 def prepare_metrics_dir(settings: Settings) -> None:
     """prometheus_client's multiprocess mode for `serve --workers N`: every process writes its
     metrics under the data dir (emptied of a previous run's), and /metrics sums them. Set
@@ -312,7 +297,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     threads = args.threads or settings.generation_slots + settings.generation_queue + 4
     if not args.threads and settings.escalation_policy != "never":
         threads += settings.escalation_slots + settings.escalation_queue
-    owner = f"enclave serve at http://{settings.host}:{settings.port}"
+    url = f"http://{settings.host}:{settings.port}"
+    owner = f"enclave serve at {url}"
     if settings.web_workers > 1:
         from server.gunicorn_app import serve_gunicorn
 
@@ -322,11 +308,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 "otherwise index into the same indexes"
             )
 
-        with DataDirLock(settings.data_dir, owner):
+        with DataDirLock(settings.data_dir, owner, server_url=url):
             return serve_gunicorn(settings, threads)
     # SIGTERM stops the server as Ctrl-C (SIGINT) does: waitress returns from its loop.
     signal.signal(signal.SIGTERM, _interrupt)
-    with DataDirLock(settings.data_dir, owner):
+    with DataDirLock(settings.data_dir, owner, server_url=url):
         app = create_app(settings, load="background")
         print(
             f"Enclave serving on http://{settings.host}:{settings.port} "
@@ -482,8 +468,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    from ingest.evaluate import evaluate_beir, evaluate_qa
     from retriever.components import Components
-    from server.evaluate import evaluate_beir, evaluate_qa
 
     active = Components(settings)
     if active.generation.number:  # measure the embedder that serves: a tuned one if active

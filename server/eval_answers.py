@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from ingest.evaluate import Progress, cache_dir, open_index, read_jsonl
 from ingest.pipeline import build_pipeline
 from retriever.answer import AnswerMode
 from retriever.answer_metrics import (
@@ -22,7 +23,6 @@ from retriever.components import Components
 from retriever.metrics import percentile
 from retriever.search import Mode
 from retriever.settings import Settings
-from server.evaluate import Progress, cache_dir, open_index, read_jsonl
 
 
 def _golds(row: dict[str, Any]) -> list[str] | None:

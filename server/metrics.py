@@ -1,43 +1,37 @@
-"""Prometheus metrics: `GET /metrics` in the Prometheus text format.
+"""Prometheus metrics: the counters and histograms, served by `GET /metrics`
+(server/metrics_api.py) in the Prometheus text format.
 
 Counters and histograms are updated where things happen, through the one-line hooks below
-(`observe_answer`, `ingested`, `tool_call`, and the request hooks `install_metrics` adds);
-gauges that describe the present (documents by status, generation slots in use and queued,
-ingestion queue, model process restarts) are read from the app when scraped.
+(`observe_answer`, `ingested`, `tool_call`, and the request hooks `install_metrics` adds in
+metrics_api.py); gauges that describe the present (documents by status, generation slots in
+use and queued, ingestion queue, model process restarts) are read from the app when scraped.
 
 Several web processes (`serve --workers N`): `enclave serve` points prometheus_client's
 multiprocess mode at `<data_dir>/prometheus` (emptied at start) before this module is imported
 (`server/cli.py`, `prepare_metrics_dir`); each process writes its values there and a scrape
 sums them over every process.
 
-Access: an admin (key, login, or the loopback caller of auth mode none), or a scraper that
-sends the `metrics_token` setting as `Authorization: Bearer <token>`; anyone else 401/403."""
+This module imports nothing of the app (state, auth): the app's modules import it to count.
+Access to the scrape is checked in metrics_api.py."""
 
 from __future__ import annotations
 
-import hmac
 import os
 import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from flask import Blueprint, Flask, Response, g, request
-from flask.typing import ResponseReturnValue
+from flask import g
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
-    CollectorRegistry,
     Counter,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-
-from server.errors import ApiError
 
 if TYPE_CHECKING:
     from ingest.pipeline import FileOutcome
@@ -176,89 +170,6 @@ def request_started() -> float | None:
     return float(value) if value is not None else None
 
 
-# -- the request hooks and the scrape ---------------------------------------------------------
-
-metrics = Blueprint("metrics", __name__)
-
-
-def install_metrics(app: Flask) -> None:
-    # First of the before-request functions: auth may refuse the request, and that is counted
-    # (and timed) too.
-    app.before_request_funcs.setdefault(None, []).insert(0, _start)
-    app.after_request(_count)
-    app.register_blueprint(metrics)
-
-
-def _start() -> None:
-    g.metrics_start = time.perf_counter()
-
-
-def _route() -> str:
-    rule = request.url_rule
-    return rule.rule if rule is not None else "unmatched"
-
-
-def _count(response: Response) -> Response:
-    route = _route()
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-    started = request_started()
-    if started is not None:
-        REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
-    if response.status_code == 429:
-        body = response.get_json(silent=True) if response.is_json else None
-        error = body.get("error") if isinstance(body, dict) else None
-        code = error.get("code") if isinstance(error, dict) else None
-        rejected(route, str(code or "rate_limited"))
-    return response
-
-
-@metrics.get("/metrics")
-def scrape() -> ResponseReturnValue:
-    _check_access()
-    from server.state import state
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Scrape(state()))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def _check_access() -> None:
-    """An admin, or the `metrics_token`. The route is public to auth (server/auth.py) so that
-    the token, which is not an API key, can be checked here; everyone else is refused."""
-    from server.auth import authenticate
-    from server.state import state
-
-    settings = state().settings
-    header = request.headers.get("Authorization", "")
-    kind, _, presented = header.partition(" ")
-    token = settings.metrics_token
-    if token and kind.lower() == "bearer" and hmac.compare_digest(presented.strip(), token):
-        return
-    principal = authenticate(settings)  # auth none: loopback only, else 403
-    if principal is None:
-        raise ApiError(
-            401,
-            "unauthorized",
-            "send an admin API key or the metrics_token as 'Authorization: Bearer <key>'",
-            {"WWW-Authenticate": "Bearer"},
-        )
-    if not principal.allows("admin"):
-        state().audit.record(principal.actor, "denied", request.path, method="GET", needed="admin")
-        raise ApiError(403, "forbidden", "this needs a key or login with scope 'admin'")
-
-
-class _Scrape:
-    """What one scrape shows: the counters and histograms (of every process in multiprocess
-    mode), then the gauges read from the app now."""
-
-    def __init__(self, st: Any) -> None:
-        self.st = st
-
-    def collect(self) -> Iterator[Metric]:
-        yield from counted_metrics()
-        yield from live_metrics(self.st)
-
-
 def counted_metrics() -> Iterator[Metric]:
     """The counters and histograms: this process's, or in multiprocess mode every process's
     (summed by prometheus_client from the files in the folder)."""
@@ -267,48 +178,3 @@ def counted_metrics() -> Iterator[Metric]:
         yield from MultiProcessCollector(None, path=str(folder)).collect()
     else:
         yield from REGISTRY.collect()
-
-
-def live_metrics(st: Any) -> Iterator[Metric]:
-    """Gauges of the present, from the same data as /api/v1/health."""
-    documents = GaugeMetricFamily("enclave_documents", "Documents by status", labels=["status"])
-    for status, count in sorted(st.pipeline.registry.counts().items()):
-        documents.add_metric([status], count)
-    yield documents
-    yield GaugeMetricFamily(
-        "enclave_ingest_queue", "Ingestion tasks waiting or running", value=st.ingest_queue
-    )
-    ready = st.ready.is_set()
-    yield GaugeMetricFamily("enclave_ready", "1 once the models are loaded", value=int(ready))
-    if not ready:
-        return
-    components = st.components
-    slots = components.slots.stats()
-    yield GaugeMetricFamily(
-        "enclave_generation_slots", "Answers the model may write at once", value=slots["slots"]
-    )
-    yield GaugeMetricFamily(
-        "enclave_generation_slots_in_use", "Answers being written now", value=slots["active"]
-    )
-    yield GaugeMetricFamily(
-        "enclave_generation_queue_length", "Answers waiting for a slot", value=slots["waiting"]
-    )
-    restarts = model_restarts(components)
-    if restarts is not None:
-        yield CounterMetricFamily(
-            "enclave_model_restarts", "Restarts of the supervised model process", value=restarts
-        )
-
-
-def model_restarts(components: Any) -> int | None:
-    """The hook for a supervised model process: a generator (or its `stats()`, as shown by
-    /api/v1/health) that reports `restarts` is exported as enclave_model_restarts_total;
-    an in-process model has none to report."""
-    generator = components.__dict__.get("generator")  # never load the model for a scrape
-    if generator is None:
-        return None
-    restarts = getattr(generator, "restarts", None)
-    if restarts is None and callable(getattr(generator, "stats", None)):
-        stats = generator.stats()
-        restarts = stats.get("restarts") if isinstance(stats, dict) else None
-    return int(restarts) if isinstance(restarts, int | float) else None

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from flask import current_app
 
@@ -23,9 +23,7 @@ from server import metrics
 from server.conversations import ConversationStore
 from server.identity import IdentityStore
 from server.limits import build_limiter
-
-if TYPE_CHECKING:
-    from server.access import CollectionAccess
+from server.permissions import CollectionAccess
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,8 +44,6 @@ class EnclaveState:
         self._conversations: ConversationStore | None = None
         self._identity: IdentityStore | None = None
         self.limiter = build_limiter(self.settings.rate_limit_per_minute, self.settings.redis_url)
-        from server.access import CollectionAccess  # access imports this module
-
         self.access: CollectionAccess = CollectionAccess(self.settings)
         self._queued = 0  # ingestion tasks submitted and not finished (admin: queue depth)
         self._queued_lock = threading.Lock()

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ingest.lock import lock_or_server
 from retriever.settings import Settings
 from retriever.tuning.generations import GenerationError, Generations
 from retriever.tuning.train import TrainConfig
@@ -157,8 +158,6 @@ def _tune(args: argparse.Namespace, settings: Settings) -> int:
 
 def _switch(args: argparse.Namespace, settings: Settings, model: Path | None) -> int:
     """Activate `model` (None: roll back), here or through the server holding the data dir."""
-    from server.cli import lock_or_server
-
     lock = lock_or_server(settings, "enclave tune")
     if isinstance(lock, str):
         print(f"the server at {lock} holds {settings.data_dir}; it switches while serving")

@@ -212,7 +212,7 @@ def beir_comparison(
 ) -> dict[str, Any]:
     """Old and new model on the BEIR folder's test split, each mode (cached indexes under
     data/eval, one per model)."""
-    from server.evaluate import evaluate_beir
+    from ingest.evaluate import evaluate_beir
 
     assert options.beir is not None
     results: dict[str, Any] = {}

@@ -15,10 +15,11 @@ from flask.testing import FlaskClient
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.settings import Settings, SettingsError, load_settings
-from server.access import ACCESS_FILE, HIDDEN_ANSWER
+from server.access import HIDDEN_ANSWER
 from server.app import create_app
 from server.auth import check_bind
 from server.identity import IdentityError, IdentityStore
+from server.permissions import ACCESS_FILE
 from tests.unit.serving import add_user, auth_settings, bearer, index_into
 
 HR = "Parental leave lasts 16 weeks at full pay. Requests go to the HR portal."

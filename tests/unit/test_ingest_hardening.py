@@ -273,7 +273,7 @@ def test_finding_4_hand_off_leaves_inbox_files_to_the_server(
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
-    lock = DataDirLock(settings.data_dir, f"enclave serve at {url}")
+    lock = DataDirLock(settings.data_dir, f"enclave serve at {url}", server_url=url)
     lock.acquire()
     pay = settings.inbox_dir / "hr" / "pay.txt"
     pay.parent.mkdir(parents=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ingest.evaluate import evaluate_beir, evaluate_qa, read_qrels
 from retriever.components import Components
 from retriever.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
-from server.evaluate import evaluate_beir, evaluate_qa, read_qrels
 
 
 def test_ndcg_by_hand() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ingest.lock import DataDirBusyError, DataDirLock
+from ingest.lock import DataDirBusyError, DataDirLock, lock_or_server
 from ingest.pipeline import FileOutcome, IngestPipeline
 from retriever.settings import Settings
 from tests.conftest import write
@@ -96,6 +96,27 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         DataDirLock(tmp_path, "enclave ingest").acquire()
     with DataDirLock(tmp_path, "enclave ingest"):  # released: free again
         pass
+
+
+def test_a_busy_lock_names_the_server_that_holds_it(tmp_path: Path) -> None:
+    """The URL of the `enclave serve` holding the lock comes as an attribute (what
+    `lock_or_server` hands work to), not parsed out of the message; any other holder has none
+    and `lock_or_server` raises."""
+    url = "http://127.0.0.1:8123"
+    settings = Settings(data_dir=tmp_path)
+    with DataDirLock(tmp_path, f"enclave serve at {url}", server_url=url):
+        with pytest.raises(DataDirBusyError) as busy:
+            DataDirLock(tmp_path, "enclave ingest").acquire()
+        assert busy.value.server_url == url
+        assert busy.value.holder.startswith(f"enclave serve at {url} (pid ")
+        assert lock_or_server(settings, "enclave tune") == url
+    with DataDirLock(tmp_path, "enclave reindex at http://example.invalid"):
+        with pytest.raises(DataDirBusyError) as busy:
+            lock_or_server(settings, "enclave ingest")
+        assert busy.value.server_url is None and "enclave reindex" in str(busy.value)
+    lock = lock_or_server(settings, "enclave ingest")
+    assert isinstance(lock, DataDirLock)
+    lock.release()
 
 
 def _index_with(
