@@ -21,11 +21,11 @@ from retriever.generation import (
     GenerationError,
     GenerationParams,
     Generator,
-    LlamaCppGenerator,
     OpenAIGenerator,
 )
 from retriever.gguf_convert import fast_cpu_gguf
 from retriever.keyword import KeywordIndex
+from retriever.model_process import llamacpp_specs, start_llamacpp
 from retriever.models import (
     ModelNotFoundError,
     bundled_embedder_path,
@@ -270,12 +270,16 @@ def build_generator(settings: Settings) -> Generator:
     threads = settings.llm_threads or os.cpu_count() or 1
     if backend == "ctransformers":
         return CTransformersGenerator(path, settings.llm_context, threads)
-    name = path.name
+    fast, name = path, path.name
     if settings.llm_fast_cpu_weights:
         fast = fast_cpu_gguf(path, settings.model_cache_dir)
         if fast != path:
             name = f"{path.name} (run as Q8_0)"
-        path = fast
-    return LlamaCppGenerator(
-        path, settings.llm_context, threads, settings.llm_flash_attention, name=name
+    # llama.cpp runs in a supervised child process: a crash in its native code fails one
+    # answer, never the server (retriever.model_process).
+    specs = llamacpp_specs(
+        path, fast, name, settings.llm_context, threads, settings.llm_flash_attention
+    )
+    return start_llamacpp(
+        specs, path, settings.llm_cpu_profile, settings.data_dir, settings.llm_timeout_s
     )
