@@ -97,7 +97,7 @@ def _serve(conn: Connection, spec: ModelSpec, self_test: bool, prime: list[Messa
             _crash_hook(spec.profile)
             for _ in generator.stream(SELF_TEST, GenerationParams(max_tokens=8)):
                 pass
-        if prime is not None:
+        if prime is not None and hasattr(generator, "prime"):
             _crash_hook(spec.profile)
             generator.prime(prime)
     except Exception as exc:
@@ -116,7 +116,8 @@ def _serve(conn: Connection, spec: ModelSpec, self_test: bool, prime: list[Messa
                 _stream(conn, generator.stream(request[1], request[2]))
             elif kind == "prime":
                 _crash_hook(spec.profile)
-                getattr(generator, "prime", lambda _m: None)(request[1])
+                if hasattr(generator, "prime"):
+                    generator.prime(request[1])
                 conn.send(("end", None))
             elif kind == "call":
                 conn.send(("value", getattr(generator, request[1])(*request[2])))
@@ -180,7 +181,7 @@ class _Child:
                     else:
                         self.error = str(payload)
             except (EOFError, OSError):
-                self.error = "died while starting"
+                pass  # it died: its exit code says how
         return self.info
 
     def stop(self) -> str:
@@ -302,13 +303,26 @@ class ModelProcessGenerator:
             child = self._child
             wait = min(deadline, time.perf_counter() + self.startup_timeout_s)
             if child.wait_ready(wait - time.perf_counter()) is None:
-                what = f"could not start: {child.error}" if child.error else "was not up in time"
+                self._wait_exit(child)
+                if child.error:
+                    what = f"could not start: {child.error}"
+                elif child.process.exitcode is not None:
+                    what = "crashed while starting"
+                else:
+                    what = "was not up in time"
                 self._fail(child, what, restart=restart)
             info = child.info or {}
             self.name = str(info.get("name") or self.name)
             yield child
         finally:
             self._lock.release()
+
+    @staticmethod
+    def _wait_exit(child: _Child) -> None:
+        """A child whose pipe closed is exiting: give it a moment, for its exit code."""
+        if child.conn.closed or child.process.exitcode is not None:
+            return
+        child.process.join(timeout=1.0)
 
     def _receive(self, child: _Child, deadline: float, doing: str) -> tuple[str, Any]:
         """The child's next message; a child that died or sends nothing by the deadline is

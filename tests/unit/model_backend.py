@@ -31,6 +31,9 @@ class ScriptedModel(FakeGenerator):
         with self.record.open("a") as fh:
             fh.write(line + "\n")
 
+    def prime(self, messages: list[Message]) -> None:
+        self._note(f"primed {len(messages)}")
+
     def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
         command = self.script.read_text().split() if self.script.exists() else []
         action, limit = (
