@@ -79,6 +79,7 @@ class LlamaCppGenerator:
 
         self.name = name or model_path.name
         self.context_size = context_size
+        load_cpu_backends()
         with _model_params(extra_buffer_types):
             self.llm = Llama(
                 model_path=str(model_path),
@@ -176,6 +177,21 @@ class LlamaCppGenerator:
         """Empty the KV cache: the next prompt is evaluated whole (a benchmark's cold run)."""
         with self._lock:
             self.llm.reset()
+
+
+def load_cpu_backends() -> None:
+    """Load llama.cpp's CPU backends if it was built with `GGML_BACKEND_DL` (the portable
+    build of docs/deployment.md: one library per instruction-set level, the best one for this
+    CPU picked at run time). llama-cpp-python does not load them, and without one llama.cpp
+    loads no model. A default (native) build has its CPU backend built in: nothing to do."""
+    import ctypes
+
+    from llama_cpp._ggml import libggml, libggml_base_path
+
+    libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if libggml.ggml_backend_reg_count() == 0:
+        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load_all_from_path(str(libggml_base_path).encode())
 
 
 @contextmanager
