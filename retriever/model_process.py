@@ -169,6 +169,8 @@ class _Child:
         child.close()
         self.info: dict[str, Any] | None = None
         self.error = ""
+        self.died = False
+        self.started = time.perf_counter()
 
     def wait_ready(self, timeout_s: float) -> dict[str, Any] | None:
         """The child's info once it is up; None if it failed, died or is not up in time."""
@@ -181,7 +183,7 @@ class _Child:
                     else:
                         self.error = str(payload)
             except (EOFError, OSError):
-                pass  # it died: its exit code says how
+                self.died = True  # its exit code says how
         return self.info
 
     def stop(self) -> str:
@@ -303,26 +305,24 @@ class ModelProcessGenerator:
             child = self._child
             wait = min(deadline, time.perf_counter() + self.startup_timeout_s)
             if child.wait_ready(wait - time.perf_counter()) is None:
-                self._wait_exit(child)
+                if child.died:  # its pipe closed: give it a moment to exit, for its exit code
+                    child.process.join(timeout=1.0)
                 if child.error:
-                    what = f"could not start: {child.error}"
-                elif child.process.exitcode is not None:
-                    what = "crashed while starting"
-                else:
-                    what = "was not up in time"
-                self._fail(child, what, restart=restart)
+                    self._fail(child, f"could not start: {child.error}", restart=restart)
+                if child.died or child.process.exitcode is not None:
+                    self._fail(child, "crashed while starting", restart=restart)
+                if time.perf_counter() - child.started >= self.startup_timeout_s:
+                    self._fail(child, "was not up in time", restart=restart)
+                # Still loading (a restart on a busy machine): not a reason to kill it.
+                raise ModelUnavailable(
+                    "the model is still starting; ask again in a moment (retrieval, "
+                    "extractive answers and ingestion are not affected)"
+                )
             info = child.info or {}
             self.name = str(info.get("name") or self.name)
             yield child
         finally:
             self._lock.release()
-
-    @staticmethod
-    def _wait_exit(child: _Child) -> None:
-        """A child whose pipe closed is exiting: give it a moment, for its exit code."""
-        if child.conn.closed or child.process.exitcode is not None:
-            return
-        child.process.join(timeout=1.0)
 
     def _receive(self, child: _Child, deadline: float, doing: str) -> tuple[str, Any]:
         """The child's next message; a child that died or sends nothing by the deadline is
@@ -430,12 +430,17 @@ class Verdicts:
         )
 
     def put(self, key: str, verdict: dict[str, Any]) -> None:
+        """Keep a verdict (a failure to write is logged: the next start tests again)."""
         data = self._read()
         data[key] = verdict
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        tmp.replace(self.path)
+        # Several web processes may self-test at once: each writes its own file, then renames.
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("could not keep the CPU profile verdict in %s: %s", self.path, exc)
 
 
 def start_with_profile(

@@ -20,7 +20,10 @@ SCRIPTED = "tests.unit.model_backend:ScriptedModel"
 
 
 class ScriptedModel(FakeGenerator):
-    def __init__(self, script: str, record: str, name: str = "scripted") -> None:
+    def __init__(
+        self, script: str, record: str, name: str = "scripted", load_s: float = 0.0
+    ) -> None:
+        time.sleep(load_s)  # a model that takes this long to load
         super().__init__()
         self.name = name
         self.script = Path(script)

@@ -164,6 +164,22 @@ def test_the_replacement_child_is_primed_with_the_system_prompt(tmp_path: Path) 
         model.close()
 
 
+def test_a_model_still_loading_is_not_killed_by_a_short_deadline(tmp_path: Path) -> None:
+    spec = scripted_spec(tmp_path)
+    spec.kwargs["load_s"] = 3.0
+    model = ModelProcessGenerator(spec, len, 2048, timeout_s=30)
+    try:
+        child = model.pid
+        messages = [{"role": "user", "content": "hi"}]
+        with pytest.raises(ModelUnavailable, match="still starting"):
+            list(model.stream(messages, GenerationParams(deadline=time.perf_counter() + 0.5)))
+        assert model.pid == child and model.restarts == 0
+        assert list(model.stream(messages, GenerationParams()))  # once loaded, it answers
+        assert model.pid == child
+    finally:
+        model.close()
+
+
 def test_a_model_that_cannot_load_says_why(tmp_path: Path) -> None:
     spec = ModelSpec("tests.unit.model_backend:ScriptedModel", {"script": "x"}, "fast")
     model = ModelProcessGenerator(spec, len, 2048, timeout_s=10)
