@@ -21,6 +21,7 @@ from retriever.generation import (
     GenerationError,
     GenerationParams,
     Generator,
+    ModelUnavailable,
     OpenAIGenerator,
 )
 from retriever.gguf_convert import fast_cpu_gguf
@@ -246,7 +247,10 @@ class Components:
         _ = self.keyword
         prime = getattr(self.generator, "prime", None)
         if prime is not None:
-            prime(fixed_prefix())
+            try:
+                prime(fixed_prefix())
+            except ModelUnavailable as exc:  # the model's process restarts; the rest serves
+                log.error("the model could not warm up: %s", exc)
         else:
             self.generator.count_tokens("warm up")
 

@@ -248,6 +248,33 @@ def test_a_self_test_that_crashes_falls_back_to_safe_and_is_remembered(
         again.close()
 
 
+def test_when_both_profiles_crash_the_server_still_starts_and_answers_503(
+    settings: Settings,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(CRASH_HOOK_ENV, "fast,safe")
+    made: list[tuple[str, bool]] = []
+    model = _start(tmp_path, "auto", made)
+    app = create_app(settings, Components(settings, embedder=embedder, generator=model))
+    try:
+        client = app.test_client()
+        upload(client)  # the server is up: ingestion works
+        assert client.get("/api/v1/health").get_json()["status"] == "ok"
+        assert "the safe settings crashed too" in model.profile_reason
+        assert not (tmp_path / "verdicts.json").exists()  # the next start tests again
+        extractive = client.post(
+            "/api/v1/ask", json={"question": QUESTION, "answer_mode": "extractive"}
+        )
+        assert extractive.status_code == 200 and not extractive.get_json()["abstained"]
+        generative = client.post("/api/v1/ask", json={"question": QUESTION})
+        assert generative.status_code == 503
+        assert generative.get_json()["error"]["code"] == "model_unavailable"
+    finally:
+        app.extensions["enclave"].shutdown()
+
+
 def test_a_self_test_that_passes_keeps_the_fast_settings(tmp_path: Path) -> None:
     made: list[tuple[str, bool]] = []
     model = _start(tmp_path, "auto", made)
