@@ -7,8 +7,9 @@ counts tokens itself (a vocabulary-only llama.cpp model, no weights and no compu
 each generation to the child over a pipe, whole `GenerationParams` included; the child runs a
 `LlamaCppGenerator` (its KV cache lives on between requests, so the primed system prompt is
 reused) and streams the pieces back. The parent stops the child between two tokens when the
-client goes away or the request's deadline passes; a child that then does not answer within
-`HANG_GRACE_S`, or that dies, is killed and replaced, and that request gets `ModelUnavailable`.
+client goes away or the request's deadline passes. A child that sends nothing by the deadline
+and for `HANG_GRACE_S` after it, that does not stop when asked, or that dies, is killed and
+replaced, and that request gets `ModelUnavailable`.
 
 At start (`start_llamacpp`), the CPU profile is chosen: `fast` is what the settings ask for
 (the Q8_0 rewrite, flash attention, llama.cpp's extra buffer types such as the AMX kernels);
@@ -47,7 +48,7 @@ from retriever.generation import (
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 300.0  # loading the model (and the self-test) on a busy machine
-HANG_GRACE_S = 5.0  # after a deadline, how long a child has to stop before it is killed
+HANG_GRACE_S = 5.0  # how long past a deadline a silent child is given before it is killed
 # Test hook: a child whose profile is named here (comma-separated) crashes (SIGSEGV) on its
 # first generation, as llama.cpp's AMX kernels did on some Xeons; only the tests set it.
 CRASH_HOOK_ENV = "ENCLAVE_TEST_CRASH_PROFILE"
@@ -325,17 +326,17 @@ class ModelProcessGenerator:
             self._lock.release()
 
     def _receive(self, child: _Child, deadline: float, doing: str) -> tuple[str, Any]:
-        """The child's next message; a child that died or sends nothing by the deadline is
-        replaced and the request gets `ModelUnavailable`. At the deadline a child that is
-        still generating is asked to stop and answers ("end"), so the request ends there."""
+        """The child's next message. One that sends nothing by the deadline and for
+        `hang_grace_s` after it (the caller stops a generation that goes on past its deadline,
+        at the next piece) is hung: it is killed and replaced, as is one that died, and the
+        request gets `ModelUnavailable`."""
+        wait = max(0.0, deadline - time.perf_counter()) + self.hang_grace_s
         try:
-            if child.conn.poll(max(0.0, deadline - time.perf_counter())):
+            if child.conn.poll(wait):
                 return child.conn.recv()
         except (EOFError, OSError):
             self._fail(child, f"stopped while {doing}")
-        if self._stopped_within(child, self.hang_grace_s):
-            return ("end", None)
-        self._fail(child, f"hung while {doing} (no reply by the request's deadline)", hung=True)
+        self._fail(child, f"hung while {doing}: nothing from it by the deadline", hung=True)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _cancel(self, child: _Child) -> None:
