@@ -338,3 +338,17 @@ def test_the_bundled_slm_falls_back_to_safe_settings_and_keeps_its_prompt_cache(
         assert again.spec.profile == "safe" and "(self-test of" in again.profile_reason
     finally:
         again.close()
+
+
+def test_the_safe_profile_loads_without_extra_buffer_types() -> None:
+    import llama_cpp.llama_cpp as low_level
+
+    from retriever.generation import LlamaCppGenerator
+
+    safe = LlamaCppGenerator(bundled_llm_path(), 512, 1, False, extra_buffer_types=False)
+    assert safe.llm.model_params.use_extra_bufts is False
+    assert "".join(safe.stream([{"role": "user", "content": "Hi"}], GenerationParams(max_tokens=4)))
+    # Only that model: the defaults are llama.cpp's again.
+    assert low_level.llama_model_default_params().use_extra_bufts is True
+    fast = LlamaCppGenerator(bundled_llm_path(), 512, 1, False)
+    assert fast.llm.model_params.use_extra_bufts is True
