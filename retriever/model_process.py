@@ -462,10 +462,7 @@ def start_with_profile(
         if verdict is not None:
             profile: Profile = verdict["profile"]
             generator = make(specs[profile], False)
-            generator.profile_reason = (
-                f"{verdict['reason']} (self-test of {verdict.get('tested', '?')}, kept in "
-                f"{verdicts.path})"
-            )
+            generator.profile_reason = f"{verdict['reason']} (self-test of {verdict.get('tested')})"
         else:
             generator = _self_test(specs, verdicts, digest, parts, make)
     log.info(
@@ -536,12 +533,16 @@ class VocabTokenizer:
     weights, no compute, nothing a CPU kernel could crash in. Safe from several threads."""
 
     def __init__(self, model_path: Path) -> None:
-        from llama_cpp import Llama
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
 
-        self.llm = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        # The model alone, no context: llama-cpp-python's `Llama` would make one (and warn).
+        self.model = LlamaModel(path_model=str(model_path), params=params, verbose=False)
 
     def __call__(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
 
 def llamacpp_specs(

@@ -320,6 +320,9 @@ def test_the_bundled_slm_falls_back_to_safe_settings_and_keeps_its_prompt_cache(
         assert model.spec.kwargs["extra_buffer_types"] is False
         assert model.name == f"{bundled_llm_path().name} (safe CPU settings)"
         system, user = fixed_prefix()
+        # The web process counts tokens from the vocabulary alone, as the model does.
+        for text in (system["content"], "<|im_start|>user\nwörld [1] 🙂", ""):
+            assert model.count_tokens(text) == model.call("count_tokens", text)
         model.prime([system, user])
         model.call("perf_counters", True)
         question = {"role": "user", "content": user["content"] + "[1] Leave\nLeave is 16 weeks."}
