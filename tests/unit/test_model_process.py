@@ -332,6 +332,16 @@ def test_the_bundled_slm_falls_back_to_safe_settings_and_keeps_its_prompt_cache(
         # Only what follows the primed system prompt was evaluated, in the child's cache.
         assert 0 < counters["n_p_eval"] < model.count_tokens(system["content"])
         assert counters["n_eval"] >= 1
+
+        # Closing the stream (a client gone) stops llama.cpp in the child within a token.
+        child = model.pid
+        model.call("perf_counters", True)
+        story = {"role": "user", "content": "Write a long story about a cat."}
+        stream = model.stream([story], GenerationParams(max_tokens=200))
+        for _ in range(3):
+            next(stream)
+        stream.close()
+        assert model.call("perf_counters")["n_eval"] <= 5 and model.pid == child
     finally:
         model.close()
 
