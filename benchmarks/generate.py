@@ -152,6 +152,8 @@ def main() -> int:
     enclave = build_generator(settings)
     assert isinstance(enclave, ModelProcessGenerator), settings.llm_backend
     enclave.wait_ready()
+    # A run on a busy machine may take longer than llm_timeout_s: not a hung model here.
+    enclave.timeout_s = 3600.0
     # llama.cpp on its own: the same file and settings as the child's, in this process.
     generator = LlamaCppGenerator(**enclave.spec.kwargs)
     rows: list[dict[str, Any]] = []
