@@ -6,8 +6,13 @@ STAMP := $(VENV)/.installed
 DATA ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# CMake flags for llama-cpp-python's build (pip's CMAKE_ARGS). Empty: llama.cpp's defaults, a
+# build tuned to this CPU. For a build made once and deployed on other CPUs, see
+# docs/deployment.md ("Building llama.cpp for many machines").
+LLAMA_CMAKE_ARGS ?=
+LLAMA_CPP := $(shell grep -om1 'llama-cpp-python==[0-9.]*' pyproject.toml)
 
-.PHONY: install run serve ingest-demo test test-unit test-scaleout lint bench eval corpus clean chromium postgresql redis-server ocr screenshots
+.PHONY: install llama-cpp run serve ingest-demo test test-unit test-scaleout lint bench eval corpus clean chromium postgresql redis-server ocr screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -c constraints.txt torch==2.13.0
 	# llama-cpp-python compiles from source (6-10 min on 2 cores); pip caches the wheel.
+ifneq ($(strip $(LLAMA_CMAKE_ARGS)),)
+	$(MAKE) llama-cpp
+endif
 	$(BIN)/pip install -c constraints.txt -e '.[dev,legacy]'
 	# unstructured's pdf extra drags in torchvision, whose PyPI build cannot load beside the
 	# CPU torch and breaks `import transformers`; the fast PDF path never uses it.
@@ -22,6 +30,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Rebuild llama-cpp-python with LLAMA_CMAKE_ARGS, never from pip's cached wheel (pip keys its
+# cache by version, not by flags): `make llama-cpp LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF ..."`.
+llama-cpp:
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-cache-dir --force-reinstall \
+	  --no-deps -c constraints.txt '$(LLAMA_CPP)'
 
 ingest-demo: install ocr
 	$(BIN)/enclave ingest corpora/demo --data $(DATA)

@@ -1,22 +1,27 @@
-"""Generation speed: Enclave's llama.cpp generator against llama.cpp itself, same GGUF,
-threads and prompt, in turns within one run.
+"""Generation speed: Enclave's production path, with the model in its own process, against
+llama.cpp itself, same GGUF, settings, threads and prompt, in turns within one run.
 
     python benchmarks/generate.py [--sizes 256,1024,3072] [--rounds 9] [--max-tokens 128]
                                   [--model GGUF] [--out NAME]
 
-The model is what `enclave serve` runs with the current settings: the bundled Q4_1 GGUF
-rewritten as Q8_0 (`llm_fast_cpu_weights`) with flash attention (`llm_flash_attention`).
+The model is what `enclave serve` runs with the current settings (`build_generator`): the
+llama.cpp model in its supervised child process (retriever/model_process.py), under the CPU
+profile `llm_cpu_profile` picks; by default the bundled Q4_1 GGUF rewritten as Q8_0
+(`llm_fast_cpu_weights`) with flash attention (`llm_flash_attention`).
 `ENCLAVE_LLM_FAST_CPU_WEIGHTS=false ENCLAVE_LLM_FLASH_ATTENTION=false ... --out
 generate-as-shipped` measures the file as shipped, for comparison.
 
 For each prompt size (the production system prompt plus SciFact abstracts as numbered
 sources, up to that many tokens after the chat template):
-- enclave, cold: `LlamaCppGenerator.stream` (the production path: chat template, streaming,
-  repeat penalty) after clearing the KV cache: time to first token and decode tokens/s;
+- enclave, cold: `ModelProcessGenerator.stream` in this process (the production path: chat
+  template and token loop in the child, each piece sent over the pipe) after the child
+  emptied its KV cache: time to first token and decode tokens/s, by this process's clock;
 - enclave, system prompt cached: the same after `prime()` (what start-up and every earlier
-  question leave in the KV cache), so llama.cpp evaluates only what follows the shared prefix;
+  question leave in the child's KV cache), so llama.cpp evaluates only what follows it;
 - llama.cpp: the same prompt tokens through llama-cpp-python's low-level `eval` and a greedy
-  argmax per token, timed by llama.cpp's own counters (`llama_perf_context`) and by the clock.
+  argmax per token, in this process, on the same file and settings (the child's), timed by
+  llama.cpp's own counters (`llama_perf_context`) and by the clock.
+The two models are loaded side by side and run in turn, never at once.
 Writes results/generate.json (or results/<out>.json).
 """
 
@@ -35,11 +40,11 @@ from typing import Any
 import numpy as np
 from common import BEIR, CACHE, machine, print_table, read_jsonl, write_result  # type: ignore[import-not-found]
 
+from retriever.components import build_generator
 from retriever.generation import GenerationParams, LlamaCppGenerator, Message
-from retriever.gguf_convert import fast_cpu_gguf
-from retriever.models import bundled_llm_path
+from retriever.model_process import ModelProcessGenerator
 from retriever.prompt import SOURCES, SYSTEM_PROMPT, fixed_prefix
-from retriever.settings import Settings
+from retriever.settings import load_settings
 
 QUESTION = "Question: Summarize what each source says.\nAnswer with a citation like [1]:"
 
@@ -76,26 +81,26 @@ def perf_reset(generator: LlamaCppGenerator) -> None:
 
 
 def run_enclave(
-    generator: LlamaCppGenerator, messages: list[Message], max_tokens: int, cold: bool
+    enclave: ModelProcessGenerator, messages: list[Message], max_tokens: int, cold: bool
 ) -> dict[str, float]:
     if cold:
-        generator.llm.reset()
+        enclave.call("forget")
     else:
-        generator.prime(fixed_prefix())
-    perf_reset(generator)
+        enclave.prime(fixed_prefix())
+    enclave.call("perf_counters", True)  # reset
     params = GenerationParams(max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15)
     start = time.perf_counter()
     first = last = 0.0
-    for _ in generator.stream(messages, params):
+    for _ in enclave.stream(messages, params):
         last = time.perf_counter()
         if not first:
             first = last
-    counters = perf(generator)
-    decoded = max(1, counters.n_eval)
+    counters = enclave.call("perf_counters")
+    decoded = max(1, int(counters["n_eval"]))
     return {
         "ttft_ms": (first - start) * 1000,
         "tokens_per_s": decoded / max(1e-9, last - first),
-        "prompt_evaluated": counters.n_p_eval,
+        "prompt_evaluated": counters["n_p_eval"],
         "tokens": decoded + 1,
     }
 
@@ -138,24 +143,31 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="another GGUF (default: the bundled one)")
     parser.add_argument("--out", default="generate", help="results/<out>.json")
     args = parser.parse_args()
-    settings = Settings(embed_cache_dir=str(CACHE / "models"))
+    overrides = {"llm_model": str(args.model)} if args.model else {}
+    settings = load_settings(
+        data_dir=CACHE, embed_cache_dir=str(CACHE / "models"), llm_context=4096, **overrides
+    )
     threads = settings.llm_threads or os.cpu_count() or 1
-    # What `enclave serve` runs: with llm_fast_cpu_weights, the Q8_0 rewrite of a Q4_1 file.
-    model = args.model or bundled_llm_path()
-    if settings.llm_fast_cpu_weights:
-        model = fast_cpu_gguf(model, settings.model_cache_dir)
-    generator = LlamaCppGenerator(model, 4096, threads, settings.llm_flash_attention)
+    # What `enclave serve` runs: the model in its own process, under the chosen CPU profile.
+    enclave = build_generator(settings)
+    assert isinstance(enclave, ModelProcessGenerator), settings.llm_backend
+    enclave.wait_ready()
+    # A run on a busy machine may take longer than llm_timeout_s: not a hung model here.
+    enclave.timeout_s = 3600.0
+    # llama.cpp on its own: the same file and settings as the child's, in this process.
+    generator = LlamaCppGenerator(**enclave.spec.kwargs)
     rows: list[dict[str, Any]] = []
     for size in [int(s) for s in args.sizes.split(",")]:
         messages = prompt_of(generator, size)
         runs: dict[str, list[dict[str, float]]] = {"cold": [], "cached": [], "llama": []}
         # A first, untimed run warms up and finds the prompt's tokens for the llama.cpp side.
-        first = run_enclave(generator, messages, args.max_tokens, cold=True)
-        prompt_tokens = list(generator.llm.input_ids[: int(first["prompt_evaluated"])])
+        first = run_enclave(enclave, messages, args.max_tokens, cold=True)
+        prompt_tokens = generator._prompt_tokens(messages)
+        assert len(prompt_tokens) == first["prompt_evaluated"], (len(prompt_tokens), first)
         kinds = {
-            "cold": partial(run_enclave, generator, messages, args.max_tokens, cold=True),
+            "cold": partial(run_enclave, enclave, messages, args.max_tokens, cold=True),
             "llama": partial(run_llama_cpp, generator, prompt_tokens, args.max_tokens),
-            "cached": partial(run_enclave, generator, messages, args.max_tokens, cold=False),
+            "cached": partial(run_enclave, enclave, messages, args.max_tokens, cold=False),
         }
         for round_ in range(args.rounds):
             # Enclave and llama.cpp run back to back, so drift in the VM's speed between
@@ -167,6 +179,11 @@ def main() -> int:
                 runs[kind].append(kinds[kind]())
         pair_ratios = [
             ours["tokens_per_s"] / theirs["own_tokens_per_s"]
+            for ours, theirs in zip(runs["cold"], runs["llama"], strict=True)
+        ]
+        # Time to first token against llama.cpp's own prompt evaluation, pair by pair.
+        ttft_ratios = [
+            ours["ttft_ms"] / theirs["own_prompt_ms"]
             for ours, theirs in zip(runs["cold"], runs["llama"], strict=True)
         ]
 
@@ -200,13 +217,20 @@ def main() -> int:
                     best("cold", "tokens_per_s") / best("llama", "own_tokens_per_s"), 3
                 ),
                 "enclave_tokens": median("cold", "tokens"),
+                "ratio_ttft_to_llama_prompt": round(statistics.median(ttft_ratios), 3),
+                "ratio_ttft_pairs_min": round(min(ttft_ratios), 3),
+                "ratio_ttft_pairs_max": round(max(ttft_ratios), 3),
             }
         )
         print_table(rows[-1:])
+    enclave.close()
     result = {
         "benchmark": "generate",
-        "model": generator.name,
-        "flash_attention": settings.llm_flash_attention,
+        "model": enclave.name,
+        "model_process": True,
+        "cpu_profile": enclave.spec.profile,
+        "cpu_profile_settings": enclave.spec.describe(),
+        "flash_attention": bool(enclave.spec.kwargs.get("flash_attention")),
         "fast_cpu_weights": settings.llm_fast_cpu_weights,
         "threads": threads,
         "max_tokens": args.max_tokens,

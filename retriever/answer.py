@@ -469,7 +469,9 @@ class AnswerService:
     ) -> Iterator[TokenEvent]:
         start = time.perf_counter()
         first_token_ms = None
-        stream = self.generator.stream(prompt.messages, params)
+        # The deadline goes with the params: a model in its own process that sends nothing by
+        # then is stopped (retriever.model_process).
+        stream = self.generator.stream(prompt.messages, replace(params, deadline=deadline))
         try:
             for piece in stream:
                 if first_token_ms is None:

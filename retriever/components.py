@@ -21,11 +21,12 @@ from retriever.generation import (
     GenerationError,
     GenerationParams,
     Generator,
-    LlamaCppGenerator,
+    ModelUnavailable,
     OpenAIGenerator,
 )
 from retriever.gguf_convert import fast_cpu_gguf
 from retriever.keyword import KeywordIndex
+from retriever.model_process import llamacpp_specs, start_llamacpp
 from retriever.models import (
     ModelNotFoundError,
     bundled_embedder_path,
@@ -247,7 +248,10 @@ class Components:
         _ = self.keyword
         prime = getattr(self.generator, "prime", None)
         if prime is not None:
-            prime(fixed_prefix())
+            try:
+                prime(fixed_prefix())
+            except ModelUnavailable as exc:  # the model's process restarts; the rest serves
+                log.error("the model could not warm up: %s", exc)
         else:
             self.generator.count_tokens("warm up")
 
@@ -271,12 +275,16 @@ def build_generator(settings: Settings) -> Generator:
     threads = settings.llm_threads or os.cpu_count() or 1
     if backend == "ctransformers":
         return CTransformersGenerator(path, settings.llm_context, threads)
-    name = path.name
+    fast, name = path, path.name
     if settings.llm_fast_cpu_weights:
         fast = fast_cpu_gguf(path, settings.model_cache_dir)
         if fast != path:
             name = f"{path.name} (run as Q8_0)"
-        path = fast
-    return LlamaCppGenerator(
-        path, settings.llm_context, threads, settings.llm_flash_attention, name=name
+    # llama.cpp runs in a supervised child process: a crash in its native code fails one
+    # answer, never the server (retriever.model_process).
+    specs = llamacpp_specs(
+        path, fast, name, settings.llm_context, threads, settings.llm_flash_attention
+    )
+    return start_llamacpp(
+        specs, path, settings.llm_cpu_profile, settings.data_dir, settings.llm_timeout_s
     )

@@ -8,6 +8,7 @@ import math
 import re
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -27,12 +28,20 @@ class GenerationError(RuntimeError):
     pass
 
 
+class ModelUnavailable(GenerationError):
+    """The model's process crashed, hung or could not start: this answer failed, the process
+    is being restarted, the next question can be answered (HTTP 503 `model_unavailable`)."""
+
+
 @dataclass
 class GenerationParams:
     max_tokens: int = 200
     temperature: float = 0.0
     repeat_penalty: float = 1.15
     stop: list[str] = field(default_factory=list)
+    # `time.perf_counter()` by which the reply must be over; None: the generator's own limit.
+    # A model in another process that sends nothing by then is stopped (retriever.model_process).
+    deadline: float | None = None
 
 
 class Generator(Protocol):
@@ -54,7 +63,11 @@ class LlamaCppGenerator:
         threads: int = 0,
         flash_attention: bool = True,
         name: str = "",
+        extra_buffer_types: bool = True,
     ) -> None:
+        """`extra_buffer_types=False` loads the weights without llama.cpp's extra CPU buffer
+        types (no repacking for the AMX or other tiled kernels): slower on some CPUs, and the
+        way around kernels that crash on others (`llm_cpu_profile`)."""
         try:
             import llama_cpp
             from llama_cpp import Llama
@@ -66,13 +79,15 @@ class LlamaCppGenerator:
 
         self.name = name or model_path.name
         self.context_size = context_size
-        self.llm = Llama(
-            model_path=str(model_path),
-            n_ctx=context_size,
-            n_threads=threads or os.cpu_count() or 1,
-            flash_attn=flash_attention,
-            verbose=False,
-        )
+        load_cpu_backends()
+        with _model_params(extra_buffer_types):
+            self.llm = Llama(
+                model_path=str(model_path),
+                n_ctx=context_size,
+                n_threads=threads or os.cpu_count() or 1,
+                flash_attn=flash_attention,
+                verbose=False,
+            )
         # A llama.cpp context is not thread-safe: one generation at a time per instance.
         self._lock = threading.Lock()
         self._n_vocab = self.llm.n_vocab()
@@ -144,6 +159,62 @@ class LlamaCppGenerator:
         the first one also no longer pays for the compute graph's first run."""
         for _ in self.stream(messages, GenerationParams(max_tokens=1)):
             pass
+
+    def perf_counters(self, reset: bool = False) -> dict[str, float]:
+        """llama.cpp's own counters since the last reset (prompt and decode tokens, ms)."""
+        import llama_cpp
+
+        counters = llama_cpp.llama_perf_context(self.llm.ctx)
+        values = {
+            name: float(getattr(counters, name))
+            for name in ("n_p_eval", "n_eval", "t_p_eval_ms", "t_eval_ms")
+        }
+        if reset:
+            llama_cpp.llama_perf_context_reset(self.llm.ctx)
+        return values
+
+    def forget(self) -> None:
+        """Empty the KV cache: the next prompt is evaluated whole (a benchmark's cold run)."""
+        with self._lock:
+            self.llm.reset()
+
+
+def load_cpu_backends() -> None:
+    """Load llama.cpp's CPU backends if it was built with `GGML_BACKEND_DL` (the portable
+    build of docs/deployment.md: one library per instruction-set level, the best one for this
+    CPU picked at run time). llama-cpp-python does not load them, and without one llama.cpp
+    loads no model. A default (native) build has its CPU backend built in: nothing to do."""
+    import ctypes
+
+    from llama_cpp._ggml import libggml, libggml_base_path
+
+    libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if libggml.ggml_backend_reg_count() == 0:
+        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load_all_from_path(str(libggml_base_path).encode())
+
+
+@contextmanager
+def _model_params(extra_buffer_types: bool) -> Iterator[None]:
+    """llama-cpp-python (0.3.x) has no argument for `llama_model_params.use_extra_bufts`: while
+    the `Llama` is built, its default model parameters come with the field set as asked."""
+    import llama_cpp.llama_cpp as low_level
+
+    if extra_buffer_types:
+        yield
+        return
+    defaults = low_level.llama_model_default_params
+
+    def without_extra_bufts() -> object:
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    setattr(low_level, "llama_model_default_params", without_extra_bufts)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(low_level, "llama_model_default_params", defaults)  # noqa: B010
 
 
 def _chat_template(llm: Llama) -> Jinja2ChatFormatter:

@@ -182,6 +182,12 @@ class Settings(BaseModel):
     llm_flash_attention: bool = Field(
         True, description="llama.cpp's flash attention: faster prompts on CPU, same answers."
     )
+    llm_cpu_profile: Literal["auto", "fast", "safe"] = Field(
+        "auto",
+        description="llama.cpp CPU settings: fast (the two above, extra buffer types such as "
+        "AMX kernels), safe (the file as shipped, none of them), auto (fast unless it crashes "
+        "a self-test on this machine's first start).",
+    )
     llm_max_tokens: int = Field(200, ge=1, le=4096, description="Most new tokens per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_repeat_penalty: float = Field(1.15, ge=1, le=2)

@@ -441,6 +441,9 @@ def health() -> ResponseReturnValue:
             generation=components.slots.stats(),
             ingest={"queue": st.ingest_queue},
         )
+        status = getattr(components.generator, "status", None)
+        if status is not None:  # the model's own process: restarts, last crash, CPU profile
+            body["model_process"] = status()
     return jsonify(body)
 
 

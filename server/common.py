@@ -10,7 +10,7 @@ from typing import Any
 from flask import g, request
 
 from retriever.answer import Answer, AnswerStream, GenerationTimeout, SourcesEvent
-from retriever.generation import GenerationError
+from retriever.generation import GenerationError, ModelUnavailable
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy
 from server import metrics
@@ -111,6 +111,9 @@ def answer_errors() -> Iterator[None]:
         raise ApiError(429, "busy", str(exc), {"Retry-After": str(exc.retry_after)}) from None
     except GenerationTimeout as exc:
         raise ApiError(504, "timeout", str(exc)) from None
+    except ModelUnavailable as exc:
+        log.warning("model unavailable: %s", exc)
+        raise ApiError(503, "model_unavailable", str(exc), {"Retry-After": "5"}) from None
     except GenerationError as exc:
         log.warning("generation failed: %s", exc)
         raise ApiError(502, "generation_failed", str(exc)) from None
@@ -131,6 +134,9 @@ def stream_failure(exc: Exception) -> tuple[str, str]:
     """(code, message) for an error after a stream's headers were sent."""
     if isinstance(exc, GenerationTimeout):
         return "timeout", str(exc)
+    if isinstance(exc, ModelUnavailable):
+        log.warning("model unavailable: %s", exc)
+        return "model_unavailable", str(exc)
     if isinstance(exc, GenerationError):
         log.warning("generation failed: %s", exc)
         return "generation_failed", str(exc)

@@ -281,6 +281,9 @@ class EnclaveState:
             self._conversations.close()
         if self._identity is not None:
             self._identity.close()
+        close = getattr(self.components.__dict__.get("generator"), "close", None)
+        if close is not None:  # the model's process
+            close()
 
 
 def state() -> EnclaveState:

@@ -27,7 +27,8 @@
     set("health-updated", `Updated ${new Date().toLocaleTimeString()}`);
     if (!ok) return;
     set("stat-model", body.model);
-    set("stat-model-sub", "loaded");
+    set("stat-model-sub", modelProcess(body.model_process));
+    $("stat-model-sub").title = body.model_process ? body.model_process.profile_reason : "";
     const d = body.documents;
     set("stat-docs", fmt(d.indexed));
     set("stat-docs-sub", `indexed · ${fmt(d.pending)} pending · ${fmt(d.failed)} failed`);
@@ -36,6 +37,20 @@
     const g = body.generation;
     set("stat-slots", `${g.active} / ${g.slots}`);
     set("stat-slots-sub", `slots in use · ${g.waiting} waiting (queue ${g.queue})`);
+  }
+
+  // The model's own process: its CPU settings, restarts and the last crash, in one line.
+  function modelProcess(p) {
+    if (!p) return "loaded";
+    const parts = [`${p.profile} CPU settings`];
+    if (p.restarts) {
+      const crash = p.last_crash;
+      parts.push(`${fmt(p.restarts)} restart${p.restarts === 1 ? "" : "s"}` +
+        (crash ? `, last ${new Date(crash.at * 1000).toLocaleString()}: ${crash.reason}` : ""));
+    } else {
+      parts.push("no crash");
+    }
+    return parts.join(" · ");
   }
 
   function job(j) {

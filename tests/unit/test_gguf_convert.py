@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from retriever.components import build_generator
-from retriever.generation import LlamaCppGenerator
 from retriever.gguf_convert import Q8_0, ConversionError, fast_cpu_gguf, file_type
+from retriever.model_process import ModelProcessGenerator
 from retriever.models import bundled_llm_path
 from retriever.settings import load_settings
 
@@ -39,8 +39,10 @@ def test_a_file_llama_cpp_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
 def test_the_generator_runs_the_rewrite_when_settings_ask(tmp_path: Path, fast: bool) -> None:
     settings = load_settings(data_dir=tmp_path, llm_backend="llamacpp", llm_fast_cpu_weights=fast)
     generator = build_generator(settings)
-    assert isinstance(generator, LlamaCppGenerator)
+    assert isinstance(generator, ModelProcessGenerator)
+    generator.close()
     name = bundled_llm_path().name
     assert generator.name == (f"{name} (run as Q8_0)" if fast else name)
+    assert generator.spec.profile == "fast"  # the self-test passed on this CPU
     if fast:
         assert any(settings.model_cache_dir.glob("*.Q8_0.gguf"))
