@@ -65,7 +65,12 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     _index(components, LEAVE)
     answer = components.answers.ask("How long is parental leave?")
     assert not answer.abstained
-    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
+    # Answer first (the quantity asked for), then the source sentence backing it.
+    assert answer.direct_answer == "16 weeks at full pay"
+    assert (
+        answer.answer
+        == "16 weeks at full pay \u2013 Parental leave lasts 16 weeks at full pay [1]."
+    )
     assert answer.citations == [1]
     assert answer.model_cited is True
     assert answer.sources[0].path == "/hr/leave.md"
@@ -122,3 +127,52 @@ def test_verify_closes_the_gap_a_mid_sentence_citation_leaves() -> None:
     )
     assert checked == "The code is ALM-4471 [1]."
     assert len(supports) == 1 and dropped == 0
+
+
+def test_a_model_writing_fragments_gets_the_best_extract(components: Components) -> None:
+    _index(components, LEAVE)
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("1 [1]. 16 [1]. Parental leave: [1]. - [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert answer.mode == "extractive_fallback" and answer.dropped == 4
+    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
+    assert answer.direct_answer == "16 weeks at full pay"
+
+
+def test_a_model_restating_the_question_gets_the_best_extract(components: Components) -> None:
+    _index(components, LEAVE)
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("Parental leave is as long as the parental leave [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert answer.mode == "extractive_fallback"
+
+
+def test_nothing_that_fits_abstains(components: Components) -> None:
+    _index(components, "Parental leave:\n1.\n2.\n3.")
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("1 [1]. 2 [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert answer.abstained and answer.answer == NOT_FOUND
+
+
+def test_the_direct_answer_comes_first_then_its_evidence() -> None:
+    from retriever.answer import direct_answer
+
+    q = "What hold time do we use on external BGP sessions?"
+    assert direct_answer(q, "The hold time on external BGP sessions is 90 seconds [1].") == (
+        "90 seconds"
+    )
+    assert (
+        direct_answer(
+            "Who is the Head of Service Assurance?",
+            "Marta Lindqvist is the Head of Service Assurance.",
+        )
+        == "Marta Lindqvist"
+    )
+    assert direct_answer("How much is a new badge?", "A new badge costs EUR 25.") == "EUR 25"
+    # Nothing short to take: the whole sentence.
+    long = "Leave requests go to the HR portal, which forwards them to the line manager."
+    assert direct_answer("Where do leave requests go?", long) == long.rstrip(".")
