@@ -262,7 +262,7 @@ def _stem_all(parts: list[str]) -> list[str]:
     return [next(iter(content_words(p)), p) for p in parts]
 
 
-def direct_answer(question: str, sentence: str, max_words: int = 8) -> str:
+def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
     """The short part of an answer sentence that answers: the sentence without the words at
     its ends that restate the question ("The hold time on BGP sessions is 90 seconds" -> "90
     seconds"). The whole sentence when that leaves nothing, or more than `max_words`."""
@@ -282,9 +282,13 @@ def direct_answer(question: str, sentence: str, max_words: int = 8) -> str:
             before = tokens[first - 1] if first > start else ""
             start = first - 1 if re.fullmatch(r"[A-Z]{2,4}|[$\u20ac\u00a3]", before) else first
             unit = first + 1  # and the words after it up to a stop word ("25 working days")
-            while unit < min(first + 4, len(tokens)) and not _stop(tokens[unit]):
+            while (
+                unit < min(first + 4, len(tokens))
+                and not _stop(tokens[unit])
+                and not tokens[unit - 1].endswith((",", ";", ":"))
+            ):
                 unit += 1
-            end = max(end, unit)
+            end = unit
     short = " ".join(tokens[start:end]).strip(" ,;:-\u2013\u2014")
     if not re.search(r"\w", short) or len(short.split()) > max_words:
         return text

@@ -95,7 +95,7 @@ def test_abstention_escalates_to_an_allowed_on_premises_model(
         answer = components.answers.ask(QUESTION, actor="alice")
     assert not answer.abstained
     assert answer.answer == (
-        "16 weeks at full pay \u2013 Parental leave lasts 16 weeks at full pay [1]."
+        "16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1]."
     )
     assert answer.escalated == {
         "endpoint": larger.url,
