@@ -127,6 +127,7 @@ def evaluate_answers(
                 "sources": [s.path for s in answer.sources],
             }
             details.write(json.dumps(record) + "\n")
+            details.flush()  # a long run read while it goes, or stopped, keeps every answer
         if not answer.abstained:
             fragment.append(float(has_fragment(answer.answer)))
         if golds is None:
