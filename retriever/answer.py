@@ -313,10 +313,8 @@ def with_evidence(
             said <= content_words(backing.span.text) | identifiers(backing.span.text)
         ):
             text = f"{direct} \u2013 {quote([backing])}"
-        elif len(content_words(first) & content_words(backing.span.text)) >= 0.8 * len(
-            content_words(backing.span.text)
-        ):
-            text = checked  # the model's sentence is the source's: no need to quote it again
+        elif normalize_sentence(first) == normalize_sentence(backing.span.text):
+            text = checked  # the model copied the sentence: no need to quote it again
         else:
             text = f"{checked} {quote([backing])}"
         shown.append(backing)
@@ -329,6 +327,10 @@ def with_evidence(
         text = f"{text} {quote(extra)}"
         shown.extend(extra)
     return text, direct, shown
+
+
+def normalize_sentence(text: str) -> str:
+    return " ".join(re.findall(r"\w+", CITATION.sub("", text).lower()))
 
 
 def quote(supports: Sequence[Support]) -> str:

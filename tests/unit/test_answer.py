@@ -176,3 +176,23 @@ def test_the_direct_answer_comes_first_then_its_evidence() -> None:
         "ends with the HR director and the works council."
     )
     assert direct_answer("Where do leave requests go?", long) == long.rstrip(".")
+
+
+def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
+    from retriever.answer import with_evidence
+
+    source = [
+        "The Legal Tender Act of 1862 established the United States Note, the first paper "
+        "currency in United States history. It was repealed later."
+    ]
+    question = "What did the Legal Tender Act of 1862 establish?"
+    said = (
+        "The Legal Tender Act of 1862 established the United States Note, a Civil War currency [1]."
+    )
+    checked, supports, _ = verify(said, source, 0.6, question)
+    text, _, shown = with_evidence(question, checked, supports, source)
+    assert (
+        text.startswith(checked)
+        and "the first paper currency in United States history [1]." in text
+    )
+    assert [s.n for s in shown] == [1] and shown[0].span.text.startswith("The Legal Tender Act")
