@@ -24,6 +24,7 @@ from retriever.grounding import (
     focus,
     identifiers,
     is_fragment,
+    is_heading,
     is_list_marker,
     key_terms,
     split_sentences,
@@ -128,9 +129,17 @@ def final_answer(events: Iterable[AnswerEvent]) -> Answer:
     raise RuntimeError("the answer stream ended without an answer")
 
 
+# What a small model puts before its answer: "The answer to this question is:", "Answer:".
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?(?:\s+is)?\s*:\s*)",
+    re.IGNORECASE,
+)
+
+
 def clean_answer(text: str, n_sources: int) -> tuple[str, list[int]]:
-    """Drop repeated sentences (small models loop) and citations of sources never given."""
-    text = text.strip()
+    """Drop a preamble ("The answer is:"), repeated sentences (small models loop) and
+    citations of sources never given."""
+    text = _PREAMBLE.sub("", text.strip())
     kept: list[str] = []
     seen: set[str] = set()
     for sentence in _SENTENCE_END.split(text):
@@ -178,7 +187,9 @@ def bears_on(question: str, *texts: str) -> bool:
     said: set[str] = set()
     for text in texts:
         said |= content_words(text) | identifiers(text)
-    return bool(asked & said)
+    # A question about four things or more needs two of them: "alarm" alone does not make
+    # a sentence about acknowledging a Major alarm in Skywatch.
+    return len(asked & said) >= (2 if len(asked) >= 4 else 1)
 
 
 def says_more(question: str, claim: str) -> bool:
@@ -222,6 +233,7 @@ def verify(
         found = None if is_fragment(claim) else support_for(claim, sources, preferred=cited)
         if (
             found is None
+            or is_heading(found.span.text)
             or found.score < threshold
             or len(words & content_words(found.span.text)) < min(2, len(words))
             or (question and not on_topic and not bears_on(question, claim, found.span.text))

@@ -54,7 +54,9 @@ def split_sentences(text: str) -> list[Span]:
 
 
 def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
+    if word.endswith(("ses", "xes", "zes", "ches", "shes")) and len(word) > 5:
+        return word[:-2]  # "classes", "boxes"; "procedures" loses only its "s"
+    for suffix in ("ing", "ed", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
@@ -103,6 +105,18 @@ def is_fragment(sentence: str) -> bool:
     return core.endswith(":") and len(words) <= 6
 
 
+def is_heading(span: str) -> bool:
+    """A source line that is a heading, not a sentence: six words or fewer, no end punctuation,
+    no number and no "label: value" ("Changes and maintenance windows")."""
+    text = span.strip()
+    return (
+        len(text.split()) <= 6
+        and not text.endswith((".", "!", "?", ":", ";", ")", '"'))
+        and ":" not in text
+        and not any(c.isdigit() for c in text)
+    )
+
+
 def is_list_marker(sentence: str) -> bool:
     """A list item's marker split off its item by the sentence splitter ("1." before "Call
     the NOC"): no claim of its own. One with a citation ("1 [1].") is a claim, a fragment."""
@@ -115,7 +129,8 @@ def fragments(text: str) -> list[str]:
     return [
         s.text
         for s in split_sentences(text)
-        if not is_list_marker(s.text) and CITATION.sub("", s.text).strip(" .!?")
+        if not is_list_marker(s.text)
+        and CITATION.sub("", s.text).strip(" .!?")
         and is_fragment(s.text)
     ]
 
@@ -156,7 +171,9 @@ def extract_answer(question: str, sources: Sequence[str], max_sentences: int = 2
         (n, span)
         for n, source in enumerate(sources, start=1)
         for span in split_sentences(source)
-        if len(span.text) >= MIN_SENTENCE_CHARS and not is_fragment(span.text)
+        if len(span.text) >= MIN_SENTENCE_CHARS
+        and not is_fragment(span.text)
+        and not is_heading(span.text)
     ]
     if not candidates:
         return []

@@ -196,3 +196,10 @@ def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
         and "the first paper currency in United States history [1]." in text
     )
     assert [s.n for s in shown] == [1] and shown[0].span.text.startswith("The Legal Tender Act")
+
+
+def test_a_preamble_is_not_part_of_the_answer() -> None:
+    assert clean_answer("The answer to this question is: It is 25 days [1].", 1)[0] == (
+        "It is 25 days [1]."
+    )
+    assert clean_answer("Answer: 90 seconds [1].", 1)[0] == "90 seconds [1]."

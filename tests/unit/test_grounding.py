@@ -186,3 +186,23 @@ def test_identifiers_are_whole_key_terms() -> None:
     passages = ["Policy POL-OPS-007 governs escalation.", "Policy POL-OPS-008 is about leave."]
     assert key_term_coverage("What is POL-OPS-007 about?", passages, idf) == 1.0
     assert key_term_coverage("What is POL-OPS-007 about?", passages[1:], idf) == 0.0
+
+
+def test_a_heading_backs_nothing_and_is_never_quoted() -> None:
+    source = [
+        "Changes and maintenance windows\nThe network is frozen from 15 December to 6 January."
+    ]
+    question = "When is the yearly network change freeze?"
+    assert verify("Changes and maintenance windows [1].", source, 0.6, question)[0] == ""
+    assert [s.span.text for s in extract_answer(question, source)] == [
+        "The network is frozen from 15 December to 6 January."
+    ]
+
+
+def test_one_key_term_of_many_is_not_enough() -> None:
+    source = ["The alarm codes below have a dedicated procedure in this runbook."]
+    question = "How quickly does a Major alarm have to be acknowledged in Skywatch?"
+    assert (
+        verify("The alarm codes below have a dedicated procedure [1].", source, 0.6, question)[0]
+        == ""
+    )
