@@ -621,9 +621,13 @@ class AnswerService:
         timings: dict[str, float],
     ) -> Answer:
         texts = [h.chunk.text for h in prompt.hits]
-        if says_not_found(text):
-            return Answer(NOT_FOUND, True, sources, [], timings, mode="generative")
-        checked, supports, dropped = verify(text, texts, self.support_threshold, question)
+        # The passages passed the evidence checks: a model that finds nothing in them (or
+        # writes nothing that passes) failed, and the best extract answers instead.
+        checked, supports, dropped = (
+            ("", [], 0)
+            if says_not_found(text)
+            else verify(text, texts, self.support_threshold, question)
+        )
         if supports:
             answer_text, direct, shown = with_evidence(question, checked, supports, texts)
             return Answer(

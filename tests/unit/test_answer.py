@@ -79,8 +79,19 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     assert "only the numbered sources" in fake.history[-1][0]["content"]
 
 
-def test_model_saying_not_found_becomes_an_abstention(components: Components) -> None:
+def test_model_saying_not_found_gets_the_best_extract(components: Components) -> None:
+    # The passage passed the evidence checks: the model's "not found" is a failed answer.
     _index(components, "The canteen opens at 08:00.", "/facilities.txt")
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("I could not find the answer in the documents.")
+    answer = components.answers.ask("When does the canteen open?")
+    assert not answer.abstained and answer.mode == "extractive_fallback"
+    assert answer.answer == "The canteen opens at 08:00 [1]." and answer.direct_answer == "08:00"
+
+
+def test_model_saying_not_found_abstains_when_no_extract_fits(components: Components) -> None:
+    _index(components, "Canteen:\n1.\n2.", "/facilities.txt")
     fake = components.generator
     assert isinstance(fake, FakeGenerator)
     fake.enqueue("I could not find the answer in the documents.")
