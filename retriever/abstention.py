@@ -11,6 +11,7 @@ from retriever.embedder import Embedder
 from retriever.grounding import (
     MIN_SENTENCE_CHARS,
     focus,
+    identifiers,
     key_term_coverage,
     question_coverage,
     split_sentences,
@@ -47,10 +48,14 @@ class EvidenceCheck:
         t = self.thresholds
         if not result.hits:
             return "nothing in the documents matches the question"
-        best = result.best_dense_similarity
-        if best is not None and best < t.min_relevance:
-            return f"no passage is close to the question (best cosine {best:.2f})"
         passages = [h.chunk.embedding_text() for h in result.hits]
+        # An identifier the question names (`asn1_der_decoding`, `POL-OPS-007`) found whole in
+        # a passage outweighs the embedder, which knows such names only as unknown pieces.
+        named = identifiers(question)
+        exact = bool(named) and any(named & identifiers(p) for p in passages)
+        best = result.best_dense_similarity
+        if best is not None and best < t.min_relevance and not exact:
+            return f"no passage is close to the question (best cosine {best:.2f})"
         if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
             return "most of the question's words occur in no passage"
         if t.min_key_coverage:
@@ -58,7 +63,7 @@ class EvidenceCheck:
             if coverage < t.min_key_coverage:
                 return f"no passage holds what the question is about ({coverage:.0%} of it)"
         # Last, as it costs an embedding pass.
-        if t.min_sentence_similarity:
+        if t.min_sentence_similarity and not exact:
             similarity = self.best_sentence_similarity(question, result.hits)
             if similarity < t.min_sentence_similarity:
                 return f"no sentence answers the question (best cosine {similarity:.2f})"

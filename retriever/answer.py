@@ -16,12 +16,21 @@ from retriever.escalation import Escalation, EscalationClaim, read_in_background
 from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
     CITATION,
+    LIST_MARKER,
+    QUESTION_SCAFFOLD,
     Support,
+    content_words,
     extract_answer,
     focus,
+    identifiers,
+    is_fragment,
+    is_heading,
+    is_list_marker,
+    key_terms,
     split_sentences,
     support_for,
 )
+from retriever.keyword import STOPWORDS
 from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt
 from retriever.search import HybridSearcher, Mode, SearchResult
 from retriever.slots import GenerationSlots
@@ -66,6 +75,7 @@ class Answer:
     model_cited: bool | None = None  # whether the model's own text cited a given source
     escalated: dict[str, Any] | None = None  # the larger model that answered, if one did
     abstention_reason: str | None = None  # why the passages could not answer, if they could not
+    direct_answer: str | None = None  # the short answer the text opens with, before the evidence
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +92,7 @@ class Answer:
             "model_cited": self.model_cited,
             "escalated": self.escalated,
             "abstention_reason": self.abstention_reason,
+            "direct_answer": self.direct_answer,
             "timings": self.timings,
         }
 
@@ -124,9 +135,17 @@ def final_answer(events: Iterable[AnswerEvent]) -> Answer:
     raise RuntimeError("the answer stream ended without an answer")
 
 
+# What a small model puts before its answer: "The answer to this question is:", "Answer:".
+_PREAMBLE = re.compile(
+    r"^\s*(?:(?:the\s+)?answer(?:\s+to\s+(?:this|the|your)\s+question)?(?:\s+is)?\s*:\s*)",
+    re.IGNORECASE,
+)
+
+
 def clean_answer(text: str, n_sources: int) -> tuple[str, list[int]]:
-    """Drop repeated sentences (small models loop) and citations of sources never given."""
-    text = text.strip()
+    """Drop a preamble ("The answer is:"), repeated sentences (small models loop) and
+    citations of sources never given."""
+    text = _PREAMBLE.sub("", text.strip())
     kept: list[str] = []
     seen: set[str] = set()
     for sentence in _SENTENCE_END.split(text):
@@ -165,27 +184,171 @@ AnswerMode = Literal["generative", "extractive"]
 ANSWER_MODES: tuple[AnswerMode, ...] = ("generative", "extractive")
 
 
-def verify(text: str, sources: Sequence[str], threshold: float) -> tuple[str, list[Support], int]:
+def bears_on(question: str, *texts: str) -> bool:
+    """Whether the texts (a claim and the source sentence backing it) hold one of the terms the
+    question is about; a question without such terms puts no condition."""
+    asked = key_terms(question).keys()
+    if not asked:
+        return True
+    said: set[str] = set()
+    for text in texts:
+        said |= content_words(text) | identifiers(text)
+    # A question about four things or more needs two of them: "alarm" alone does not make
+    # a sentence about acknowledging a Major alarm in Skywatch.
+    return len(asked & said) >= (2 if len(asked) >= 4 else 1)
+
+
+def says_more(question: str, claim: str) -> bool:
+    """Whether a claim adds something to the question (a word, number or name it does not
+    hold): "The code is the one that means loss of signal" only restates it."""
+    asked = content_words(question) | identifiers(question) | QUESTION_SCAFFOLD
+    new = (content_words(claim) | identifiers(claim)) - asked
+    return bool(new)
+
+
+def verify(
+    text: str, sources: Sequence[str], threshold: float, question: str = ""
+) -> tuple[str, list[Support], int]:
     """Keep the answer sentences a given source supports (each then cites it); drop the rest.
 
-    Returns the checked text, the support of each kept sentence and how many were dropped."""
+    A kept sentence says something (not a list marker, a number alone or a heading), its
+    backing source sentence holds at least `threshold` of its content words, at least two of
+    them (or all, for a one-word claim), and every number it states; with a `question`, the
+    sentence or its backing bears on it. Repeated sentences go. List items stay in order, one
+    a line, numbered again. Returns the checked text, the support of each kept sentence and
+    how many were dropped."""
     kept: list[str] = []
     supports: list[Support] = []
     dropped = 0
+    seen: set[frozenset[str]] = set()
+    listed = False
     for span in split_sentences(text):
-        if not CITATION.sub("", span.text).strip(" .!?"):
+        bare = CITATION.sub("", span.text).strip(" .!?")
+        if not bare:
             continue  # a citation after the full stop ("... days. [1]"), not a sentence
+        if is_list_marker(span.text):
+            listed = True  # a list item's marker, split off its item: the next one is an item
+            continue
+        item = listed or bool(LIST_MARKER.match(span.text))
+        listed = False
+        # The items after a list's first kept one bear on the question through it.
+        on_topic = item and any(k.startswith("\n") for k in kept)
+        claim = LIST_MARKER.sub("", CITATION.sub("", span.text))
+        words = content_words(claim)
         cited = [int(n) for n in CITATION.findall(span.text)]
-        found = support_for(span.text, sources, preferred=cited)
-        if found is None or found.score < threshold:
+        found = None if is_fragment(claim) else support_for(claim, sources, preferred=cited)
+        if (
+            found is None
+            or is_heading(found.span.text)
+            or found.score < threshold
+            or len(words & content_words(found.span.text)) < min(2, len(words))
+            or (question and not on_topic and not bears_on(question, claim, found.span.text))
+            or (question and not says_more(question, claim))
+        ):
             dropped += 1
             continue
-        sentence = CITATION.sub("", span.text).strip()
-        sentence = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s{2,}", " ", sentence))
+        key = frozenset(words)
+        if key in seen:
+            continue
+        seen.add(key)
+        sentence = re.sub(r"\s+([.,;:!?])", r"\1", re.sub(r"\s{2,}", " ", claim.strip()))
         end = sentence[-1] if sentence[-1] in ".!?" else "."
-        kept.append(f"{sentence.rstrip('.!?').rstrip()} [{found.n}]{end}")
+        line = f"{sentence.rstrip('.!?').rstrip()} [{found.n}]{end}"
+        kept.append(f"\n{sum(k.startswith(chr(10)) for k in kept) + 1}. {line}" if item else line)
         supports.append(found)
-    return " ".join(kept), supports, dropped
+    return " ".join(kept).replace(" \n", "\n").strip(), supports, dropped
+
+
+# Questions answered by a quantity, a date or a time.
+_ASKS_NUMBER = re.compile(
+    r"(?i)(how (many|much|long|often|old|far|big|large|high|fast|quickly|soon)|when|"
+    r"what (time|year|date|day|percentage|number))\b"
+)
+
+
+def _filler(token: str, asked: set[str]) -> bool:
+    """A word of an answer sentence that only restates the question (or a stop word)."""
+    parts = re.findall(r"\w+", token.lower())
+    return all(p in STOPWORDS or p in asked for p in (_stem_all(parts))) if parts else True
+
+
+def _stop(token: str) -> bool:
+    return any(p in STOPWORDS for p in re.findall(r"\w+", token.lower()))
+
+
+def _stem_all(parts: list[str]) -> list[str]:
+    return [next(iter(content_words(p)), p) for p in parts]
+
+
+def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
+    """The short part of an answer sentence that answers: the sentence without the words at
+    its ends that restate the question ("The hold time on BGP sessions is 90 seconds" -> "90
+    seconds"). The whole sentence when that leaves nothing, or more than `max_words`."""
+    text = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
+    asked = content_words(question) | identifiers(question)
+    tokens = text.split()
+    start, end = 0, len(tokens)
+    while start < end and _filler(tokens[start], asked):
+        start += 1
+    while end > start and _filler(tokens[end - 1], asked):
+        end -= 1
+    if _ASKS_NUMBER.match(question.strip()):
+        # "How long ...?" is answered by the quantity: from its number (and a unit before it).
+        digits = [i for i in range(start, end) if re.search(r"\d", tokens[i])]
+        if digits:
+            first = digits[0]
+            before = tokens[first - 1] if first > start else ""
+            start = first - 1 if re.fullmatch(r"[A-Z]{2,4}|[$\u20ac\u00a3]", before) else first
+            unit = first + 1  # and the words after it up to a stop word ("25 working days")
+            while (
+                unit < min(first + 4, len(tokens))
+                and not _stop(tokens[unit])
+                and not tokens[unit - 1].endswith((",", ";", ":"))
+            ):
+                unit += 1
+            end = unit
+    short = " ".join(tokens[start:end]).strip(" ,;:-\u2013\u2014")
+    if not re.search(r"\w", short) or len(short.split()) > max_words:
+        return text
+    return short
+
+
+def with_evidence(
+    question: str, checked: str, supports: Sequence[Support], sources: Sequence[str]
+) -> tuple[str, str, list[Support]]:
+    """Answer first, then the evidence: the short direct answer of a one-sentence answer with
+    the source sentence backing it ("90 seconds - External BGP sessions use a hold time of 90
+    seconds [1]."), or the checked sentences of a longer one (a list keeps its order); then
+    the source sentences that best answer the question on their own (the extractive answer),
+    unless already shown. Returns the text, the direct answer and the supports shown."""
+    first = split_sentences(checked)[0].text if checked else ""
+    direct = direct_answer(question, first)
+    shown: list[Support] = []
+    if len(supports) == 1:
+        backing = supports[0]
+        said = content_words(direct) | identifiers(direct)
+        if direct != LIST_MARKER.sub("", CITATION.sub("", first)).strip().rstrip(".!?") and (
+            said <= content_words(backing.span.text) | identifiers(backing.span.text)
+        ):
+            text = f"{direct} \u2013 {quote([backing])}"
+        elif normalize_sentence(first) == normalize_sentence(backing.span.text):
+            text = checked  # the model copied the sentence: no need to quote it again
+        else:
+            text = f"{checked} {quote([backing])}"
+        shown.append(backing)
+    else:
+        text = checked
+        shown.extend(supports)
+    places = {(s.n, s.span.start) for s in shown}
+    extra = [s for s in extract_answer(question, sources) if (s.n, s.span.start) not in places]
+    if extra:
+        text = f"{text} {quote(extra)}"
+        shown.extend(extra)
+    return text, direct, shown
+
+
+def normalize_sentence(text: str) -> str:
+    return " ".join(re.findall(r"\w+", CITATION.sub("", text).lower()))
 
 
 def quote(supports: Sequence[Support]) -> str:
@@ -521,19 +684,25 @@ class AnswerService:
         timings: dict[str, float],
     ) -> Answer:
         texts = [h.chunk.text for h in prompt.hits]
-        if says_not_found(text):
-            return Answer(NOT_FOUND, True, sources, [], timings, mode="generative")
-        checked, supports, dropped = verify(text, texts, self.support_threshold)
+        # The passages passed the evidence checks: a model that finds nothing in them (or
+        # writes nothing that passes) failed, and the best extract answers instead.
+        checked, supports, dropped = (
+            ("", [], 0)
+            if says_not_found(text)
+            else verify(text, texts, self.support_threshold, question)
+        )
         if supports:
+            answer_text, direct, shown = with_evidence(question, checked, supports, texts)
             return Answer(
-                checked,
+                answer_text,
                 False,
                 sources,
-                _cited(supports),
+                _cited(shown),
                 timings,
-                supports=supports,
+                supports=shown,
                 dropped=dropped,
                 mode="generative",
+                direct_answer=direct,
             )
         # Nothing the model wrote is backed by the sources: quote them instead.
         fallback = self._extractive(question, prompt.hits, timings)
@@ -550,6 +719,7 @@ class AnswerService:
         timings.setdefault("tokens_per_s", 0.0)
         if not supports:
             return Answer(NOT_FOUND, True, sources, [], timings, mode="extractive")
+        best = max(supports, key=lambda s: s.score)
         return Answer(
             quote(supports),
             False,
@@ -558,6 +728,7 @@ class AnswerService:
             timings,
             supports=supports,
             mode="extractive",
+            direct_answer=direct_answer(question, best.span.text),
         )
 
 

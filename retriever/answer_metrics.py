@@ -1,5 +1,5 @@
 """Answer metrics as SQuAD defines them (normalized exact match and token F1), plus gold
-containment and citation validity."""
+containment, fragments and citation validity."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from retriever.grounding import CITATION, split_sentences, support_for
+from retriever.grounding import (
+    CITATION,
+    content_words,
+    fragments,
+    is_fragment,
+    split_sentences,
+    support_for,
+)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -45,13 +52,28 @@ def contains_gold(answer: str, golds: Sequence[str]) -> float:
     return float(any(normalize(g) and f" {normalize(g)} " in said for g in golds))
 
 
+def has_fragment(answer: str) -> bool:
+    """Whether a sentence of the answer says nothing by itself: a number or list marker alone
+    ("1 [1]."), a heading, only stop words."""
+    return bool(fragments(answer))
+
+
 def citation_validity(answer: str, sources: Sequence[str], threshold: float) -> tuple[int, int]:
-    """(valid, total) citations: a citation [n] is valid when source n supports its sentence."""
+    """(valid, total) citations. A citation [n] is valid when the sentence says something
+    (not a fragment) and one sentence of source n holds every number of it and at least
+    `threshold` of its content words, at least two of them (all of a one-word sentence): a
+    single shared token ("1" in "1 [1].") is no support."""
     valid = total = 0
     for span in split_sentences(answer):
         for n in {int(m) for m in CITATION.findall(span.text)}:
             total += 1
-            if 1 <= n <= len(sources):
-                found = support_for(span.text, [sources[n - 1]])
-                valid += found is not None and found.score >= threshold
+            if not 1 <= n <= len(sources) or is_fragment(span.text):
+                continue
+            found = support_for(span.text, [sources[n - 1]])
+            words = content_words(CITATION.sub("", span.text))
+            valid += (
+                found is not None
+                and found.score >= threshold
+                and len(words & content_words(found.span.text)) >= min(2, len(words))
+            )
     return valid, total

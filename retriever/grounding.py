@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 from retriever.keyword import STOPWORDS
 
-_SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?](?=\s|$)|\n|$)")
+# A sentence ends at . ! ? before a space or the end, or at a line break; "0.1 dB", "e-mail!"
+# and "collect?q=1" inside it do not end it.
+_SENTENCE = re.compile(r"(?:[^\n.!?]|[.!?](?![\s]|$))*(?:[.!?](?=\s|$)|\n|$)")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 # A citation "[n]" with the space before it; group 1 is the source number.
 CITATION = re.compile(r"\s*\[(\d{1,2})\]")
 MIN_SENTENCE_CHARS = 12
+# A list item's marker at the start of a sentence: "1.", "2)", "-", "*", "a)".
+LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022\u2013]|\(?[a-z]\))(?:\s+|$)")
+# A token that may be an identifier: letters and digits joined by _ - . / or followed by "()".
+_IDENTIFIER = re.compile(r"\w+\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,9 @@ def split_sentences(text: str) -> list[Span]:
 
 
 def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
+    if word.endswith(("ses", "xes", "zes", "ches", "shes")) and len(word) > 5:
+        return word[:-2]  # "classes", "boxes"; "procedures" loses only its "s"
+    for suffix in ("ing", "ed", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
@@ -62,12 +70,78 @@ def numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
 
+def identifiers(text: str) -> set[str]:
+    """Names of things written as code (lower case, without a trailing "()"):
+    `asn1_der_decoding`, `deflateInit()`, `POL-OPS-007`, `AS64500`. The embedder and the word
+    splitter both see them as unknown pieces; matched whole they are the surest key terms."""
+    found = set()
+    for match in _IDENTIFIER.finditer(text):
+        token = match.group(0)
+        core = token.removesuffix("()")
+        if not any(c.isalpha() for c in core):
+            continue
+        digits = any(c.isdigit() for c in core)
+        joined = any(c in core for c in "-./")
+        if (
+            token.endswith("()")
+            or "_" in core
+            or re.search(r"[a-z][A-Z]", core)
+            or (digits and re.search(r"[A-Za-z]", core) and not core.isdigit())
+            or (joined and re.search(r"[A-Z]{2}", core))
+        ):
+            found.add(core.lower())
+    return found
+
+
+def is_fragment(sentence: str) -> bool:
+    """A sentence that says nothing by itself: a list marker or number alone, punctuation,
+    only stop words, or a short heading ("Level 1:")."""
+    core = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip()
+    core = core.strip(" .!?;,\"'\u201c\u201d")
+    words = _WORD.findall(core)
+    lettered = [w for w in words if any(c.isalpha() for c in w)]
+    if not any(w.lower() not in STOPWORDS for w in lettered):
+        return True
+    return core.endswith(":") and len(words) <= 6
+
+
+def is_heading(span: str) -> bool:
+    """A source line that is a heading, not a sentence: six words or fewer, no end punctuation,
+    no number and no "label: value" ("Changes and maintenance windows")."""
+    text = span.strip()
+    return (
+        len(text.split()) <= 6
+        and not text.endswith((".", "!", "?", ":", ";", ")", '"'))
+        and ":" not in text
+        and not any(c.isdigit() for c in text)
+    )
+
+
+def is_list_marker(sentence: str) -> bool:
+    """A list item's marker split off its item by the sentence splitter ("1." before "Call
+    the NOC"): no claim of its own. One with a citation ("1 [1].") is a claim, a fragment."""
+    return bool(re.fullmatch(r"\d{1,2}[.)]?|[-*\u2022\u2013]", sentence.strip()))
+
+
+def fragments(text: str) -> list[str]:
+    """The sentences of an answer that say nothing by themselves (`is_fragment`), list
+    markers before their items aside."""
+    return [
+        s.text
+        for s in split_sentences(text)
+        if not is_list_marker(s.text)
+        and CITATION.sub("", s.text).strip(" .!?")
+        and is_fragment(s.text)
+    ]
+
+
 def support_for(
     claim: str, sources: Sequence[str], preferred: Sequence[int] = ()
 ) -> Support | None:
     """The source sentence that best backs `claim`, with the share of the claim's words found
-    in it. A number in the claim that appears in no source means no support at all."""
-    claim = CITATION.sub("", claim)
+    in it. Every number of the claim must be in that same sentence (a "1" that occurs
+    somewhere in the source backs nothing); a number in no source means no support at all."""
+    claim = LIST_MARKER.sub("", CITATION.sub("", claim))
     words = content_words(claim)
     if not words:
         return None
@@ -77,6 +151,8 @@ def support_for(
         if claimed_numbers - numbers(source):
             continue
         for span in split_sentences(source):
+            if claimed_numbers - numbers(span.text):
+                continue  # a number counts only with its context: in the same sentence
             score = len(words & content_words(span.text)) / len(words)
             bonus = 1e-6 if n in preferred else 0.0  # on ties, the cited source wins
             if best is None or score + bonus > best.score:
@@ -96,6 +172,8 @@ def extract_answer(question: str, sources: Sequence[str], max_sentences: int = 2
         for n, source in enumerate(sources, start=1)
         for span in split_sentences(source)
         if len(span.text) >= MIN_SENTENCE_CHARS
+        and not is_fragment(span.text)
+        and not is_heading(span.text)
     ]
     if not candidates:
         return []
@@ -144,12 +222,20 @@ QUESTION_SCAFFOLD = frozenset(
 
 
 def key_terms(question: str) -> dict[str, str]:
-    """The words a question is about, stem -> word as written (lower case)."""
-    return {
+    """The words a question is about, stem -> word as written (lower case). An identifier
+    (`POL-OPS-007`, `deflateInit()`) is one term, not its pieces."""
+    named = identifiers(question)
+    pieces = {p for name in named for p in _WORD.findall(name)} - named
+    terms = {
         _stem(w): w
         for w in _WORD.findall(question.lower())
-        if w not in STOPWORDS and w not in QUESTION_SCAFFOLD and not (len(w) == 1 and w.isalpha())
+        if w not in STOPWORDS
+        and w not in QUESTION_SCAFFOLD
+        and w not in pieces
+        and not (len(w) == 1 and w.isalpha())
     }
+    terms.update({name: name for name in named})
+    return terms
 
 
 def key_term_coverage(
@@ -168,7 +254,7 @@ def key_term_coverage(
     total = sum(weight_of[w] for w in terms.values()) or 1.0
     best = 0.0
     for passage in passages:
-        found = terms.keys() & content_words(passage)
+        found = terms.keys() & (content_words(passage) | identifiers(passage))
         best = max(best, sum(weight_of[terms[t]] for t in found) / total)
     return best
 

@@ -95,6 +95,7 @@ def visible_answer(message: dict[str, Any]) -> dict[str, Any]:
         record = registry.get(str(source.get("document_id", "")))
         if record is None or not can_read_collection(record.collection):
             hidden = {**answer, "answer": HIDDEN_ANSWER, "sources": [], "supports": []}
+            hidden["direct_answer"] = None
             hidden["citations"] = []
             return {**message, "content": HIDDEN_ANSWER, "answer": hidden}
     return message

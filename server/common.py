@@ -86,6 +86,8 @@ def answer_finisher(route: str) -> Callable[[Answer], Answer]:
 
     def finish(answer: Answer) -> Answer:
         answer.answer = neutralize_links(answer.answer, hosts)
+        if answer.direct_answer:
+            answer.direct_answer = neutralize_links(answer.direct_answer, hosts)
         audit.record(
             who,
             "ask",

@@ -1,5 +1,6 @@
 """`enclave eval answers`: ask every question of a set through the production answer path and
-score the answers (exact match, token F1, gold containment, citation validity, abstention)."""
+score the answers (exact match, token F1 on the whole text and on the direct answer, gold
+containment, useful and fragment answers, citation validity, abstention)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from retriever.answer_metrics import (
     citation_validity,
     contains_gold,
     exact_match,
+    has_fragment,
     is_yes_no,
     token_f1,
 )
@@ -92,7 +94,10 @@ def evaluate_answers(
         rows = rows[:limit]
     service = components.answers
     mode = answer_mode or settings.answer_mode
-    scores: dict[str, list[float]] = {k: [] for k in ("exact_match", "f1", "contains_gold")}
+    scores: dict[str, list[float]] = {
+        k: [] for k in ("exact_match", "f1", "contains_gold", "f1_direct", "useful_rate")
+    }
+    fragment: list[float] = []
     abstained_answerable: list[float] = []
     abstained_unanswerable: list[float] = []
     source_at_3: list[float] = []
@@ -118,17 +123,26 @@ def evaluate_answers(
                 "answer": answer.answer,
                 "abstained": answer.abstained,
                 "answer_mode": answer.mode,
+                "direct_answer": answer.direct_answer,
                 "sources": [s.path for s in answer.sources],
             }
             details.write(json.dumps(record) + "\n")
+            details.flush()  # a long run read while it goes, or stopped, keeps every answer
+        if not answer.abstained:
+            fragment.append(float(has_fragment(answer.answer)))
         if golds is None:
             abstained_unanswerable.append(float(answer.abstained))
             continue
         abstained_answerable.append(float(answer.abstained))
         text = "" if answer.abstained else answer.answer
-        scores["exact_match"].append(exact_match(text, golds))
+        direct = "" if answer.abstained else answer.direct_answer or answer.answer
+        scores["exact_match"].append(exact_match(direct, golds))
         scores["f1"].append(token_f1(text, golds))
+        scores["f1_direct"].append(token_f1(direct, golds))
         scores["contains_gold"].append(contains_gold(text, golds))
+        scores["useful_rate"].append(
+            float(bool(text) and contains_gold(text, golds) > 0 and not has_fragment(text))
+        )
         if row.get("source"):
             names = [Path(s.path).name for s in answer.sources[:3]]
             source_at_3.append(float(row["source"] in names))
@@ -144,6 +158,7 @@ def evaluate_answers(
     result: dict[str, Any] = {name: mean(values) for name, values in scores.items()}
     result.update(
         citation_validity=round(valid / cited, 4) if cited else None,
+        fragment_rate=mean(fragment),
         abstain_answerable=mean(abstained_answerable),
         abstain_unanswerable=mean(abstained_unanswerable),
         latency_ms_p50=round(percentile(latencies, 0.5), 1),

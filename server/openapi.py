@@ -132,6 +132,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": ["boolean", "null"],
                 "description": "Whether the model's own text cited a given source.",
             },
+            "direct_answer": {
+                "type": ["string", "null"],
+                "description": "The short answer the text opens with (the phrase or number "
+                "asked for), before the quoted evidence; null when Enclave abstained.",
+            },
             "abstention_reason": {
                 "type": ["string", "null"],
                 "description": "Why the passages could not answer, when Enclave abstained "

@@ -71,3 +71,15 @@ def test_the_answer_says_why_it_abstained(components: Components) -> None:
     answer = components.answers.ask("What is the CEO's annual salary?")
     assert answer.abstained
     assert answer.to_dict()["abstention_reason"]
+
+
+def test_an_identifier_found_whole_outweighs_the_embedder(components: Components) -> None:
+    text = "asn1_der_decoding() decodes a DER-encoded ASN.1 structure into a tree of nodes."
+    chunk = Chunk(chunk_id("asn", 0, text), "asn", 0, text, "/libtasn1.html", "Libtasn1", "c")
+    components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
+    components.keyword.add([chunk])
+    # Thresholds no embedding of this passage can reach: only the exact identifier passes.
+    check = _check(components, min_relevance=0.99, min_sentence_similarity=0.99)
+    assert _weakness(components, check, "What does asn1_der_decoding do?") is None
+    refused = _weakness(components, check, "What does asn1_der_encoding do?")
+    assert refused is not None and "cosine" in refused

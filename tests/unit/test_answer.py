@@ -65,7 +65,9 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     _index(components, LEAVE)
     answer = components.answers.ask("How long is parental leave?")
     assert not answer.abstained
-    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
+    # Answer first (the quantity asked for), then the source sentence backing it.
+    assert answer.direct_answer == "16 weeks"
+    assert answer.answer == "16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1]."
     assert answer.citations == [1]
     assert answer.model_cited is True
     assert answer.sources[0].path == "/hr/leave.md"
@@ -77,8 +79,19 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     assert "only the numbered sources" in fake.history[-1][0]["content"]
 
 
-def test_model_saying_not_found_becomes_an_abstention(components: Components) -> None:
+def test_model_saying_not_found_gets_the_best_extract(components: Components) -> None:
+    # The passage passed the evidence checks: the model's "not found" is a failed answer.
     _index(components, "The canteen opens at 08:00.", "/facilities.txt")
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("I could not find the answer in the documents.")
+    answer = components.answers.ask("When does the canteen open?")
+    assert not answer.abstained and answer.mode == "extractive_fallback"
+    assert answer.answer == "The canteen opens at 08:00 [1]." and answer.direct_answer == "08:00"
+
+
+def test_model_saying_not_found_abstains_when_no_extract_fits(components: Components) -> None:
+    _index(components, "Canteen:\n1.\n2.", "/facilities.txt")
     fake = components.generator
     assert isinstance(fake, FakeGenerator)
     fake.enqueue("I could not find the answer in the documents.")
@@ -122,3 +135,82 @@ def test_verify_closes_the_gap_a_mid_sentence_citation_leaves() -> None:
     )
     assert checked == "The code is ALM-4471 [1]."
     assert len(supports) == 1 and dropped == 0
+
+
+def test_a_model_writing_fragments_gets_the_best_extract(components: Components) -> None:
+    _index(components, LEAVE)
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("1 [1]. 16 [1]. Parental leave: [1]. - [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert answer.mode == "extractive_fallback" and answer.dropped == 4
+    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
+    assert answer.direct_answer == "16 weeks"
+
+
+def test_a_model_restating_the_question_gets_the_best_extract(components: Components) -> None:
+    _index(components, LEAVE)
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("Parental leave is as long as the parental leave [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert answer.mode == "extractive_fallback"
+
+
+def test_nothing_that_fits_abstains(components: Components) -> None:
+    _index(components, "Parental leave:\n1.\n2.\n3.")
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    fake.enqueue("1 [1]. 2 [1].")
+    answer = components.answers.ask("How long is parental leave?")
+    assert answer.abstained and answer.answer == NOT_FOUND
+
+
+def test_the_direct_answer_comes_first_then_its_evidence() -> None:
+    from retriever.answer import direct_answer
+
+    q = "What hold time do we use on external BGP sessions?"
+    assert direct_answer(q, "The hold time on external BGP sessions is 90 seconds [1].") == (
+        "90 seconds"
+    )
+    assert (
+        direct_answer(
+            "Who is the Head of Service Assurance?",
+            "Marta Lindqvist is the Head of Service Assurance.",
+        )
+        == "Marta Lindqvist"
+    )
+    assert direct_answer("How much is a new badge?", "A new badge costs EUR 25.") == "EUR 25"
+    # Nothing short to take: the whole sentence.
+    long = (
+        "Leave requests go through a chain of approvals that starts with the team lead and "
+        "ends with the HR director and the works council."
+    )
+    assert direct_answer("Where do leave requests go?", long) == long.rstrip(".")
+
+
+def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
+    from retriever.answer import with_evidence
+
+    source = [
+        "The Legal Tender Act of 1862 established the United States Note, the first paper "
+        "currency in United States history. It was repealed later."
+    ]
+    question = "What did the Legal Tender Act of 1862 establish?"
+    said = (
+        "The Legal Tender Act of 1862 established the United States Note, a Civil War currency [1]."
+    )
+    checked, supports, _ = verify(said, source, 0.6, question)
+    text, _, shown = with_evidence(question, checked, supports, source)
+    assert (
+        text.startswith(checked)
+        and "the first paper currency in United States history [1]." in text
+    )
+    assert [s.n for s in shown] == [1] and shown[0].span.text.startswith("The Legal Tender Act")
+
+
+def test_a_preamble_is_not_part_of_the_answer() -> None:
+    assert clean_answer("The answer to this question is: It is 25 days [1].", 1)[0] == (
+        "It is 25 days [1]."
+    )
+    assert clean_answer("Answer: 90 seconds [1].", 1)[0] == "90 seconds [1]."

@@ -9,6 +9,7 @@ from retriever.answer_metrics import (
     citation_validity,
     contains_gold,
     exact_match,
+    has_fragment,
     normalize,
     token_f1,
 )
@@ -34,6 +35,20 @@ def test_citation_validity_checks_each_cited_source() -> None:
     answer = "The canteen opens at 08:00 [1]. Parking is free [1]. Staff park free [2]."
     assert citation_validity(answer, sources, 0.6) == (2, 3)
     assert citation_validity("Nothing cited here.", sources, 0.6) == (0, 0)
+
+
+def test_one_shared_token_is_not_a_valid_citation() -> None:
+    source = ["1. Level 1: NOC engineer, first diagnosis.\n2. Level 2: on-call engineer."]
+    # "1" and "2" occur in the source; the old check counted these citations valid.
+    assert citation_validity("1 [1]. 2 [1].", source, 0.6) == (0, 2)
+    assert citation_validity("Level 2 is the on-call engineer [1].", source, 0.6) == (1, 1)
+
+
+def test_fragment_answers_are_found() -> None:
+    assert has_fragment("1 [1]. 2 [1]. Level 1: NOC engineer [1].")
+    assert has_fragment("Level 1: [1]. The NOC engineer diagnoses first [1].")
+    assert not has_fragment("90 seconds \u2013 The hold time is 90 seconds [1].")
+    assert not has_fragment("1. Call the NOC [1].\n2. Page the duty manager [1].")
 
 
 def _demo_like(folder: Path) -> Path:
@@ -66,6 +81,8 @@ def test_evaluate_answers_on_a_demo_like_folder(settings: Settings, tmp_path: Pa
     assert result["contains_gold"] == 1.0 and result["source_at_3"] == 1.0
     assert result["abstain_unanswerable"] == 1.0 and result["abstain_answerable"] == 0.0
     assert result["citation_validity"] == 1.0
+    assert result["useful_rate"] == 1.0 and result["fragment_rate"] == 0.0
+    assert result["f1_direct"] > result["f1"]  # the direct answer is the short part
     for key in ("exact_match", "f1", "latency_ms_p50", "latency_ms_p95", "tokens_per_s"):
         assert key in result
 

@@ -94,11 +94,13 @@ def test_abstention_escalates_to_an_allowed_on_premises_model(
         components = _on_premises(tmp_path, embedder, larger.url, ["127.0.0.1"])
         answer = components.answers.ask(QUESTION, actor="alice")
     assert not answer.abstained
-    assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
+    assert answer.answer == (
+        "16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1]."
+    )
     assert answer.escalated == {
         "endpoint": larger.url,
         "model": "stub-large",
-        "reason": "abstained",
+        "reason": "unsupported",  # the local model found nothing: its answer failed
     }
     # The larger model got the question and the numbered source, nothing else.
     (request,) = larger.requests
@@ -108,7 +110,7 @@ def test_abstention_escalates_to_an_allowed_on_premises_model(
     assert entry.actor == "alice"
     assert entry.target == larger.url
     assert entry.detail["documents"] == ["leave"]
-    assert entry.detail["reason"] == "abstained"
+    assert entry.detail["reason"] == "unsupported"
 
 
 def test_on_premises_policy_never_sends_to_an_unlisted_host(
@@ -117,7 +119,7 @@ def test_on_premises_policy_never_sends_to_an_unlisted_host(
     with stub_model_server() as larger:
         components = _on_premises(tmp_path, embedder, larger.url, ["models.internal"])
         answer = components.answers.ask(QUESTION)
-    assert answer.abstained and answer.escalated is None
+    assert answer.mode == "extractive_fallback" and answer.escalated is None
     assert larger.requests == []
     assert components.audit.tail(action=ESCALATION_ACTION) == []
 
@@ -152,7 +154,7 @@ def test_a_failing_escalation_keeps_the_local_answer(
         larger.status = 500
         components = _always(tmp_path, embedder, larger.url)
         answer = components.answers.ask(QUESTION)
-    assert answer.abstained and answer.escalated is None
+    assert answer.mode == "extractive_fallback" and answer.escalated is None
     # The attempt is still on record: the documents were sent.
     assert len(components.audit.tail(action=ESCALATION_ACTION)) == 1
 

@@ -6,6 +6,8 @@ from retriever.answer import verify
 from retriever.components import Components
 from retriever.grounding import (
     extract_answer,
+    identifiers,
+    is_fragment,
     key_term_coverage,
     key_terms,
     split_sentences,
@@ -101,3 +103,106 @@ def test_a_citation_after_the_full_stop_is_not_an_unsupported_sentence() -> None
     assert dropped == 0
     assert checked == "Full-time employees get 25 working days [1]."
     assert len(supports) == 1
+
+
+RUNBOOK = (
+    "Escalation for a severity 1 incident follows three levels.\n"
+    "1. Level 1: NOC engineer – first diagnosis, runbook procedures, ticket.\n"
+    "2. Level 2: on-call network engineer – paged through OnWatch within 10 minutes.\n"
+    "3. Level 3: duty manager – informed when the P1 lasts longer than 1 hour.\n"
+    "The policy ID is POL-OPS-007."
+)
+QUESTION = "What is the escalation procedure for a severity 1 incident?"
+
+
+def test_fragments_are_told_from_statements() -> None:
+    for fragment in ("1 [1].", "3.", "42", "- ", "Level 1:", "Escalation procedure:", "the of"):
+        assert is_fragment(fragment), fragment
+    for statement in ("OnWatch [1].", "90 seconds.", "ALM-4471", "Level 1: NOC engineer first."):
+        assert not is_fragment(statement), statement
+
+
+def test_numbered_fragments_never_pass_the_check() -> None:
+    # What SmolLM2 wrote for the escalation question: every "1" occurs in the source.
+    checked, supports, dropped = verify("1 [1]. 2 [1]. 3 [1].", [RUNBOOK], 0.6, QUESTION)
+    assert checked == "" and supports == [] and dropped == 3
+
+
+def test_a_number_needs_its_context_in_one_sentence() -> None:
+    # "10" and "hour" are both in the source, in different sentences: no support.
+    found = support_for("The duty manager is paged within 10 hours.", [RUNBOOK])
+    assert found is not None and "duty manager" not in found.span.text and found.score < 0.6
+    assert verify("The duty manager is paged within 10 hours [1].", [RUNBOOK], 0.6)[0] == ""
+    found = support_for("The on-call engineer is paged within 10 minutes.", [RUNBOOK])
+    assert found is not None and "OnWatch" in found.span.text
+
+
+def test_one_shared_word_is_no_support() -> None:
+    checked, _, dropped = verify("Engineers enjoy cake on Fridays [1].", [RUNBOOK], 0.0)
+    assert checked == "" and dropped == 1  # threshold 0, still only "engineer" in common
+
+
+def test_list_items_stay_in_order_and_duplicates_go() -> None:
+    text = (
+        "1. Level 1: NOC engineer does the first diagnosis [1].\n"
+        "2. Level 2: the on-call network engineer is paged through OnWatch [1].\n"
+        "3. Level 2: the on-call network engineer is paged through OnWatch [1].\n"
+        "4. [1]."
+    )
+    checked, supports, _ = verify(text, [RUNBOOK], 0.6, QUESTION)
+    assert checked.splitlines() == [
+        "1. Level 1: NOC engineer does the first diagnosis [1].",
+        "2. Level 2: the on-call network engineer is paged through OnWatch [1].",
+    ]
+    assert len(supports) == 2
+
+
+def test_a_sentence_off_the_question_is_dropped() -> None:
+    checked, _, dropped = verify(
+        "Canteen closes at 15:30 on weekdays [2].", SOURCES, 0.6, "How many leave days?"
+    )
+    assert checked == "" and dropped == 1
+    checked, _, _ = verify(
+        "Up to 5 unused days may be carried over [1].",
+        SOURCES,
+        0.6,
+        "How many leave days can be carried over?",
+    )
+    assert checked == "Up to 5 unused days may be carried over [1]."
+
+
+def test_identifiers_are_whole_key_terms() -> None:
+    assert identifiers("What does asn1_der_decoding do? See deflateInit() and POL-OPS-007.") == {
+        "asn1_der_decoding",
+        "deflateinit",
+        "pol-ops-007",
+    }
+    assert identifiers("A full-time e-mail at 08:00 costs 1.5 EUR.") == set()
+    assert set(key_terms("What is POL-OPS-007 about?").values()) == {"pol-ops-007"}
+
+    def idf(words: list[str]) -> dict[str, float]:
+        return dict.fromkeys(words, 1.0)
+
+    passages = ["Policy POL-OPS-007 governs escalation.", "Policy POL-OPS-008 is about leave."]
+    assert key_term_coverage("What is POL-OPS-007 about?", passages, idf) == 1.0
+    assert key_term_coverage("What is POL-OPS-007 about?", passages[1:], idf) == 0.0
+
+
+def test_a_heading_backs_nothing_and_is_never_quoted() -> None:
+    source = [
+        "Changes and maintenance windows\nThe network is frozen from 15 December to 6 January."
+    ]
+    question = "When is the yearly network change freeze?"
+    assert verify("Changes and maintenance windows [1].", source, 0.6, question)[0] == ""
+    assert [s.span.text for s in extract_answer(question, source)] == [
+        "The network is frozen from 15 December to 6 January."
+    ]
+
+
+def test_one_key_term_of_many_is_not_enough() -> None:
+    source = ["The alarm codes below have a dedicated procedure in this runbook."]
+    question = "How quickly does a Major alarm have to be acknowledged in Skywatch?"
+    assert (
+        verify("The alarm codes below have a dedicated procedure [1].", source, 0.6, question)[0]
+        == ""
+    )

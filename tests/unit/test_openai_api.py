@@ -14,6 +14,7 @@ from server.app import create_app
 from tests.unit.serving import QUESTION, fake_model, parse_sse, upload
 
 ANSWER = "Parental leave lasts 16 weeks at full pay [1]."
+CHECKED = "16 weeks \u2013 " + ANSWER  # the direct answer, then its source sentence
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def test_chat_completion(client: FlaskClient, components: Components) -> None:
     [choice] = body["choices"]
     assert choice["index"] == 0 and choice["finish_reason"] == "stop"
     # The checked answer: the unsupported sentence was removed.
-    assert choice["message"] == {"role": "assistant", "content": ANSWER}
+    assert choice["message"] == {"role": "assistant", "content": CHECKED}
     usage = body["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
@@ -121,7 +122,7 @@ def test_chat_completion_stream(client: FlaskClient, components: Components) -> 
     assert first["choices"][0]["delta"]["role"] == "assistant"
     assert first["sources"][0]["n"] == 1
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert content == ANSWER
+    assert content == CHECKED
     finish = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert len(finish) == 1 and finish[0]["choices"][0]["finish_reason"] == "stop"
     assert finish[0]["abstained"] is False

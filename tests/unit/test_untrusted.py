@@ -118,6 +118,7 @@ def test_an_injected_image_never_reaches_the_answer(app: Flask, client: FlaskCli
     body = client.post("/api/v1/ask", json=question).get_json()
     # The sentence survived the support check (threshold 0); only its link was reduced.
     assert "logo" in body["answer"] and "attacker" not in body["answer"]
+    assert "attacker" not in str(body["direct_answer"])
     fake.enqueue(obeyed)
     streamed = client.post("/api/v1/ask", json={**question, "stream": True})
     done = [data for name, data in parse_sse(streamed.get_data(as_text=True)) if name == "done"]
