@@ -12,7 +12,7 @@ import pytest
 
 import retriever.privacy  # noqa: F401
 from ingest.pipeline import IngestPipeline, build_pipeline
-from retriever.components import Components
+from retriever.components import Components, build_generator
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
 from retriever.models import bundled_embedder_path
@@ -63,6 +63,19 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def llama_cpu_profile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CPU profile the model's start-up self-test picks on this machine: "safe" where
+    llama.cpp's fast kernels crash (its AMX kernels on Intel Xeons), else "fast". Tests that
+    run llama.cpp in pytest's own process follow it, so a native crash cannot end the run."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("cpu-profile"), llm_backend="llamacpp")
+    generator = build_generator(settings)
+    try:
+        return str(generator.spec.profile)
+    finally:
+        generator.close()
 
 
 @pytest.fixture(scope="session")

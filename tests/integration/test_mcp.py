@@ -9,10 +9,12 @@ import json
 import os
 import shutil
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -27,6 +29,7 @@ from tests.conftest import DEMO, ROOT
 from tests.integration.live import live_server
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 RUNBOOK = "network-operations-runbook.md"
 FACILITIES = "facilities-guide.txt"
@@ -68,9 +71,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                 counts = json.load(r)["counts"]
             if counts.get("indexed") == 2:
                 break
-            anyio.run(anyio.sleep, 0.5)
+            time.sleep(0.5)
         assert counts.get("indexed") == 2, counts
         yield base, data, keys
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """`anyio.run(main)` on a thread of its own: an earlier test (Playwright's sync API) may
+    have left an event loop running on this one, and asyncio refuses to nest loops."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, main).result()
 
 
 async def _session_calls(session: ClientSession) -> dict[str, Any]:
@@ -121,7 +131,7 @@ def test_http_transport_with_the_sdk_client(served: tuple[str, Path, dict[str, s
         ):
             return await _session_calls(session)
 
-    out = anyio.run(run)
+    out = run_async(run)
     assert out["tools"] == TOOLS | {"reindex_document"}
     _check(out)
     # A key without the ingest scope gets a tool error, not data.
@@ -140,7 +150,7 @@ def test_http_transport_refuses_outsiders(served: tuple[str, Path, dict[str, str
             await session.initialize()
 
     with pytest.raises(BaseException) as raised:  # the SDK wraps it in exception groups
-        anyio.run(run)
+        run_async(run)
     assert "401" in repr(raised.value) or "Unauthorized" in repr(raised.value)
     for headers in ({}, {"Authorization": "Bearer enk_forged"}):
         request = urllib.request.Request(f"{base}/metrics", headers=headers)
@@ -165,7 +175,7 @@ def test_stdio_transport_with_the_sdk_client(served: tuple[str, Path, dict[str, 
         ):
             return await _session_calls(session)
 
-    out = anyio.run(run)
+    out = run_async(run)
     assert out["tools"] == TOOLS  # nothing that writes the indexes over stdio
     _check(out)
     is_error, body = out["reindex_document:"]

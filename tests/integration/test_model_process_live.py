@@ -71,4 +71,6 @@ def test_a_sigsegv_in_the_model_process_fails_one_answer_not_the_server(tmp_path
         process = _get(f"{base}/api/v1/health")["model_process"]
         assert process["pid"] != child and _parent(process["pid"]) == server
         assert process["restarts"] == 1 and "SIGSEGV" in process["last_crash"]["reason"]
-        assert process["profile"] == "fast"  # the self-test passed on this CPU
+        # A crash while answering does not change the CPU profile the self-test chose ("safe"
+        # where the fast settings crash, as on Xeons with AMX; "fast" elsewhere).
+        assert process["profile"] == health["model_process"]["profile"]

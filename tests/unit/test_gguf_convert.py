@@ -42,7 +42,9 @@ def test_the_generator_runs_the_rewrite_when_settings_ask(tmp_path: Path, fast: 
     assert isinstance(generator, ModelProcessGenerator)
     generator.close()
     name = bundled_llm_path().name
-    assert generator.name == (f"{name} (run as Q8_0)" if fast else name)
-    assert generator.spec.profile == "fast"  # the self-test passed on this CPU
+    if generator.spec.profile == "fast":
+        assert generator.name == (f"{name} (run as Q8_0)" if fast else name)
+    else:  # the self-test's fast settings crashed (Xeons with AMX): the GGUF as shipped
+        assert generator.name == f"{name} (safe CPU settings)"
     if fast:
         assert any(settings.model_cache_dir.glob("*.Q8_0.gguf"))

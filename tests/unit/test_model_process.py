@@ -76,7 +76,7 @@ def test_a_crash_mid_answer_is_a_503_and_the_next_question_is_answered(
     script(tmp_path, "")
     again = client.post("/api/v1/ask", json={"question": QUESTION})
     assert again.status_code == 200, again.get_json()
-    assert again.get_json()["answer"].startswith("Parental leave lasts 16 weeks")
+    assert "Parental leave lasts 16 weeks" in again.get_json()["answer"]
     # The same server, a new model process.
     assert os.getpid() == server and model.pid not in (None, child)
 
