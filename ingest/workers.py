@@ -20,6 +20,7 @@ from typing import Any
 from ingest.guards import Limits, check_content
 from ingest.loaders import LoadedDocument, LoadError, load_document, use_bundled_spacy_model
 from ingest.ocr import OcrOptions
+from retriever.child_process import PipedChild
 
 MB = 1024 * 1024
 STARTUP_TIMEOUT_S = 300.0  # a worker's imports and warm-up, on a busy machine
@@ -88,7 +89,7 @@ def _serve(
             conn.send(("error", f"the parser failed: {type(exc).__name__}: {exc}"))
 
 
-class _Worker:
+class _Worker(PipedChild):
     def __init__(
         self,
         context: Any,
@@ -96,15 +97,7 @@ class _Worker:
         limits: Limits | None,
         ocr: OcrOptions | None = None,
     ) -> None:
-        self.conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve,
-            args=(child, memory_mb, limits, ocr),
-            daemon=True,
-            name="enclave-parser",
-        )
-        self.process.start()
-        child.close()
+        super().__init__(context, _serve, (memory_mb, limits, ocr), "enclave-parser")
         self.ready = False
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -117,10 +110,7 @@ class _Worker:
         return self.ready
 
     def stop(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
+        self.kill()
 
 
 class ParserPool:

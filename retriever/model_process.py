@@ -38,6 +38,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
+from retriever.child_process import PipedChild
 from retriever.generation import (
     GenerationError,
     GenerationParams,
@@ -156,18 +157,11 @@ def exit_reason(code: int | None) -> str:
     return f"exited with code {code}"
 
 
-class _Child:
+class _Child(PipedChild):
     def __init__(self, spec: ModelSpec, self_test: bool, prime: list[Message] | None) -> None:
-        context = multiprocessing.get_context("spawn")  # never fork a threaded server
-        self.conn, child = context.Pipe()
-        self.process = context.Process(
-            target=_serve,
-            args=(child, spec, self_test, prime),
-            daemon=True,
-            name="enclave-model",
-        )
-        self.process.start()
-        child.close()
+        # spawn: never fork a threaded server
+        context = multiprocessing.get_context("spawn")
+        super().__init__(context, _serve, (spec, self_test, prime), "enclave-model")
         self.info: dict[str, Any] | None = None
         self.error = ""
         self.died = False
@@ -189,11 +183,7 @@ class _Child:
 
     def stop(self) -> str:
         """Kill the child (if it still runs); how it ended."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        self.conn.close()
-        return exit_reason(self.process.exitcode)
+        return exit_reason(self.kill())
 
 
 class ModelProcessGenerator:

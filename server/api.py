@@ -40,11 +40,11 @@ from server.common import (
     actor,
     answer_errors,
     answer_finisher,
-    check_question,
     first_event,
     json_body,
     optional_bool,
     optional_timeout,
+    question_field,
     require_ready,
     stream_failure,
 )
@@ -90,12 +90,7 @@ def retrieval_options(body: dict[str, Any]) -> tuple[int, Any]:
 def ask() -> ResponseReturnValue:
     body = json_body()
     settings = state().settings
-    question = body.get("question")
-    if question is None:
-        raise ApiError(400, "missing_question", "'question' is required")
-    if not isinstance(question, str):
-        raise ApiError(400, "invalid_question", "'question' must be a string")
-    question = check_question(question)
+    question = question_field(body, "question")
     top_k, mode = retrieval_options(body)
     answer_mode = body.get("answer_mode", settings.answer_mode)
     if answer_mode not in ANSWER_MODES:

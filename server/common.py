@@ -47,6 +47,17 @@ def check_question(question: str) -> str:
     return question
 
 
+def question_field(body: dict[str, Any], name: str) -> str:
+    """The question a request carries in `name` (`question`, MCP search's `query`): present, a
+    string, then `check_question`."""
+    value = body.get(name)
+    if value is None:
+        raise ApiError(400, f"missing_{name}", f"'{name}' is required")
+    if not isinstance(value, str):
+        raise ApiError(400, f"invalid_{name}", f"'{name}' must be a string")
+    return check_question(value)
+
+
 def optional_bool(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):

@@ -392,14 +392,9 @@ def _document_id(arguments: dict[str, Any]) -> str:
 
 def _search(arguments: dict[str, Any]) -> dict[str, Any]:
     from server.api import _collections, retrieval_options
-    from server.common import check_question, require_ready
+    from server.common import question_field, require_ready
 
-    query = arguments.get("query")
-    if query is None:
-        raise ApiError(400, "missing_query", "'query' is required")
-    if not isinstance(query, str):
-        raise ApiError(400, "invalid_query", "'query' must be a string")
-    query = check_question(query)
+    query = question_field(arguments, "query")
     top_k, mode = retrieval_options(arguments)
     # The caller's readable collections go inside both index queries, as for /api/v1/ask.
     collections = readable_collections(_collections(arguments.get("collection")))
