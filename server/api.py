@@ -433,7 +433,6 @@ def health() -> ResponseReturnValue:
             documents=st.pipeline.registry.counts(),
             model=components.generator.name,
             retrieval_mode=st.settings.retrieval_mode,
-            generation=components.slots.stats(),
             ingest={"queue": st.ingest_queue},
         )
         status = getattr(components.generator, "status", None)

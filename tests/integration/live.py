@@ -57,14 +57,15 @@ def wait_until_ready(
         time.sleep(0.5)
 
 
-@contextmanager
-def live_server(
-    data: Path, timeout_s: float = 180, env: dict[str, str] | None = None
-) -> Iterator[str]:
-    """`enclave serve` on a free loopback port; yields its base URL once healthy. Its output
-    goes to a file (a pipe nobody reads could fill up and block the server)."""
+def start_serve(
+    data: Path, env: dict[str, str] | None = None, new_session: bool = False
+) -> tuple[subprocess.Popen[str], Any, str]:
+    """`enclave serve` over `data` on a free loopback port: the process, the temporary file
+    its output goes to (a pipe nobody reads could fill up and block the server; the caller
+    closes it) and its base URL. `new_session`: a process group of its own, as a terminal or
+    a service manager gives."""
     port = free_port()
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in the finally below
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by the caller
     server = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--data", str(data), "--port", str(port)],
         cwd=ROOT,
@@ -72,8 +73,17 @@ def live_server(
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
+        start_new_session=new_session,
     )
-    base = f"http://127.0.0.1:{port}"
+    return server, log, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def live_server(
+    data: Path, timeout_s: float = 180, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`enclave serve` on a free loopback port; yields its base URL once healthy."""
+    server, log, base = start_serve(data, env)
 
     def output() -> str:
         log.seek(0)

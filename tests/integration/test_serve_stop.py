@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -19,8 +17,8 @@ import pytest
 from ingest.jobs import JobLog
 from ingest.lock import DataDirLock
 from ingest.registry import Registry
-from tests.conftest import ROOT, write
-from tests.integration.live import free_port
+from tests.conftest import write
+from tests.integration.live import start_serve
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +33,8 @@ def _get(url: str) -> Any:
 
 def _serve_until_indexing(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], Any]:
     """`enclave serve` over `data`, once it is healthy and an inbox job has made progress."""
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by the caller
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--data", str(data), "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **env},
-        start_new_session=True,  # a group of its own, as a terminal or a service manager gives
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
+    process, log, url = start_serve(data, env, new_session=True)
+    base = f"{url}/api/v1"
     deadline = time.time() + 300
     first: int | None = None
     while True:
