@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, PlainSerializer, TypeAdapter
 
 from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.escalation import Escalation, EscalationClaim, read_in_background
@@ -48,6 +50,8 @@ _ABSTAIN_PATTERNS = re.compile(
 
 @dataclass
 class Source:
+    """A passage the model was given, numbered as the answer cites it."""
+
     n: int
     document_id: str
     path: str
@@ -62,39 +66,82 @@ class Source:
         return cls(n, c.document_id, c.path, c.title, c.page, c.text, round(hit.score, 6))
 
 
+@dataclass(frozen=True)
+class SupportSpan:
+    """Where an answer sentence is backed: the source, the character span of the supporting
+    sentence in that source's text, and the share of the sentence's words it holds."""
+
+    n: int
+    start: int
+    end: int
+    score: float
+
+
+def _support_spans(supports: list[Support]) -> list[SupportSpan]:
+    return [SupportSpan(s.n, s.span.start, s.span.end, s.score) for s in supports]
+
+
 @dataclass
 class Answer:
+    """An answer as /api/v1/ask, `enclave ask --json` and MCP's `ask` return it: these fields,
+    serialized by `to_dict` (wire names by `serialization_alias`), are the one place the
+    answer's shape is written; the OpenAPI document is generated from them."""
+
+    # Every field is always sent (a default here is not "may be absent").
+    __pydantic_config__ = ConfigDict(json_schema_serialization_defaults_required=True)
+
     answer: str
     abstained: bool
     sources: list[Source]
-    citations: list[int] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    supports: list[Support] = field(default_factory=list)
-    dropped: int = 0  # answer sentences removed because no source supported them
-    mode: str = "generative"
-    model_cited: bool | None = None  # whether the model's own text cited a given source
-    escalated: dict[str, Any] | None = None  # the larger model that answered, if one did
-    abstention_reason: str | None = None  # why the passages could not answer, if they could not
-    direct_answer: str | None = None  # the short answer the text opens with, before the evidence
+    citations: Annotated[
+        list[int], Field(description="The source numbers the answer cites, [n] in its text.")
+    ] = field(default_factory=list)
+    timings: Annotated[
+        dict[str, int | float],
+        Field(description="retrieve_ms, generate_ms, tokens, tokens_per_s and the like."),
+    ] = field(default_factory=dict)
+    supports: Annotated[
+        list[Support],
+        PlainSerializer(_support_spans, return_type=list[SupportSpan]),
+        Field(
+            description="For each answer sentence: the source and the character span of its "
+            "supporting sentence in that source's text."
+        ),
+    ] = field(default_factory=list)
+    # answer sentences removed because no source supported them
+    dropped: Annotated[int, Field(serialization_alias="unsupported_sentences_removed")] = 0
+    mode: Annotated[str, Field(serialization_alias="answer_mode")] = "generative"
+    model_cited: Annotated[
+        bool | None, Field(description="Whether the model's own text cited a given source.")
+    ] = None
+    escalated: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="The larger model that answered (endpoint, model, reason), when the "
+            "local answer was escalated under the escalation policy."
+        ),
+    ] = None
+    abstention_reason: Annotated[
+        str | None,
+        Field(
+            description="Why the passages could not answer, when Enclave abstained without "
+            "asking the model."
+        ),
+    ] = None
+    direct_answer: Annotated[
+        str | None,
+        Field(
+            description="The short answer the text opens with (the phrase or number asked "
+            "for), before the quoted evidence; null when Enclave abstained."
+        ),
+    ] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "answer": self.answer,
-            "abstained": self.abstained,
-            "citations": self.citations,
-            "sources": [vars(s) for s in self.sources],
-            "supports": [
-                {"n": s.n, "start": s.span.start, "end": s.span.end, "score": s.score}
-                for s in self.supports
-            ],
-            "answer_mode": self.mode,
-            "unsupported_sentences_removed": self.dropped,
-            "model_cited": self.model_cited,
-            "escalated": self.escalated,
-            "abstention_reason": self.abstention_reason,
-            "direct_answer": self.direct_answer,
-            "timings": self.timings,
-        }
+        body: dict[str, Any] = _ANSWER_JSON.dump_python(self, mode="json", by_alias=True)
+        return body
+
+
+_ANSWER_JSON: TypeAdapter[Answer] = TypeAdapter(Answer)
 
 
 @dataclass(frozen=True)

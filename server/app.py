@@ -12,8 +12,10 @@ from flask import Flask
 from retriever.components import Components
 from retriever.settings import Settings
 from server.api import api
+from server.ask.routes import ask_api
 from server.auth import install_auth
 from server.conversations_api import conversations_api
+from server.documents.routes import documents_api
 from server.embedder_api import embedder_api
 from server.errors import register_error_handlers
 from server.ingest_api import ingest_api
@@ -41,6 +43,8 @@ def create_app(
     # /v1/ is the OpenAI-compatible API: its clients expect OpenAI's error shape.
     register_error_handlers(app, {"/v1/": openai_error_response})
     app.register_blueprint(api)
+    app.register_blueprint(ask_api)
+    app.register_blueprint(documents_api)
     app.register_blueprint(ingest_api)
     app.register_blueprint(conversations_api)
     app.register_blueprint(embedder_api)

@@ -21,8 +21,10 @@ another site makes it send. This origin is `public_url` when set, or what a trus
 Logins are slowed per address and per user name after failures (`LoginThrottle`), and a session
 dies with its user's session epoch (logout, a password change, disabling).
 
-Every route names the scope it needs in `REQUIRED_SCOPE`; a route missing from it needs
-`admin` (fail closed). Public: health, the OpenAPI document, the login page, static files."""
+Every route declares beside its view (`@route`, server/contract.py) the scope it needs, whether
+it is public or rate limited; a view without that declaration needs `admin` (fail closed).
+Public: health, the OpenAPI document, the login page, static files, /metrics (which checks its
+own access)."""
 
 from __future__ import annotations
 
@@ -51,45 +53,11 @@ from flask.typing import ResponseReturnValue
 
 from retriever.settings import Settings, SettingsError
 from server.access import Principal, current
+from server.contract import contract_of, route
 from server.errors import ApiError
 from server.identity import SCOPES, Scope, User
 from server.state import state
 
-# metrics.scrape checks its own access: an admin or the metrics_token (server/metrics_api.py).
-PUBLIC = frozenset(
-    {"api.health", "api.openapi", "auth.login", "auth.login_form", "ui.static", "metrics.scrape"}
-)
-REQUIRED_SCOPE: dict[str, Scope] = {
-    "api.ask": "ask",
-    "api.list_documents": "ask",
-    "api.get_document": "ask",
-    "api.document_file": "ask",
-    "api.upload_document": "ingest",
-    "api.reindex_document": "ingest",
-    "api.delete_document": "ingest",
-    "ingest_api.retry_failed": "ingest",
-    "ingest_api.list_jobs": "admin",
-    "ingest_api.get_job": "admin",
-    "conversations_api.list_conversations": "ask",
-    "conversations_api.create_conversation": "ask",
-    "conversations_api.get_conversation": "ask",
-    "conversations_api.rename_conversation": "ask",
-    "conversations_api.delete_conversation": "ask",
-    "conversations_api.give_feedback": "ask",
-    "conversations_api.list_feedback": "admin",
-    "openai.list_models": "ask",
-    "openai.get_model": "ask",
-    "openai.chat_completions": "ask",
-    "ui.chat": "ask",
-    "ui.conversation": "ask",
-    "ui.library": "ask",
-    "ui.admin": "admin",
-    "auth.logout": "ask",
-    "mcp.endpoint": "ask",  # each tool checks its own scope (server/mcp_tools.py)
-}
-# Routes that cost model time or disk: counted against the caller's rate limit.
-RATE_LIMITED = frozenset({"api.ask", "openai.chat_completions", "api.upload_document"})
-UPLOAD_ENDPOINTS = frozenset({"api.upload_document"})
 ANONYMOUS = Principal("anonymous", "admin", via="none")
 
 auth = Blueprint("auth", __name__)
@@ -161,18 +129,18 @@ def _before_request() -> ResponseReturnValue | None:
     settings = state().settings
     if settings.auth_mode == "none":
         _loopback_host_only(settings)
-    if endpoint not in UPLOAD_ENDPOINTS:
+    contract = contract_of(current_app, endpoint)
+    if contract is None or not contract.upload:
         request.max_content_length = settings.max_request_kb * 1024
         if (request.content_length or 0) > settings.max_request_kb * 1024:
             raise ApiError(
                 413, "too_large", f"the request is larger than {settings.max_request_kb} KB"
             )
-    if endpoint is None or endpoint in PUBLIC:
+    if endpoint is None or (contract is not None and contract.scope is None):
         return None  # routing errors (404, 405) and public routes
     principal = authenticate(settings)
-    page = endpoint.startswith("ui.") or endpoint == "auth.logout"
     if principal is None:
-        if page and settings.auth_mode == "api_key":
+        if contract is not None and contract.page and settings.auth_mode == "api_key":
             return redirect(f"/login?next={_local_path(request.full_path)}")
         raise ApiError(
             401,
@@ -181,7 +149,7 @@ def _before_request() -> ResponseReturnValue | None:
             {"WWW-Authenticate": "Bearer"},
         )
     g.principal = principal
-    needed = REQUIRED_SCOPE.get(endpoint, "admin")
+    needed: Scope = "admin" if contract is None else (contract.scope or "admin")
     if not principal.allows(needed):
         state().audit.record(
             principal.actor, "denied", request.path, method=request.method, needed=needed
@@ -189,7 +157,7 @@ def _before_request() -> ResponseReturnValue | None:
         raise ApiError(403, "forbidden", f"this needs a key or login with scope '{needed}'")
     if principal.via != "api_key" and request.method in UNSAFE_METHODS:
         _same_origin_only()
-    if endpoint in RATE_LIMITED and principal.via != "none":
+    if contract is not None and contract.rate_limited and principal.via != "none":
         wait = state().limiter.take(principal.key_id or f"user:{principal.name}")
         if wait:
             retry = state().limiter.retry_after(wait)
@@ -379,7 +347,7 @@ def _login_keys(name: str) -> list[str]:
     return [f"addr:{request.remote_addr or '?'}", f"user:{name.lower()}"]
 
 
-@auth.get("/login")
+@route(auth, "/login", scope=None)
 def login_form() -> ResponseReturnValue:
     from server.ui import secure_headers
 
@@ -389,7 +357,7 @@ def login_form() -> ResponseReturnValue:
     return secure_headers(Response(page))
 
 
-@auth.post("/login")
+@route(auth, "/login", "POST", scope=None)
 def login() -> ResponseReturnValue:
     from server.ui import secure_headers
 
@@ -426,7 +394,7 @@ def login() -> ResponseReturnValue:
     return redirect(target)
 
 
-@auth.post("/logout")
+@route(auth, "/logout", "POST", scope="ask", page=True)
 def logout() -> ResponseReturnValue:
     principal = current()
     if principal.via == "session":  # every session of this user ends, not only this cookie

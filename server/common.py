@@ -47,32 +47,11 @@ def check_question(question: str) -> str:
     return question
 
 
-def question_field(body: dict[str, Any], name: str) -> str:
-    """The question a request carries in `name` (`question`, MCP search's `query`): present, a
-    string, then `check_question`."""
-    value = body.get(name)
-    if value is None:
-        raise ApiError(400, f"missing_{name}", f"'{name}' is required")
-    if not isinstance(value, str):
-        raise ApiError(400, f"invalid_{name}", f"'{name}' must be a string")
-    return check_question(value)
-
-
 def optional_bool(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
         raise ApiError(400, f"invalid_{name}", f"'{name}' must be true or false")
     return value
-
-
-def optional_timeout(body: dict[str, Any]) -> float | None:
-    """`timeout_s` of a request: seconds, lowered to `llm_timeout_s` if larger."""
-    value = body.get("timeout_s")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ApiError(400, "invalid_timeout_s", "'timeout_s' must be a positive number")
-    return float(value)
 
 
 def actor() -> str:

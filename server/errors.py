@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,17 @@ _HTTP_CODES = {
 
 # (status, code, message, extra headers) -> response
 ErrorRenderer = Callable[[int, str, str, Mapping[str, str]], ResponseReturnValue]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The one error body of /api/v1."""
+
+    error: ErrorDetail
 
 
 class ApiError(Exception):

@@ -24,6 +24,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 
 from server.access import Principal, current
+from server.contract import route
 from server.errors import ApiError
 from server.mcp_tools import build_server
 
@@ -31,7 +32,8 @@ mcp_http = Blueprint("mcp", __name__)
 PRINCIPAL_KEY = "enclave.principal"
 
 
-@mcp_http.route("/mcp", methods=["GET", "POST", "DELETE"])
+# each tool checks its own scope too (server/mcp_tools.py)
+@route(mcp_http, "/mcp", scope="ask", methods=("GET", "POST", "DELETE"))
 def endpoint() -> ResponseReturnValue:
     if request.method != "POST":
         raise ApiError(

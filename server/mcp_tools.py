@@ -15,16 +15,20 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
 from flask import Flask, Response, g
 from mcp import types
 from mcp.server.lowlevel import Server
+from pydantic import BaseModel
 
 from server import metrics
 from server.access import Principal, readable_collections, require_scope
+from server.ask.schemas import AskRequest, SearchArguments
 from server.common import actor
+from server.contract import Schemas, parse
 from server.errors import ApiError
 from server.state import state
 
@@ -34,25 +38,18 @@ log = logging.getLogger(__name__)
 # from the HTTP request the call came in (None over stdio); raises ApiError if there is none.
 Authenticate = Callable[[Any], tuple[Principal, str]]
 
-_COLLECTION_SCHEMA = {
-    "description": "Limit to this collection or these collections (default: every collection "
-    "you may read)",
-    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-}
-_QUERY_OPTIONS = {
-    "top_k": {
-        "type": "integer",
-        "minimum": 1,
-        "maximum": 50,
-        "description": "How many passages (default: the server's top_k)",
-    },
-    "mode": {
-        "type": "string",
-        "enum": ["hybrid", "dense", "bm25"],
-        "description": "hybrid (default), dense (meaning) or bm25 (exact words)",
-    },
-    "collection": _COLLECTION_SCHEMA,
-}
+
+def _arguments(model: type[BaseModel], *leave_out: str) -> dict[str, Any]:
+    """A tool's input schema: the JSON Schema of the REST request model it is checked against
+    (one declaration of top_k's range, the modes, ...), less the fields the tool does not
+    take."""
+    schema = model.model_json_schema(schema_generator=Schemas)
+    schema.pop("description", None)
+    for name in leave_out:
+        schema["properties"].pop(name)
+    return schema
+
+
 _DOCUMENT_ID = {"type": "string", "description": "A document id from search, ask or list_documents"}
 
 TOOLS: list[types.Tool] = [
@@ -63,14 +60,7 @@ TOOLS: list[types.Tool] = [
         "search, no language model: fast). Returns passages with their document id, title, "
         "file, collection, page and score, best first. Use it to find where something is "
         "written, to quote, or to gather material; use `ask` for a checked answer.",
-        inputSchema={
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "description": "What to look for"},
-                **_QUERY_OPTIONS,
-            },
-            "required": ["query"],
-        },
+        inputSchema=_arguments(SearchArguments),
         annotations=types.ToolAnnotations(readOnlyHint=True, openWorldHint=False),
     ),
     types.Tool(
@@ -80,24 +70,7 @@ TOOLS: list[types.Tool] = [
         "model. The answer is checked against the passages: every kept sentence is supported, "
         "citations [n] point into `sources`. When the documents do not hold the answer it "
         "abstains (`abstained: true`) instead of guessing. Slower than `search` (seconds).",
-        inputSchema={
-            "type": "object",
-            "properties": {
-                "question": {"type": "string", "description": "The question"},
-                **_QUERY_OPTIONS,
-                "answer_mode": {
-                    "type": "string",
-                    "enum": ["generative", "extractive"],
-                    "description": "generative (default): the model writes; extractive: the "
-                    "best supported sentences, quoted",
-                },
-                "conversation_id": {
-                    "type": "string",
-                    "description": "Continue one of your conversations (a follow-up question)",
-                },
-            },
-            "required": ["question"],
-        },
+        inputSchema=_arguments(AskRequest, "stream"),
         annotations=types.ToolAnnotations(readOnlyHint=True, openWorldHint=False),
     ),
     types.Tool(
@@ -360,9 +333,16 @@ def _dispatch(principal: Principal, name: str, arguments: dict[str, Any]) -> dic
 
 
 def _views() -> Any:
-    from server import api
+    """The REST views the tools run (imported late: they import this package's siblings)."""
+    from server.ask import routes as ask
+    from server.documents import routes as documents
 
-    return api
+    return SimpleNamespace(
+        ask=ask.ask,
+        list_documents=documents.list_documents,
+        get_document=documents.get_document,
+        reindex_document=documents.reindex_document,
+    )
 
 
 def _view_json(
@@ -391,17 +371,18 @@ def _document_id(arguments: dict[str, Any]) -> str:
 
 
 def _search(arguments: dict[str, Any]) -> dict[str, Any]:
-    from server.api import _collections, retrieval_options
-    from server.common import question_field, require_ready
+    from server.common import require_ready
 
-    query = question_field(arguments, "query")
-    top_k, mode = retrieval_options(arguments)
+    args = parse(SearchArguments, arguments)
+    settings = state().settings
+    top_k = settings.top_k if args.top_k is None else args.top_k
+    mode = args.mode or settings.retrieval_mode
     # The caller's readable collections go inside both index queries, as for /api/v1/ask.
-    collections = readable_collections(_collections(arguments.get("collection")))
+    collections = readable_collections(args.collections())
     require_ready()
-    result = state().components.searcher.search(query, top_k, mode, collections)
+    result = state().components.searcher.search(args.query, top_k, mode, collections)
     return {
-        "query": query,
+        "query": args.query,
         "passages": [
             {
                 "n": n,

@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from server.auth import authenticate
+from server.contract import route
 from server.errors import ApiError
 from server.metrics import REQUEST_SECONDS, REQUESTS, counted_metrics, rejected, request_started
 from server.state import state
@@ -56,7 +57,7 @@ def _count(response: Response) -> Response:
     return response
 
 
-@metrics.get("/metrics")
+@route(metrics, "/metrics", scope=None)  # its own access check: an admin or the token
 def scrape() -> ResponseReturnValue:
     _check_access()
     registry = CollectorRegistry(auto_describe=False)

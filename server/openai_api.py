@@ -39,6 +39,7 @@ from server.common import (
     require_ready,
     stream_failure,
 )
+from server.contract import route
 from server.errors import ApiError
 from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
@@ -69,19 +70,19 @@ def _model() -> dict[str, Any]:
     return {"id": MODEL_ID, "object": "model", "created": _STARTED, "owned_by": "enclave"}
 
 
-@openai_api.get("/models")
+@route(openai_api, "/models", scope="ask")
 def list_models() -> ResponseReturnValue:
     return jsonify({"object": "list", "data": [_model()]})
 
 
-@openai_api.get("/models/<model_id>")
+@route(openai_api, "/models/<model_id>", scope="ask")
 def get_model(model_id: str) -> ResponseReturnValue:
     if model_id != MODEL_ID:
         raise ApiError(404, "model_not_found", f"the only model is '{MODEL_ID}'")
     return jsonify(_model())
 
 
-@openai_api.post("/chat/completions")
+@route(openai_api, "/chat/completions", "POST", scope="ask", rate_limited=True)
 def chat_completions() -> ResponseReturnValue:
     body = json_body()
     question = check_question(_last_user_message(body.get("messages")))

@@ -4,12 +4,16 @@ host: the Content-Security-Policy below lets the browser fetch from this server 
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, render_template
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, render_template, send_from_directory
 from flask.typing import ResponseReturnValue
 
+from server.contract import route
 from server.state import state
 
-ui = Blueprint("ui", __name__, static_folder="static", static_url_path="/static")
+ui = Blueprint("ui", __name__)
+STATIC = Path(__file__).parent / "static"
 
 # The pages may load and call only this server; no inline scripts or styles.
 CONTENT_SECURITY_POLICY = (
@@ -43,22 +47,29 @@ def _page(template: str, page: str, **context: object) -> ResponseReturnValue:
     return secure_headers(Response(html))
 
 
-@ui.get("/")
+@route(ui, "/static/<path:filename>", scope=None)
+def static(filename: str) -> ResponseReturnValue:
+    """The pages' scripts, styles and icons (public: the sign-in page uses them)."""
+    max_age = current_app.get_send_file_max_age(filename)
+    return send_from_directory(STATIC, filename, max_age=max_age)
+
+
+@route(ui, "/", scope="ask", page=True)
 def chat() -> ResponseReturnValue:
     return _page("chat.html", "chat", conversation_id="")
 
 
-@ui.get("/c/<conversation_id>")
+@route(ui, "/c/<conversation_id>", scope="ask", page=True)
 def conversation(conversation_id: str) -> ResponseReturnValue:
     # The script loads it (and says so if it is gone); the id is only a data attribute.
     return _page("chat.html", "chat", conversation_id=conversation_id)
 
 
-@ui.get("/library")
+@route(ui, "/library", scope="ask", page=True)
 def library() -> ResponseReturnValue:
     return _page("library.html", "library")
 
 
-@ui.get("/admin")
+@route(ui, "/admin", scope="admin", page=True)
 def admin() -> ResponseReturnValue:
     return _page("admin.html", "admin")

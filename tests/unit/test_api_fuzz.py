@@ -1,6 +1,7 @@
 """The API under generated input (schemathesis, from /api/v1/openapi.json) with auth on: no
-input makes it fail with a 5xx, and every protected operation answers 401 without a key and
-403 with a key of too small a scope."""
+input makes it fail with a 5xx, every response (its status, content type and body) conforms to
+the OpenAPI document, and every protected operation answers 401 without a key and 403 with a
+key of too small a scope."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pytest
 import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from retriever.embedder import SentenceTransformerEmbedder
 from server.identity import SCOPES
@@ -32,10 +38,12 @@ def secured_app(
     app.extensions["enclave"].shutdown()
 
 
-def test_no_input_makes_a_server_error(secured_app: Flask) -> None:
+def test_no_input_makes_a_server_error_or_an_undocumented_response(secured_app: Flask) -> None:
     """Each operation of the OpenAPI document, with inputs generated from its schema (valid
-    and invalid), called with an admin key: never a 5xx. (schemathesis's pytest plugin does
-    not load with this pytest, so its strategies are driven here with hypothesis.)"""
+    and invalid), called with an admin key: never a 5xx, and every response is one the
+    document describes: a status it lists, its content type, a body valid against its schema.
+    (schemathesis's pytest plugin does not load with this pytest, so its strategies are driven
+    here with hypothesis.)"""
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", secured_app)
     admin = secured_app.config["keys"]["admin"]
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -47,9 +55,17 @@ def test_no_input_makes_a_server_error(secured_app: Flask) -> None:
         @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
         def call(case: Any) -> None:
             response = case.call(headers=admin)
-            case.validate_response(response, checks=[not_a_server_error])
+            case.validate_response(response, checks=CHECKS)
 
         call()
+
+
+CHECKS = [
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+    content_type_conformance,
+]
 
 
 def _operations(app: Flask) -> list[tuple[str, str, str | None]]:
