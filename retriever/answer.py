@@ -108,9 +108,17 @@ class Answer:
             "supporting sentence in that source's text."
         ),
     ] = field(default_factory=list)
-    # answer sentences removed because no source supported them
-    dropped: Annotated[int, Field(serialization_alias="unsupported_sentences_removed")] = 0
-    mode: Annotated[str, Field(serialization_alias="answer_mode")] = "generative"
+    dropped: Annotated[
+        int,
+        Field(
+            serialization_alias="unsupported_sentences_removed",
+            description="Answer sentences removed because no source supported them.",
+        ),
+    ] = 0
+    mode: Annotated[
+        str,
+        Field(serialization_alias="answer_mode", description="generative or extractive."),
+    ] = "generative"
     model_cited: Annotated[
         bool | None, Field(description="Whether the model's own text cited a given source.")
     ] = None
