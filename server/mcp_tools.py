@@ -374,15 +374,16 @@ def _search(arguments: dict[str, Any]) -> dict[str, Any]:
     from server.common import require_ready
 
     args = parse(SearchArguments, arguments)
+    query = args.query
     settings = state().settings
     top_k = settings.top_k if args.top_k is None else args.top_k
     mode = args.mode or settings.retrieval_mode
     # The caller's readable collections go inside both index queries, as for /api/v1/ask.
     collections = readable_collections(args.collections())
     require_ready()
-    result = state().components.searcher.search(args.query, top_k, mode, collections)
+    result = state().components.searcher.search(query, top_k, mode, collections)
     return {
-        "query": args.query,
+        "query": query,
         "passages": [
             {
                 "n": n,
