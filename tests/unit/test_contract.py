@@ -161,3 +161,14 @@ def test_the_documented_answer_is_the_answers_own_fields(app: Flask, tmp_path: P
     assert {"400", "401", "403", "429"} <= set(ask["responses"])
     top_k = schemas["AskRequest"]["properties"]["top_k"]
     assert (top_k["minimum"], top_k["maximum"], top_k["type"]) == (1, 50, "integer")
+
+
+def test_a_registry_field_is_documented_or_this_fails() -> None:
+    """A document goes out through `Document` (fields it lacks are dropped): every field of
+    the registry's record must be one of its fields."""
+    from ingest.registry import DocumentRecord
+    from server.documents.schemas import Document
+
+    record = DocumentRecord("d1", "/x.txt", "hr", "X", "ab", 3, 1.0, "indexed", None, 2, 1.0, 2.0)
+    assert set(record.to_dict()) <= set(Document.model_fields)
+    assert set(Document.model_fields) - set(record.to_dict()) == {"name", "indexed_at", "pages"}
