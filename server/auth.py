@@ -49,7 +49,7 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
-from retriever.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError
 from server.access import Principal, current
 from server.errors import ApiError
 from server.identity import SCOPES, Scope, User

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import retriever.privacy  # noqa: F401  (offline switches before heavy imports)
+from config.settings import Settings, SettingsError, load_settings
 from ingest.lock import lock_or_server
-from retriever.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     pass

@@ -10,8 +10,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from config.settings import Settings
 from ingest.pipeline import absolute, collection_of
-from retriever.settings import Settings
 
 
 def _multipart(path: Path, collection: str | None = None) -> tuple[bytes, str]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retriever.settings import Settings
+from config.settings import Settings
 from server.identity import Scope, scope_allows
 
 ACCESS_FILE = ".enclave-access"

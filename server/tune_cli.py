@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from config.settings import Settings
 from ingest.lock import lock_or_server
-from retriever.settings import Settings
 from retriever.tuning.generations import GenerationError, Generations
 from retriever.tuning.train import TrainConfig
 from server.handoff import auth_headers

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from config.settings import Settings
 from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import IngestPipeline, build_pipeline
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
-from retriever.settings import Settings
 from tests.conftest import DEMO, ROOT, write
 from tests.integration.live import enclave, live_server
 

@@ -23,7 +23,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from retriever.settings import Settings
+from config.settings import Settings
 from server.identity import IdentityStore
 from tests.conftest import DEMO, ROOT
 from tests.integration.live import live_server

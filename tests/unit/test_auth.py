@@ -12,9 +12,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings, SettingsError, load_settings
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings, SettingsError, load_settings
 from server.access import HIDDEN_ANSWER
 from server.app import create_app
 from server.auth import check_bind

@@ -20,11 +20,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings
 from ingest.inbox import InboxSync
 from ingest.jobs import JobLog
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings
 from server.app import create_app
 from tests.unit.serving import add_user, auth_settings, index_into
 
@@ -307,7 +307,7 @@ def test_finding_17_ingesting_a_folder_again_removes_its_deleted_files(
     capsys: pytest.CaptureFixture[str],
     embedder: Any,
 ) -> None:
-    from retriever.settings import load_settings
+    from config.settings import load_settings
     from server.cli import main
 
     for name, value in {"PARSE_WORKERS": "0", "EMBED_BACKEND": "torch", "WATCH": "off"}.items():

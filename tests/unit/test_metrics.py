@@ -18,10 +18,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings
 from server.app import create_app
 from tests.conftest import ROOT
 from tests.unit.serving import LEAVE, add_user, api_key_app

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from retriever.settings import Settings, SettingsError, env_name, load_settings
+from config.settings import Settings, SettingsError, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

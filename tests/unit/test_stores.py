@@ -12,12 +12,12 @@ import psycopg
 import pytest
 
 import ingest.jobs
+from config.settings import Settings, SettingsError, load_settings
 from ingest.jobs import JobLog
 from ingest.registry import Registry
 from retriever.audit import AuditLog
 from retriever.database import Row, postgres_ddl, postgres_sql
 from retriever.keyword import KeywordIndex
-from retriever.settings import Settings, SettingsError, load_settings
 from retriever.types import Chunk, chunk_id
 from server.conversations import ConversationStore, title_for
 

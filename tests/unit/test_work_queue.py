@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from ingest.inbox import InboxSync
 from ingest.pipeline import IngestPipeline
 from ingest.registry import DocumentRecord
 from ingest.work_queue import WorkQueueError, check_settings, give_up, index_queued
-from retriever.settings import Settings
 from tests.conftest import write
 
 
