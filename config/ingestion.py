@@ -36,7 +36,7 @@ class IngestionSettings(Section):
         60.0, gt=0, le=3600, description="Longest OCR of one scanned page."
     )
     ocr_dpi: int = Field(
-        300, ge=72, le=600, description="Resolution scanned PDF pages are read at."
+        200, ge=72, le=600, description="Resolution scanned PDF pages are read at."
     )
     ingest_batch_chunks: int = Field(
         1024, ge=1, le=100000, description="Chunks of several files embedded together."
