@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from config.section import Section
 from config.settings import SECTIONS, Settings, SettingsError, env_name, load_settings, table_name
@@ -129,6 +130,9 @@ def test_sections_compose_into_one_flat_settings() -> None:
         validators = section.__pydantic_decorators__.field_validators
         assert set(validators) <= set(Settings.__pydantic_decorators__.field_validators)
     assert not {table_name(s) for s in SECTIONS} & set(Settings.model_fields)
+    settings = Settings()
+    with pytest.raises(ValidationError):  # assignments are checked as before
+        settings.top_k = 0
 
 
 @pytest.mark.parametrize(
