@@ -86,10 +86,14 @@ def test_readme_documents_every_setting() -> None:
 
 def test_readme_has_one_table_per_concern_with_its_settings() -> None:
     tables = _readme_tables()
+    readme = (ROOT / "README.md").read_text()
     for section in SECTIONS:
         title = section.model_config.get("title")
         assert title in tables, f"README has no '### {title}' table for {section.__name__}"
         assert set(tables[title]) == set(section.model_fields), title
+        table = table_name(section)
+        where = f"### {title}\n\nTOML table `[{table}]`; defined in `config/{table}.py`.\n"
+        assert where in readme, f"README's {title} table should say: {where}"
 
 
 def _readme_default(text: str) -> object:
