@@ -276,3 +276,72 @@ def test_ingest_of_a_missing_path_fails_with_1(data: Path, tmp_path: Path) -> No
     result = run(data, "ingest", str(tmp_path / "no-such-folder"))
     assert result.exit_code == 1
     assert result.stderr.startswith("enclave: ") and "no-such-folder" in result.stderr
+
+
+# Offline evaluation and tuning data, on real files
+
+
+def _qa_folder(folder: Path) -> Path:
+    passages = [
+        ("p1", "Parental leave lasts 16 weeks at full pay."),
+        ("p2", "The data centre in Leeds is cooled by outside air for most of the year."),
+        ("p3", "Expense claims are paid on the last working day of each month."),
+    ]
+    qa = [
+        ("How long is parental leave?", "16 weeks"),
+        ("When are expense claims paid?", "last working day"),
+    ]
+    write(
+        folder / "passages.jsonl",
+        "".join(json.dumps({"id": i, "passage": p}) + "\n" for i, p in passages),
+    )
+    write(
+        folder / "qa.jsonl",
+        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in qa),
+    )
+    return folder
+
+
+def test_eval_retrieval_and_answers_on_a_qa_folder(data: Path, tmp_path: Path) -> None:
+    qa = _qa_folder(tmp_path / "tiny-qa")
+    result = run(data, "eval", "retrieval", "--qa", str(qa), "--mode", "dense", "--json")
+    assert result.exit_code == 0, result.output
+    body = json_line(result)
+    assert isinstance(body, dict)
+    assert (body["answer_in_top5"], body["queries"], body["mode"]) == (1.0, 2, "dense")
+    assert "answer_in_top5   1.0\n" in result.stdout  # one aligned line per metric first
+    assert list((data / "eval").iterdir())  # indexed in the data dir's eval cache
+
+    details = tmp_path / "answers.jsonl"
+    result = run(
+        data, "eval", "answers", "--qa", str(qa), "--mode", "extractive", "--limit", "1",
+        "--details", str(details), "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json_line(result)
+    assert isinstance(body, dict) and (body["questions"], body["mode"]) == (1, "extractive")
+    assert body["contains_gold"] == 1.0
+    (line,) = details.read_text().splitlines()
+    assert "16 weeks" in json.loads(line)["answer"]
+
+
+def test_eval_of_a_folder_without_the_files_fails_with_1(data: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run(data, "eval", "retrieval", "--qa", str(tmp_path / "empty"))
+    assert result.exit_code == 1
+    assert "not a passages + QA folder" in result.stderr
+
+
+def test_tune_pairs_from_a_beir_folder(data: Path, tmp_path: Path) -> None:
+    beir = tmp_path / "beir"
+    write(beir / "corpus.jsonl", json.dumps({"_id": "d1", "title": "Leave", "text": LEAVE}) + "\n")
+    write(beir / "queries.jsonl", json.dumps({"_id": "q1", "text": "parental leave?"}) + "\n")
+    write(beir / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    out = tmp_path / "pairs.jsonl"
+    result = run(data, "tune", "pairs", "--beir", str(beir), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"1 pairs from {beir} (train split) written to {out}\n"
+    (pair,) = map(json.loads, out.read_text().splitlines())
+    assert pair["query"] == "parental leave?" and pair["passage"].startswith("Leave\n")
+    missing = run(data, "tune", "pairs", "--beir", str(beir), "--split", "test", "--out", str(out))
+    assert missing.exit_code == 1 and "with a test split" in missing.stderr
