@@ -106,6 +106,22 @@ def test_settings_errors_exit_2(
     assert result.exit_code == 2 and "enclave: " in result.stderr and "port" in result.stderr
 
 
+def test_serve_refuses_auth_none_off_loopback_before_taking_the_data_dir(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--host` reaches the settings: auth mode none on 0.0.0.0 is refused (2), nothing
+    started and the data dir not taken."""
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("serve went as far as serving")  # (rather than block the test)
+
+    monkeypatch.setattr("waitress.serve", never)
+    result = run(data, "serve", "--host", "0.0.0.0", "--port", "8123")
+    assert result.exit_code == 2
+    assert "only allowed on loopback, not host '0.0.0.0'" in result.stderr
+    assert not (data / ".writer.lock").exists()
+
+
 def test_main_returns_the_command_exit_code(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`main` (the console script and `python -m cli`) returns what the command decided."""
     assert main(["status", "--data", str(data), "--json"]) == 0
