@@ -56,12 +56,18 @@ def _log_to_stderr() -> None:
     'work_queue = "celery")',
 )
 def serve(settings: Settings, threads: int | None) -> int:
+    from ingest.work_queue import WorkQueueError, check_settings
+
     if settings.web_workers > 1:
+        if settings.work_queue != "celery":  # refused before anything is prepared
+            raise WorkQueueError(
+                'serve --workers above 1 needs work_queue = "celery": every process would '
+                "otherwise index into the same indexes"
+            )
         prepare_metrics_dir(settings)
     from waitress import serve as waitress_serve
 
     from ingest.lock import DataDirLock
-    from ingest.work_queue import WorkQueueError, check_settings
     from server.app import create_app
     from server.auth import check_bind
 
@@ -77,12 +83,6 @@ def serve(settings: Settings, threads: int | None) -> int:
     owner = f"enclave serve at {url}"
     if settings.web_workers > 1:
         from server.gunicorn_app import serve_gunicorn
-
-        if settings.work_queue != "celery":
-            raise WorkQueueError(
-                'serve --workers above 1 needs work_queue = "celery": every process would '
-                "otherwise index into the same indexes"
-            )
 
         with DataDirLock(settings.data_dir, owner, server_url=url):
             return serve_gunicorn(settings, threads)
