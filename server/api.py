@@ -52,7 +52,7 @@ from server.errors import ApiError
 from server.openapi import openapi_document
 from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
-from server.untrusted import StreamedLinks
+from service.untrusted import StreamedLinks
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 _COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

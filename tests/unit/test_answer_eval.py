@@ -14,7 +14,7 @@ from retriever.answer_metrics import (
     normalize,
     token_f1,
 )
-from server.eval_answers import evaluate_answers
+from service.eval_answers import evaluate_answers
 
 
 def test_squad_normalization_and_scores() -> None:

@@ -217,7 +217,7 @@ def test_several_processes_are_summed(tmp_path: Path) -> None:
     of them sums them all; a new start begins from zero."""
     from prometheus_client import values
 
-    from server.cli import prepare_metrics_dir
+    from cli.serve import prepare_metrics_dir
 
     settings = Settings(data_dir=tmp_path / "data")
     folder = tmp_path / "data" / "prometheus"

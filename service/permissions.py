@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.settings import Settings
-from server.identity import Scope, scope_allows
+from service.identity import Scope, scope_allows
 
 ACCESS_FILE = ".enclave-access"
 
