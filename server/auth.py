@@ -51,12 +51,12 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
-from retriever.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError
 from server.access import Principal, current
 from server.contract import contract_of, route
 from server.errors import ApiError
-from server.identity import SCOPES, Scope, User
 from server.state import state
+from service.identity import SCOPES, Scope, User
 
 ANONYMOUS = Principal("anonymous", "admin", via="none")
 

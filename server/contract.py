@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter, ValidationE
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
 
 from server.errors import ApiError, ErrorBody
-from server.identity import Scope
+from service.identity import Scope
 
 View = TypeVar("View", bound=Callable[..., Any])
 REF = "#/components/schemas/{model}"

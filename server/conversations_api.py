@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from server.access import current, visible_answer
 from server.contract import REF, Invalid, absent, digits, route
-from server.conversations import TITLE_CHARS
 from server.errors import ApiError
 from server.state import state
+from service.conversations import TITLE_CHARS
 
 conversations_api = Blueprint("conversations_api", __name__, url_prefix="/api/v1")
 MAX_COMMENT_CHARS = 2000

@@ -33,7 +33,7 @@ from server.contract import route
 from server.errors import ApiError
 from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
-from server.untrusted import StreamedLinks
+from service.untrusted import StreamedLinks
 
 ask_api = Blueprint("ask", __name__, url_prefix="/api/v1")
 

@@ -23,7 +23,7 @@ from schemathesis.checks import (
 )
 
 from retriever.embedder import SentenceTransformerEmbedder
-from server.identity import SCOPES
+from service.identity import SCOPES
 from tests.unit.serving import LEAVE, add_user, api_key_app, index_into
 
 

@@ -16,7 +16,7 @@ from retriever.answer import Answer, Source
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.grounding import Span, Support
 from server.contract import Invalid, contract_of, validation_error
-from server.identity import SCOPES
+from service.identity import SCOPES
 from tests.unit.serving import add_user, api_key_app
 
 # Who may call what: the scope each route declares, one table for review (None: public).

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from config.settings import Settings
 from retriever.answer import GenerationTimeout
 from retriever.components import Components, build_generator
 from retriever.generation import GenerationError, GenerationParams, OpenAIGenerator
-from retriever.settings import Settings
 from retriever.types import Chunk, chunk_id
 from tests.openai_stub import stub_model_server
 

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retriever.settings import Settings
-from server.identity import Scope, scope_allows
+from config.settings import Settings
+from service.identity import Scope, scope_allows
 
 ACCESS_FILE = ".enclave-access"
 
