@@ -32,7 +32,7 @@ class Activate(BaseModel):
 
     model: Annotated[
         str,
-        Field(description="A tuned model's folder under the data dir."),
+        Field(pattern=r"^[^\x00]*$", description="A tuned model's folder under the data dir."),
         Invalid('send {"model": "<folder under the data dir>"}'),
     ]
 

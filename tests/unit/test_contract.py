@@ -172,3 +172,15 @@ def test_a_registry_field_is_documented_or_this_fails() -> None:
     record = DocumentRecord("d1", "/x.txt", "hr", "X", "ab", 3, 1.0, "indexed", None, 2, 1.0, 2.0)
     assert set(record.to_dict()) <= set(Document.model_fields)
     assert set(Document.model_fields) - set(record.to_dict()) == {"name", "indexed_at", "pages"}
+
+
+def test_a_model_path_with_a_nul_byte_is_a_400_not_a_500(app: Flask) -> None:
+    """Found by the fuzz test: the path reached `Path.resolve`, which raised ValueError."""
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/embedder/activate",
+        json={"model": "tuned\x00x"},
+        headers=app.config["keys"]["admin"],
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_model"
