@@ -27,6 +27,7 @@ from retriever.answer import (
     final_answer,
 )
 from retriever.followup import Turn, contextualize
+from retriever.question import Question
 from retriever.search import MODES
 from server.access import (
     can_read_collection,
@@ -105,7 +106,7 @@ def ask() -> ResponseReturnValue:
     require_ready()
     answers = state().components.answers
     # The whole answer is the last event of the stream (`final_answer`), so one call serves both.
-    events = answers.stream(
+    asked = Question(
         thread.query if thread else question,
         top_k=top_k,
         mode=mode,
@@ -114,6 +115,7 @@ def ask() -> ResponseReturnValue:
         timeout_s=timeout_s,
         actor=actor(),
     )
+    events = answers.stream(asked)
     if not stream:
         with answer_errors(), closing(events):
             answer = final_answer(events)

@@ -429,10 +429,10 @@ def _print_answer(body: dict[str, Any]) -> None:
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     from retriever.components import Components
+    from retriever.question import Question
 
-    answer = Components(settings).answers.ask(
-        args.question, top_k=args.top_k, mode=args.mode, answer_mode=args.answer_mode
-    )
+    asked = Question(args.question, top_k=args.top_k, mode=args.mode, answer_mode=args.answer_mode)
+    answer = Components(settings).answers.ask(asked)
     body = answer.to_dict()
     if args.json:
         print(json.dumps(body))

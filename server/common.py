@@ -70,7 +70,7 @@ def optional_timeout(body: dict[str, Any]) -> float | None:
     value = body.get("timeout_s")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:  # NaN too
         raise ApiError(400, "invalid_timeout_s", "'timeout_s' must be a positive number")
     return float(value)
 
