@@ -29,6 +29,7 @@ from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, 
 from ingest.ocr import OcrOptions
 from ingest.registry import DocumentRecord, Registry, file_sha256
 from ingest.workers import ParserPool
+from retriever.collection_names import COLLECTION_RULE, is_collection_name
 from retriever.components import Components
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
@@ -236,6 +237,12 @@ class IngestPipeline:
         stat = file.stat()
         sha = file_sha256(file)
         collection = self.collection_for(file)
+        if not is_collection_name(collection):
+            # The rule uploads and the settings follow: such a folder names no collection.
+            # Failed, not quarantined: renaming the folder is the fix.
+            record = self.registry.register(path, collection, sha, stat.st_size, stat.st_mtime)
+            error = f"its folder {collection!r} cannot name a collection: {COLLECTION_RULE}"
+            return self._fail(record, error, quarantine=False)
         existing = self.registry.get_by_path(path)
         if existing and not force and existing.sha256 == sha and existing.status == "indexed":
             if existing.collection != collection:
@@ -472,11 +479,11 @@ class IngestPipeline:
         self.store.upsert(chunks, vectors)
         self.keyword.add(chunks)
 
-    def _fail(self, record: DocumentRecord, error: str) -> FileOutcome:
+    def _fail(self, record: DocumentRecord, error: str, quarantine: bool = True) -> FileOutcome:
         self.remove_chunks(record.id)
         self.registry.mark_failed(record.id, error)
         path = record.path
-        if self.quarantine_dir is not None and self.in_inbox(Path(path)):
+        if quarantine and self.quarantine_dir is not None and self.in_inbox(Path(path)):
             path = self._quarantine(record, error)
         outcome = FileOutcome(path, "failed", record.id, error=error)
         self.observe([outcome])

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from retriever.collection_names import COLLECTION_RULE, is_collection_name
 from retriever.database import POSTGRES_SCHEMES
 
 CONFIG_ENV = "ENCLAVE_CONFIG"
@@ -275,8 +276,8 @@ class Settings(BaseModel):
     @field_validator("default_collection")
     @classmethod
     def _collection_name(cls, value: str) -> str:
-        if not value or not all(c.isalnum() or c in "._-" for c in value):
-            raise ValueError("use letters, digits, '.', '_' or '-'")
+        if not is_collection_name(value):
+            raise ValueError(COLLECTION_RULE)
         return value
 
     @field_validator("public_url")

@@ -26,6 +26,7 @@ from retriever.answer import (
     WaitingEvent,
     final_answer,
 )
+from retriever.collection_names import is_collection_name
 from retriever.followup import Turn, contextualize
 from retriever.question import Question
 from retriever.search import MODES
@@ -56,7 +57,6 @@ from server.state import state
 from server.untrusted import StreamedLinks
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
-_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def _collections(value: Any) -> list[str] | None:
@@ -351,7 +351,7 @@ def upload_document() -> ResponseReturnValue:
     require_ready()
     st = state()
     collection = request.form.get("collection") or st.settings.default_collection
-    if not _COLLECTION.match(collection) or not can_read_collection(collection):
+    if not is_collection_name(collection) or not can_read_collection(collection):
         raise ApiError(
             403, "collection_forbidden", f"you cannot add documents to collection {collection!r}"
         )
