@@ -3,9 +3,9 @@ and the searcher over the three, as one object that search (`AnswerService`, MCP
 and ingestion (`IngestPipeline`) both read.
 
 An embedder swap (`enclave tune activate`, `rollback`) builds a new `ServingIndex` and puts
-it in the one `IndexSlot` everyone holds: a question in flight finishes on the index it
-started with (it took `slot.index` once), the next one gets the new one, and no reader can
-see the new embedder with the old collection."""
+it in the one `IndexSlot` everyone holds: a question in flight keeps what it retrieved from
+the index it started with, the next one searches the new one, and no reader can see the new
+embedder with the old collection (the parts change together, as one object)."""
 
 from __future__ import annotations
 
