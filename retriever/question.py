@@ -5,7 +5,7 @@ answer, built once per request (the REST and OpenAI APIs, MCP through the REST v
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 from retriever.search import MODES, Mode
@@ -32,7 +32,7 @@ class Question:
     answer_mode: AnswerMode | None = None
     max_tokens: int | None = None
     timeout_s: float | None = None
-    actor: str = field(default="anonymous", compare=False)
+    actor: str = "anonymous"
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
