@@ -81,7 +81,9 @@ class Components:
 
     @property
     def store(self) -> ChromaStore:
-        return self.index.store
+        # Before the first index is built, its store alone: opening the collection (and
+        # checking which embedder made it) loads no model.
+        return self.index.store if self.serving.built else self._first_store
 
     @property
     def searcher(self) -> HybridSearcher:
@@ -104,21 +106,29 @@ class Components:
         )
 
     def _first_index(self) -> ServingIndex:
+        """Called by the slot, under its lock: once."""
+        store = self._first_store
+        embedder = self._given_embedder
+        if embedder is None:
+            embedder = self.embedder_for(self.generation)
+        return self.index_for(embedder, store)
+
+    @cached_property
+    def _first_store(self) -> ChromaStore:
+        """The active generation's collection, claimed for its embedder."""
         with self._lock:
             embedder = self._given_embedder
             if embedder is not None:  # the caller's: its own identity, if it says
                 identity = getattr(embedder, "identity", None)
             else:
-                embedder = self.embedder_for(self.generation)
                 # Model + backend of the vectors: the store refuses an index made by another.
                 identity = embedder_identity(self.embedder_path(), self.settings.embed_backend)
-            store = ChromaStore(
+            return ChromaStore(
                 self.settings.chroma_dir,
                 self.generation.collection,
                 client=self.chroma_client,
                 embedder_identity=identity,
             )
-            return self.index_for(embedder, store)
 
     def index_for(self, embedder: Embedder, store: ChromaStore) -> ServingIndex:
         """A serving index over this embedder and its collection (and the one keyword
@@ -150,9 +160,10 @@ class Components:
         """Serve from another embedder and its collection: one new `ServingIndex` replaces
         the old one for search and ingestion alike. Questions in flight finish on the index
         they started with; the next ones get the new one."""
+        index = self.index_for(embedder, store)
         with self._lock:
-            self.__dict__.pop("generation", None)
-            self.serving.swap(self.index_for(embedder, store))
+            self.__dict__.pop("generation", None)  # active.json names the new one now
+        self.serving.swap(index)
 
     @cached_property
     def keyword(self) -> KeywordIndex:
