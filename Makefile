@@ -92,7 +92,7 @@ test-unit: install postgresql redis-server ocr
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check retriever ingest server
+	$(BIN)/ruff format --check config retriever ingest service server cli
 	$(BIN)/mypy
 
 EVAL ?= ../shared/eval

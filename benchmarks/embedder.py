@@ -28,12 +28,12 @@ from common import (  # type: ignore[import-not-found]
     write_result,
 )
 
+from config.settings import Settings
 from ingest.chunker import Chunker
 from ingest.evaluate import evaluate_beir
 from ingest.loaders import Element
 from retriever.embedder import BACKENDS, Embedder, load_embedder
 from retriever.models import bundled_embedder_path
-from retriever.settings import Settings
 
 
 def chunk_texts(embedder: Embedder, docs: int, settings: Settings) -> list[str]:

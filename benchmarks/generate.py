@@ -40,11 +40,11 @@ from typing import Any
 import numpy as np
 from common import BEIR, CACHE, machine, print_table, read_jsonl, write_result  # type: ignore[import-not-found]
 
+from config.settings import load_settings
 from retriever.components import build_generator
 from retriever.generation import GenerationParams, LlamaCppGenerator, Message
 from retriever.model_process import ModelProcessGenerator
 from retriever.prompt import SOURCES, SYSTEM_PROMPT, fixed_prefix
-from retriever.settings import load_settings
 
 QUESTION = "Question: Summarize what each source says.\nAnswer with a citation like [1]:"
 

@@ -37,10 +37,10 @@ import numpy as np
 import psutil
 from common import BEIR, CACHE, machine, print_table, write_result  # type: ignore[import-not-found]
 
+from config.settings import load_settings
 from ingest.pipeline import IngestPipeline, build_pipeline
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
-from retriever.settings import load_settings
 
 
 def timed(stages: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

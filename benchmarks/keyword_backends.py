@@ -21,10 +21,10 @@ from typing import Any
 
 from common import BEIR, CACHE, machine, print_table, read_jsonl, summary_ms, write_result
 
+from config.settings import Settings
 from ingest.evaluate import open_beir, score_beir
 from retriever.components import Components
 from retriever.keyword import KeywordIndex, query_terms
-from retriever.settings import Settings
 from retriever.types import Chunk
 
 MODES = ("bm25", "hybrid")

@@ -36,12 +36,12 @@ from common import (  # type: ignore[import-not-found]
     write_result,
 )
 
+from config.settings import Settings
 from ingest.chunker import Chunker
 from ingest.evaluate import open_index
 from ingest.loaders import Element
 from ingest.pipeline import build_pipeline
 from retriever.components import Components
-from retriever.settings import Settings
 from retriever.types import Chunk
 
 FINE = {"chunk_tokens": 32, "chunk_overlap_tokens": 12}

@@ -133,7 +133,7 @@ def main() -> int:
     args = parser.parse_args()
     data = CACHE / "serve"
     env = {**os.environ, "ENCLAVE_EMBED_CACHE_DIR": str(CACHE / "models")}
-    cli = [sys.executable, "-m", "server.cli"]
+    cli = [sys.executable, "-m", "cli"]
     if not (data / "registry.sqlite3").exists():
         subprocess.run(
             [*cli, "ingest", "corpora/demo", "--data", str(data)],

@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from config.settings import Settings
 from ingest.loaders import Element
 from ingest.pipeline import build_pipeline
 from retriever.answer_metrics import is_yes_no
 from retriever.components import Components
 from retriever.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
 from retriever.search import Mode
-from retriever.settings import Settings
 
 BATCH_DOCS = 512  # documents chunked and embedded per batch while indexing
 RANK_DEPTH = 100  # documents ranked per query (Recall@100)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from retriever.settings import Settings
+from config.settings import Settings
 
 
 class DataDirBusyError(RuntimeError):

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.collection_names import COLLECTION_RULE, is_collection_name
+from config.settings import Settings
 from ingest.chunker import Chunker
 from ingest.guards import Limits, check_file
 from ingest.jobs import FileOutcome, JobLog
@@ -29,12 +31,10 @@ from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, 
 from ingest.ocr import OcrOptions
 from ingest.registry import DocumentRecord, Registry, file_sha256
 from ingest.workers import ParserPool
-from retriever.collection_names import COLLECTION_RULE, is_collection_name
 from retriever.components import Components
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
 from retriever.serving import IndexSlot
-from retriever.settings import Settings
 from retriever.store import ChromaStore
 from retriever.types import Chunk
 

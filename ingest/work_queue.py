@@ -18,9 +18,9 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from config.settings import Settings
 from ingest.pipeline import FileOutcome, IngestPipeline
 from ingest.registry import DocumentRecord
-from retriever.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery

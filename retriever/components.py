@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from config.settings import Settings
 from retriever.abstention import AbstentionThresholds
 from retriever.answer import AnswerService
 from retriever.audit import AuditLog
@@ -37,7 +38,6 @@ from retriever.prompt import fixed_prefix
 from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
 from retriever.serving import IndexSlot, ServingIndex
-from retriever.settings import Settings
 from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore, http_client
 from retriever.tuning.generations import Generation, Generations

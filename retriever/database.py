@@ -25,10 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from config.storage import POSTGRES_SCHEMES
+
 # A SQLite file, or the URL of a PostgreSQL database ("postgresql://user@host/db").
 StoreTarget = Path | str
 Dialect = Literal["sqlite", "postgresql"]
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Creating tables while another process does the same can fail on PostgreSQL's catalogs; schema
 # creation takes this transaction-scoped advisory lock (an arbitrary constant) first.
 _SCHEMA_LOCK = 0x656E636C

@@ -1,1 +1,1 @@
-"""Flask app (REST API + minimal UI) and the `enclave` command line."""
+"""Flask app: the REST API, MCP over HTTP and the minimal UI."""

@@ -24,8 +24,8 @@ from flask import g, has_request_context
 
 from ingest.registry import DocumentRecord
 from server.errors import ApiError
-from server.permissions import CollectionAccess, Principal
 from server.state import state
+from service.permissions import CollectionAccess, Principal
 
 
 def current() -> Principal:

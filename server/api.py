@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify, request, send_file
 from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
+from config.collection_names import is_collection_name
 from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
 from ingest.registry import DocumentRecord
 from retriever.answer import (
@@ -26,7 +27,6 @@ from retriever.answer import (
     WaitingEvent,
     final_answer,
 )
-from retriever.collection_names import is_collection_name
 from retriever.followup import Turn, contextualize
 from retriever.question import Question
 from retriever.search import MODES
@@ -54,7 +54,7 @@ from server.errors import ApiError
 from server.openapi import openapi_document
 from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
-from server.untrusted import StreamedLinks
+from service.untrusted import StreamedLinks
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 

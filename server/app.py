@@ -9,8 +9,8 @@ from pathlib import Path
 
 from flask import Flask
 
+from config.settings import Settings
 from retriever.components import Components
-from retriever.settings import Settings
 from server.api import api
 from server.auth import install_auth
 from server.conversations_api import conversations_api

@@ -49,11 +49,11 @@ from flask import (
 from flask.sessions import SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 
-from retriever.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError
 from server.access import Principal, current
 from server.errors import ApiError
-from server.identity import SCOPES, Scope, User
 from server.state import state
+from service.identity import SCOPES, Scope, User
 
 # metrics.scrape checks its own access: an admin or the metrics_token (server/metrics_api.py).
 PUBLIC = frozenset(

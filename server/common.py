@@ -17,7 +17,7 @@ from server import metrics
 from server.access import current
 from server.errors import ApiError
 from server.state import state
-from server.untrusted import neutralize_links
+from service.untrusted import neutralize_links
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def actor() -> str:
 def answer_finisher(route: str) -> Callable[[Answer], Answer]:
     """What is done to an answer as it leaves the server, bound now (a stream finishes
     outside the request's context): links and images to hosts outside `answer_link_hosts`
-    are reduced to text (`server/untrusted.py`), and the audit log records who asked, when
+    are reduced to text (`service/untrusted.py`), and the audit log records who asked, when
     (the entry's time), through which route, and which documents the answer was given
     (never the question's or the documents' text)."""
     st = state()

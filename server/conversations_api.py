@@ -9,9 +9,9 @@ from flask.typing import ResponseReturnValue
 
 from server.access import current, visible_answer
 from server.common import json_body
-from server.conversations import RATINGS, TITLE_CHARS
 from server.errors import ApiError
 from server.state import state
+from service.conversations import RATINGS, TITLE_CHARS
 
 conversations_api = Blueprint("conversations_api", __name__, url_prefix="/api/v1")
 MAX_COMMENT_CHARS = 2000

@@ -9,7 +9,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from retriever.settings import Settings
+from config.settings import Settings
 
 
 class EnclaveGunicorn(BaseApplication):

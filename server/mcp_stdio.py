@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 from flask import Flask
 
-from retriever.settings import Settings
+from config.settings import Settings
 from server.access import Principal
 from server.errors import ApiError
 

@@ -8,7 +8,7 @@ use and queued, ingestion queue, model process restarts) are read from the app w
 
 Several web processes (`serve --workers N`): `enclave serve` points prometheus_client's
 multiprocess mode at `<data_dir>/prometheus` (emptied at start) before this module is imported
-(`server/cli.py`, `prepare_metrics_dir`); each process writes its values there and a scrape
+(`cli/serve.py`, `prepare_metrics_dir`); each process writes its values there and a scrape
 sums them over every process.
 
 This module imports nothing of the app (state, auth): the app's modules import it to count.

@@ -20,10 +20,10 @@ from retriever.components import Components
 from retriever.tuning.activation import ActivationStatus, EmbedderActivation
 from retriever.tuning.generations import GenerationError
 from server import metrics
-from server.conversations import ConversationStore
-from server.identity import IdentityStore
-from server.limits import build_limiter
-from server.permissions import CollectionAccess
+from service.conversations import ConversationStore
+from service.identity import IdentityStore
+from service.limits import build_limiter
+from service.permissions import CollectionAccess
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 import retriever.privacy  # noqa: F401
+from config.settings import Settings
 from ingest.pipeline import IngestPipeline, build_pipeline
 from retriever.components import Components, build_generator
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
 from retriever.models import bundled_embedder_path
-from retriever.settings import Settings
 from tests import postgres
 
 ROOT = Path(__file__).resolve().parent.parent

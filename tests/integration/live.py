@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 
 def enclave(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -67,7 +67,7 @@ def start_serve(
     port = free_port()
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by the caller
     server = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--data", str(data), "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--data", str(data), "--port", str(port)],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

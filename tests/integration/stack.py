@@ -88,7 +88,7 @@ def chroma_server(folder: Path) -> Iterator[int]:
 
 
 def enclave_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def worker_log_ready(log: Path) -> bool:

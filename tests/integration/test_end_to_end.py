@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from ingest.pipeline import build_pipeline
 from retriever.components import Components
 from retriever.generation import GenerationError
-from retriever.settings import Settings
 from tests.conftest import DEMO, write
 from tests.integration.live import enclave, live_server
 

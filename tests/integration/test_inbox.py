@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from config.settings import Settings
 from ingest.inbox import InboxSync, InboxWatcher
 from ingest.pipeline import IngestPipeline, build_pipeline
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
-from retriever.settings import Settings
 from tests.conftest import DEMO, ROOT, write
 from tests.integration.live import enclave, live_server
 
@@ -271,7 +271,7 @@ def test_sigkill_during_ingestion_never_duplicates_or_loses(tmp_path: Path) -> N
     data = tmp_path / "data"
     # Small write batches: many points where a kill lands between two commits.
     env = {**os.environ, "ENCLAVE_PARSE_WORKERS": "0", "ENCLAVE_INGEST_BATCH_CHUNKS": "8"}
-    command = [sys.executable, "-m", "server.cli", "ingest", str(docs), "--data", str(data)]
+    command = [sys.executable, "-m", "cli", "ingest", str(docs), "--data", str(data)]
     rng = random.Random(7)
     landed_mid_work = 0
     for _ in range(10):

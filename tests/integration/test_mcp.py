@@ -23,8 +23,8 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamablehttp_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from retriever.settings import Settings
-from server.identity import IdentityStore
+from config.settings import Settings
+from service.identity import IdentityStore
 from tests.conftest import DEMO, ROOT
 from tests.integration.live import live_server
 
@@ -163,7 +163,7 @@ def test_stdio_transport_with_the_sdk_client(served: tuple[str, Path, dict[str, 
     _, data, keys = served
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "server.cli", "mcp", "--data", str(data)],
+        args=["-m", "cli", "mcp", "--data", str(data)],
         env={**os.environ, **ENV, "ENCLAVE_API_KEY": keys["ops"]},
         cwd=str(ROOT),
     )
@@ -187,7 +187,7 @@ def test_stdio_refuses_a_wrong_key(served: tuple[str, Path, dict[str, str]]) -> 
 
     _, data, _ = served
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "mcp", "--data", str(data)],
+        [sys.executable, "-m", "cli", "mcp", "--data", str(data)],
         env={**os.environ, **ENV, "ENCLAVE_API_KEY": "enk_forged"},
         cwd=ROOT,
         capture_output=True,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.escalation import ESCALATION_ACTION
 from retriever.generation import FakeGenerator
 from retriever.question import Question
-from retriever.settings import Settings
 from tests.conftest import DEMO
 from tests.integration.live import enclave
 from tests.integration.live import model_server as live_model_server

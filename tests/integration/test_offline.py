@@ -37,7 +37,7 @@ from mcp.client.stdio import stdio_client
 
 async def main():
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "server.cli", "mcp", "--data", sys.argv[1]],
+        command=sys.executable, args=["-m", "cli", "mcp", "--data", sys.argv[1]],
         env=dict(os.environ))
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -69,9 +69,9 @@ def test_ingest_and_ask_with_no_network(tmp_path: Path) -> None:
         [
             "(ip link set lo up 2>/dev/null || true)",
             f"{py} -c {shlex.quote(PROBE)}",
-            f"{py} -m server.cli ingest {shlex.quote(str(docs))} --data {shlex.quote(str(data))}"
+            f"{py} -m cli ingest {shlex.quote(str(docs))} --data {shlex.quote(str(data))}"
             " --json",
-            f"{py} -m server.cli ask {shlex.quote(QUESTION)} --data {shlex.quote(str(data))}"
+            f"{py} -m cli ask {shlex.quote(QUESTION)} --data {shlex.quote(str(data))}"
             " --json",
             f"{py} -c {shlex.quote(MCP_CLIENT)} {shlex.quote(str(data))} {shlex.quote(QUESTION)}",
         ]

@@ -14,10 +14,10 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings
 from ingest.pipeline import absolute
 from retriever.components import Components
 from retriever.generation import FakeGenerator, GenerationParams, Message
-from retriever.settings import Settings
 
 LEAVE = (
     "Parental leave lasts 16 weeks at full pay. It can be split into two blocks. "

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from retriever.answer_metrics import (
     citation_validity,
     contains_gold,
@@ -13,8 +14,7 @@ from retriever.answer_metrics import (
     normalize,
     token_f1,
 )
-from retriever.settings import Settings
-from server.eval_answers import evaluate_answers
+from service.eval_answers import evaluate_answers
 
 
 def test_squad_normalization_and_scores() -> None:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from retriever.embedder import SentenceTransformerEmbedder
-from server.identity import SCOPES
+from service.identity import SCOPES
 from tests.unit.serving import LEAVE, add_user, api_key_app, index_into
 
 

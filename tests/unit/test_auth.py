@@ -12,14 +12,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings, SettingsError, load_settings
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings, SettingsError, load_settings
 from server.access import HIDDEN_ANSWER
 from server.app import create_app
 from server.auth import check_bind
-from server.identity import IdentityError, IdentityStore
-from server.permissions import ACCESS_FILE
+from service.identity import IdentityError, IdentityStore
+from service.permissions import ACCESS_FILE
 from tests.unit.serving import add_user, auth_settings, bearer, index_into
 
 HR = "Parental leave lasts 16 weeks at full pay. Requests go to the HR portal."
@@ -352,7 +352,7 @@ def test_cli_hand_off_sends_the_key_from_the_environment(
 
     from werkzeug.serving import make_server
 
-    from server.handoff import API_KEY_ENV, upload_files
+    from cli.handoff import API_KEY_ENV, upload_files
 
     header = add_user(app, "loader", role="admin")  # the default collection is unmapped: admins
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from config.settings import Settings
 from retriever.components import Components
-from retriever.settings import Settings
 from retriever.store import http_client
 
 

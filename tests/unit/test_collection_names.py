@@ -11,14 +11,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.collection_names import check_collection_name, is_collection_name
+from config.settings import Settings, SettingsError, load_settings
 from ingest.pipeline import build_pipeline
-from retriever.collection_names import check_collection_name, is_collection_name
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings, SettingsError, load_settings
 from server.app import create_app
-from server.permissions import CollectionAccess
+from service.permissions import CollectionAccess
 from tests.conftest import write
 
 VALID = ["hr", "a", "HR-2024", "team.docs", "eng_ops", "7", "x" * 128]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import (
     SentenceTransformerEmbedder,
@@ -16,7 +17,6 @@ from retriever.embedder import (
 )
 from retriever.models import bundled_embedder_path
 from retriever.onnx_embedder import OnnxEmbedder, export_onnx
-from retriever.settings import Settings
 from retriever.store import ChromaStore, EmbedderMismatchError
 from retriever.types import Chunk
 

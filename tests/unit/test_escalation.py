@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings, load_settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.escalation import ESCALATION_ACTION, EscalationRefused, check_policy
 from retriever.generation import FakeGenerator
 from retriever.question import Question
-from retriever.settings import Settings, load_settings
 from retriever.types import Chunk, chunk_id
 from tests.openai_stub import stub_model_server
 

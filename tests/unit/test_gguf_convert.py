@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import load_settings
 from retriever.components import build_generator
 from retriever.gguf_convert import Q8_0, ConversionError, fast_cpu_gguf, file_type
 from retriever.model_process import ModelProcessGenerator
 from retriever.models import bundled_llm_path
-from retriever.settings import load_settings
 
 
 def test_the_bundled_model_is_rewritten_once_as_q8_0(tmp_path: Path) -> None:

@@ -20,11 +20,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings
 from ingest.inbox import InboxSync
 from ingest.jobs import JobLog
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings
 from server.app import create_app
 from tests.unit.serving import add_user, auth_settings, index_into
 
@@ -264,9 +264,9 @@ def test_finding_4_hand_off_leaves_inbox_files_to_the_server(
 
     from werkzeug.serving import make_server
 
+    from cli.handoff import API_KEY_ENV
+    from cli.main import main
     from ingest.lock import DataDirLock
-    from server.cli import main
-    from server.handoff import API_KEY_ENV
 
     settings = app.extensions["enclave"].settings
     header = add_user(app, "loader", role="admin")
@@ -307,8 +307,8 @@ def test_finding_17_ingesting_a_folder_again_removes_its_deleted_files(
     capsys: pytest.CaptureFixture[str],
     embedder: Any,
 ) -> None:
-    from retriever.settings import load_settings
-    from server.cli import main
+    from cli.main import main
+    from config.settings import load_settings
 
     for name, value in {"PARSE_WORKERS": "0", "EMBED_BACKEND": "torch", "WATCH": "off"}.items():
         monkeypatch.setenv(f"ENCLAVE_{name}", value)

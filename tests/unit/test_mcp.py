@@ -236,9 +236,9 @@ def test_auth_none_answers_loopback_host_names_only(
 ) -> None:
     """With no keys, a web page reaching the loopback server by DNS rebinding is the risk:
     a request naming another host is refused."""
+    from config.settings import Settings
     from retriever.components import Components
     from retriever.generation import FakeGenerator
-    from retriever.settings import Settings
     from server.app import create_app
 
     s = Settings(data_dir=tmp_path / "data", llm_backend="fake", watch="off", parse_workers=0)

@@ -18,10 +18,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings
 from server.app import create_app
 from tests.conftest import ROOT
 from tests.unit.serving import LEAVE, add_user, api_key_app
@@ -217,7 +217,7 @@ def test_several_processes_are_summed(tmp_path: Path) -> None:
     of them sums them all; a new start begins from zero."""
     from prometheus_client import values
 
-    from server.cli import prepare_metrics_dir
+    from cli.serve import prepare_metrics_dir
 
     settings = Settings(data_dir=tmp_path / "data")
     folder = tmp_path / "data" / "prometheus"

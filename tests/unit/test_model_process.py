@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings, load_settings
 from retriever.components import Components, build_generator
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import GenerationParams, ModelUnavailable
@@ -31,7 +32,6 @@ from retriever.model_process import (
 )
 from retriever.models import bundled_llm_path
 from retriever.prompt import fixed_prefix
-from retriever.settings import Settings, load_settings
 from server.app import create_app
 from tests.unit.model_backend import record, scripted_process, scripted_spec
 from tests.unit.serving import QUESTION, sse_json, upload

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from config.settings import Settings
 from retriever.answer import GenerationTimeout
 from retriever.components import Components, build_generator
 from retriever.generation import GenerationError, GenerationParams, OpenAIGenerator
 from retriever.question import Question
-from retriever.settings import Settings
 from retriever.types import Chunk, chunk_id
 from tests.openai_stub import stub_model_server
 

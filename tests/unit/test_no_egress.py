@@ -15,10 +15,10 @@ import pytest
 from flask import Flask
 
 import retriever.privacy
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings
 from retriever.store import ChromaStore
 from server.app import create_app
 from tests.unit.serving import LEAVE, QUESTION, upload

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from config.settings import Settings
 from ingest.lock import DataDirBusyError, DataDirLock, lock_or_server
 from ingest.pipeline import FileOutcome, IngestPipeline
-from retriever.settings import Settings
 from tests.conftest import write
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from ingest.pipeline import IngestPipeline
 from ingest.reindex import reindex_all
 from retriever.components import Components
-from server.cli import main
 from tests.conftest import DEMO
 
 SOURCES = ["facilities-guide.txt", "network-operations-runbook.md", "hr-leave-policy.docx"]

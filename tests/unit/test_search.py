@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.keyword import match_expression
 from retriever.search import reciprocal_rank_fusion
-from retriever.settings import Settings
 from retriever.types import Chunk, chunk_id
 
 

@@ -97,7 +97,7 @@ def test_rate_limit_buckets_are_shared_by_web_processes(redis_url: str) -> None:
     """With redis_url, a caller's questions count once across every web process."""
     import redis
 
-    from server.limits import RedisRateLimiter, build_limiter
+    from service.limits import RedisRateLimiter, build_limiter
 
     web1 = build_limiter(2, redis_url)
     web2 = build_limiter(2, redis_url)

@@ -12,14 +12,14 @@ import psycopg
 import pytest
 
 import ingest.jobs
+from config.settings import Settings, SettingsError, load_settings
 from ingest.jobs import JobLog
 from ingest.registry import Registry
 from retriever.audit import AuditLog
 from retriever.database import Row, postgres_ddl, postgres_sql
 from retriever.keyword import KeywordIndex
-from retriever.settings import Settings, SettingsError, load_settings
 from retriever.types import Chunk, chunk_id
-from server.conversations import ConversationStore, title_for
+from service.conversations import ConversationStore, title_for
 
 
 def _target(database_url: str, tmp_path: Path, name: str) -> Path | str:
@@ -185,7 +185,7 @@ def test_postgres_stores_share_one_database_and_survive_a_lost_connection(
 
 
 def test_identity_store(database_url: str, tmp_path: Path) -> None:
-    from server.identity import IdentityError, IdentityStore
+    from service.identity import IdentityError, IdentityStore
 
     store = IdentityStore(_target(database_url, tmp_path, "identity"))
     store.add_user("ann", "ingest", password="a long passphrase here")

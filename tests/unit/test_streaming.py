@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
-from retriever.settings import Settings
 from server.app import create_app
 from tests.unit.serving import QUESTION, BlockingGenerator, fake_model, sse_json, upload
 

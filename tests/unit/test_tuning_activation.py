@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from cli.main import main
 from ingest.pipeline import IngestPipeline
 from retriever.components import Components
 from retriever.models import bundled_embedder_path
@@ -22,7 +23,6 @@ from retriever.store import COLLECTION
 from retriever.tuning.pairs import Pair
 from retriever.tuning.train import EmbedderTrainer, TrainConfig
 from server.app import create_app
-from server.cli import main
 from tests.conftest import write
 from tests.unit.serving import QUESTION, upload
 

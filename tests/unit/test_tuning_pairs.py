@@ -21,7 +21,7 @@ from retriever.tuning.pairs import (
 )
 from retriever.tuning.questions import extract_question, keep_question, question_pairs
 from retriever.types import Chunk
-from server.tuning import indexed_chunks
+from service.tuning import indexed_chunks
 from tests.conftest import write
 
 

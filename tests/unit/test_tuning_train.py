@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from config.settings import Settings
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.models import bundled_embedder_path
-from retriever.settings import Settings
 from retriever.tuning.pairs import Pair, write_pairs
 from retriever.tuning.train import EmbedderTrainer, TrainConfig, batches, latest_checkpoint
-from server.tuning import TuneHooks, TuneOptions, default_out, tune_embedder
+from service.tuning import TuneHooks, TuneOptions, default_out, tune_embedder
 
 FACTS = [
     ("How long is parental leave?", "Parental leave lasts sixteen weeks at full pay."),

@@ -1,4 +1,4 @@
-"""Injected links and images never leave the server in an answer (server/untrusted.py)."""
+"""Injected links and images never leave the server in an answer (service/untrusted.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from retriever.components import Components
 from server.app import create_app
-from server.untrusted import LINK_REMOVED, StreamedLinks, neutralize_links
+from service.untrusted import LINK_REMOVED, StreamedLinks, neutralize_links
 from tests.unit.serving import fake_model, parse_sse, upload
 
 INJECTED = (

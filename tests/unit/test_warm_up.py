@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator, Message
 from retriever.prompt import SOURCES, SYSTEM_PROMPT, build_prompt, fixed_prefix
-from retriever.settings import Settings
 from retriever.types import Chunk, Hit
 from server.app import create_app
 

@@ -21,9 +21,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.settings import Settings
 from server.app import create_app
 from tests.unit.serving import add_user, auth_settings, bearer
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Settings
 from ingest.inbox import InboxSync
 from ingest.pipeline import IngestPipeline
 from ingest.registry import DocumentRecord
 from ingest.work_queue import WorkQueueError, check_settings, give_up, index_queued
-from retriever.settings import Settings
 from tests.conftest import write
 
 
@@ -122,7 +122,7 @@ def test_celery_needs_a_broker_and_a_chroma_server(tmp_path: Path) -> None:
 def test_cli_refuses_what_the_local_queue_cannot_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from server.cli import main
+    from cli.main import main
 
     data = str(tmp_path / "data")
     assert main(["worker", "--data", data]) == 1

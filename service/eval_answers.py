@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from config.settings import Settings
 from ingest.evaluate import Progress, cache_dir, open_index, read_jsonl
 from ingest.pipeline import build_pipeline
 from retriever.answer import AnswerMode
@@ -25,7 +26,6 @@ from retriever.components import Components
 from retriever.metrics import percentile
 from retriever.question import Question
 from retriever.search import Mode
-from retriever.settings import Settings
 
 
 def _golds(row: dict[str, Any]) -> list[str] | None:

@@ -3,7 +3,6 @@ back, show which embedder serves."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import signal
 import sys
@@ -14,83 +13,115 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import click
+
+from cli.common import enclave_command, path_type
+from cli.handoff import auth_headers
+from config.settings import Settings
 from ingest.lock import lock_or_server
-from retriever.settings import Settings
 from retriever.tuning.generations import GenerationError, Generations
 from retriever.tuning.train import TrainConfig
-from server.handoff import auth_headers
+
+tune = click.Group(
+    "tune",
+    help="adapt the embedder to the indexed documents",
+    short_help="adapt the embedder to the indexed documents",
+)
 
 
-def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("tune", help="adapt the embedder to the indexed documents")
-    kinds = p.add_subparsers(dest="tune_kind", required=True)
-
-    t = kinds.add_parser("embedder", parents=[common], help="fine-tune the embedder")
-    t.add_argument(
-        "--pairs",
-        default="auto",
-        help="'auto' (titles, headings and SLM-written questions from the index) or a JSONL "
-        'file of {"query", "passage"} lines',
-    )
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--out", type=Path, help="output folder (default: data/models/tuned-N)")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=5e-5, help="peak learning rate")
-    t.add_argument(
-        "--max-seq-length", type=int, default=192, help="tokens of a passage read in training"
-    )
-    t.add_argument("--checkpoint-steps", type=int, default=10)
-    t.add_argument(
-        "--questions", type=int, default=200, help="chunks the SLM writes a question for"
-    )
-    t.add_argument("--max-pairs", type=int, default=5000, help="most pairs used (auto)")
-    t.add_argument("--beir", type=Path, help="also compare on this BEIR folder's test split")
-    t.add_argument("--json", action="store_true", help="end with the report as one JSON line")
-
-    t = kinds.add_parser(
-        "pairs", parents=[common], help="write a pairs JSONL from a BEIR folder's qrels"
-    )
-    t.add_argument("--beir", type=Path, required=True)
-    t.add_argument("--split", default="train")
-    t.add_argument("--out", type=Path, required=True, help="JSONL file to write")
-
-    t = kinds.add_parser("activate", parents=[common], help="serve from a tuned model")
-    t.add_argument("model", type=Path, help="a `tune embedder` output folder or a model")
-    t.add_argument("--json", action="store_true")
-
-    t = kinds.add_parser("rollback", parents=[common], help="back to the previous embedder")
-    t.add_argument("--json", action="store_true")
-
-    t = kinds.add_parser("status", parents=[common], help="which embedder serves")
-    t.add_argument("--json", action="store_true")
+@enclave_command("embedder", "fine-tune the embedder", parent=tune)
+@click.option(
+    "--pairs",
+    default="auto",
+    show_default=True,
+    help="'auto' (titles, headings and SLM-written questions from the index) or a JSONL "
+    'file of {"query", "passage"} lines',
+)
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--out", type=path_type(), help="output folder (default: data/models/tuned-N)")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=5e-5, show_default=True, help="peak learning rate")
+@click.option(
+    "--max-seq-length",
+    type=int,
+    default=192,
+    show_default=True,
+    help="tokens of a passage read in training",
+)
+@click.option("--checkpoint-steps", type=int, default=10, show_default=True)
+@click.option(
+    "--questions",
+    type=int,
+    default=200,
+    show_default=True,
+    help="chunks the SLM writes a question for",
+)
+@click.option(
+    "--max-pairs", type=int, default=5000, show_default=True, help="most pairs used (auto)"
+)
+@click.option("--beir", type=path_type(), help="also compare on this BEIR folder's test split")
+@click.option("--json", "as_json", is_flag=True, help="end with the report as one JSON line")
+def embedder(settings: Settings, **options: Any) -> int:
+    return _tune(settings, **options)
 
 
-def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    if args.tune_kind == "pairs":
-        from retriever.tuning.pairs import pairs_from_beir, write_pairs
+@enclave_command("pairs", "write a pairs JSONL from a BEIR folder's qrels", parent=tune)
+@click.option("--beir", type=path_type(), required=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--out", type=path_type(), required=True, help="JSONL file to write")
+def pairs(settings: Settings, beir: Path, split: str, out: Path) -> int:
+    from retriever.tuning.pairs import pairs_from_beir, write_pairs
 
-        n = write_pairs(args.out, pairs_from_beir(args.beir, args.split))
-        print(f"{n} pairs from {args.beir} ({args.split} split) written to {args.out}")
-        return 0
-    if args.tune_kind == "embedder":
-        return _tune(args, settings)
-    if args.tune_kind == "status":
-        current, previous = Generations(settings.data_dir).read()
-        body = {"current": vars(current), "previous": vars(previous) if previous else None}
-        if args.json:
-            print(json.dumps(body))
-        else:
-            print(f"serving: {current.describe()}, collection {current.collection}")
-            if previous:
-                print(f"rollback goes to: {previous.describe()}")
-        return 0
-    return _switch(args, settings, args.model.resolve() if args.tune_kind == "activate" else None)
+    n = write_pairs(out, pairs_from_beir(beir, split))
+    print(f"{n} pairs from {beir} ({split} split) written to {out}")
+    return 0
 
 
-def _tune(args: argparse.Namespace, settings: Settings) -> int:
+@enclave_command("activate", "serve from a tuned model", parent=tune)
+@click.argument("model", type=path_type())
+@click.option("--json", "as_json", is_flag=True)
+def activate(settings: Settings, model: Path, as_json: bool) -> int:
+    """A `tune embedder` output folder or a model."""
+    return _switch(settings, model.resolve(), as_json)
+
+
+@enclave_command("rollback", "back to the previous embedder", parent=tune)
+@click.option("--json", "as_json", is_flag=True)
+def rollback(settings: Settings, as_json: bool) -> int:
+    return _switch(settings, None, as_json)
+
+
+@enclave_command("status", "which embedder serves", parent=tune)
+@click.option("--json", "as_json", is_flag=True)
+def status(settings: Settings, as_json: bool) -> int:
+    current, previous = Generations(settings.data_dir).read()
+    body = {"current": vars(current), "previous": vars(previous) if previous else None}
+    if as_json:
+        print(json.dumps(body))
+    else:
+        print(f"serving: {current.describe()}, collection {current.collection}")
+        if previous:
+            print(f"rollback goes to: {previous.describe()}")
+    return 0
+
+
+def _tune(
+    settings: Settings,
+    pairs: str,
+    epochs: int,
+    out: Path | None,
+    batch_size: int,
+    lr: float,
+    max_seq_length: int,
+    checkpoint_steps: int,
+    questions: int,
+    max_pairs: int,
+    beir: Path | None,
+    as_json: bool,
+) -> int:
     from tqdm import tqdm
 
-    from server.tuning import TuneHooks, TuneOptions, tune_embedder
+    from service.tuning import TuneHooks, TuneOptions, tune_embedder
 
     bars: dict[str, Any] = {}
 
@@ -106,18 +137,18 @@ def _tune(args: argparse.Namespace, settings: Settings) -> int:
         return update
 
     options = TuneOptions(
-        pairs=args.pairs,
-        out=args.out,
+        pairs=pairs,
+        out=out,
         config=TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.lr,
-            max_seq_length=args.max_seq_length,
-            checkpoint_steps=args.checkpoint_steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            max_seq_length=max_seq_length,
+            checkpoint_steps=checkpoint_steps,
         ),
-        questions=args.questions,
-        max_pairs=args.max_pairs,
-        beir=args.beir,
+        questions=questions,
+        max_pairs=max_pairs,
+        beir=beir,
     )
     # The first Ctrl-C stops after the current step with a checkpoint; a second one kills.
     interrupted = threading.Event()
@@ -149,21 +180,21 @@ def _tune(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 130
-    out = Path(report["out"])
-    print((out / "report.md").read_text(encoding="utf-8"))
-    if args.json:
+    folder = Path(report["out"])
+    print((folder / "report.md").read_text(encoding="utf-8"))
+    if as_json:
         print(json.dumps(report))
     return 0
 
 
-def _switch(args: argparse.Namespace, settings: Settings, model: Path | None) -> int:
+def _switch(settings: Settings, model: Path | None, as_json: bool) -> int:
     """Activate `model` (None: roll back), here or through the server holding the data dir."""
     lock = lock_or_server(settings, "enclave tune")
     if isinstance(lock, str):
         print(f"the server at {lock} holds {settings.data_dir}; it switches while serving")
-        return _switch_through_server(lock, model, args.json)
+        return _switch_through_server(lock, model, as_json)
     try:
-        return _switch_here(settings, model, args.json)
+        return _switch_here(settings, model, as_json)
     finally:
         lock.release()
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retriever.collection_names import is_collection_name
-from retriever.settings import Settings
-from server.identity import Scope, scope_allows
+from config.collection_names import is_collection_name
+from config.settings import Settings
+from service.identity import Scope, scope_allows
 
 ACCESS_FILE = ".enclave-access"
 

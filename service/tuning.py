@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.settings import Settings
 from retriever.components import Components
 from retriever.search import Mode
-from retriever.settings import Settings
 from retriever.store import chunk_from_record
 from retriever.tuning.pairs import (
     Pair,

@@ -10,8 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from ingest.pipeline import absolute, collection_of
-from retriever.settings import Settings
+from config.settings import Settings
 
 
 def _multipart(path: Path, collection: str | None = None) -> tuple[bytes, str]:
@@ -49,6 +48,8 @@ def upload_files(
     """Upload `files` to the server, each to the collection its path implies (as a local
     run would index it: the default collection outside the inbox). Files inside the
     server's inbox are skipped: the server indexes those itself, into their collection."""
+    from ingest.pipeline import absolute, collection_of  # the whole pipeline: not for --help
+
     accepted, refused, skipped = [], [], []
     for path in files:
         collection = None
