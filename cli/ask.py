@@ -27,7 +27,7 @@ def print_answer(body: dict[str, Any]) -> None:
 
 @enclave_command("ask", "answer one question")
 @click.argument("question")
-@click.option("--top-k", type=int)
+@click.option("--top-k", type=click.IntRange(min=1))
 @click.option("--mode", type=RETRIEVAL_MODES)
 @click.option("--answer-mode", type=ANSWER_MODES)
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON answer")
