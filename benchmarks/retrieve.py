@@ -95,7 +95,8 @@ _worker_embedder: Any = None
 def _embed_in_worker(settings: Settings, texts: list[str]) -> np.ndarray:
     global _worker_embedder
     if _worker_embedder is None:
-        _worker_embedder = Components(settings).embedder
+        components = Components(settings)  # the embedder alone: no index opened here
+        _worker_embedder = components.embedder_for(components.generation)
     return _worker_embedder.embed(texts)
 
 

@@ -27,7 +27,7 @@ def print_answer(body: dict[str, Any]) -> None:
 
 @enclave_command("ask", "answer one question")
 @click.argument("question")
-@click.option("--top-k", type=int)
+@click.option("--top-k", type=click.IntRange(min=1))
 @click.option("--mode", type=RETRIEVAL_MODES)
 @click.option("--answer-mode", type=ANSWER_MODES)
 @click.option("--json", "as_json", is_flag=True, help="print the API's JSON answer")
@@ -40,10 +40,10 @@ def ask(
     as_json: bool,
 ) -> int:
     from retriever.components import Components
+    from retriever.question import Question
 
-    answer = Components(settings).answers.ask(
-        question, top_k=top_k, mode=mode, answer_mode=answer_mode
-    )
+    asked = Question(question, top_k=top_k, mode=mode, answer_mode=answer_mode)
+    answer = Components(settings).answers.ask(asked)
     body = answer.to_dict()
     if as_json:
         print(json.dumps(body))

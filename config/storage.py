@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field, field_validator
 
+from config.collection_names import COLLECTION_RULE, is_collection_name
 from config.section import Section
 
 # URLs `database_url` accepts; retriever/database.py picks the PostgreSQL engine by them too.
@@ -41,8 +42,8 @@ class StorageSettings(Section):
     @field_validator("default_collection")
     @classmethod
     def _collection_name(cls, value: str) -> str:
-        if not value or not all(c.isalnum() or c in "._-" for c in value):
-            raise ValueError("use letters, digits, '.', '_' or '-'")
+        if not is_collection_name(value):
+            raise ValueError(COLLECTION_RULE)
         return value
 
     @field_validator("database_url")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.collection_names import COLLECTION_RULE, is_collection_name
+from config.settings import Settings
 from ingest.chunker import Chunker
 from ingest.guards import Limits, check_file
 from ingest.jobs import FileOutcome, JobLog
@@ -32,6 +34,7 @@ from ingest.workers import ParserPool
 from retriever.components import Components
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
+from retriever.serving import IndexSlot
 from retriever.store import ChromaStore
 from retriever.types import Chunk
 
@@ -119,49 +122,98 @@ class _Parsed:
     problems: list[str] = field(default_factory=list)  # pages not read; the rest indexed
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """How the pipeline files, guards and batches documents (from the settings: `of`)."""
+
+    inbox: Path
+    default_collection: str = "default"
+    chunk_tokens: int = 200
+    chunk_overlap_tokens: int = 32
+    embed_batch_chunks: int = 256
+    limits: Limits = field(default_factory=Limits)
+    ocr: OcrOptions = field(default_factory=OcrOptions)
+    quarantine_dir: Path | None = None  # None: a failed file stays where it is
+    symlinks: str = "same_collection"  # links in the inbox: "same_collection" or "refuse"
+
+    @classmethod
+    def of(cls, settings: Settings) -> IngestOptions:
+        s = settings
+        return cls(
+            inbox=s.inbox_dir,
+            default_collection=s.default_collection,
+            chunk_tokens=s.chunk_tokens,
+            chunk_overlap_tokens=s.chunk_overlap_tokens,
+            embed_batch_chunks=s.ingest_batch_chunks,
+            limits=Limits(s.max_file_mb, s.max_pages, s.max_zip_ratio, s.max_unzipped_mb),
+            ocr=OcrOptions(s.ocr_languages, s.ocr_page_timeout_s, s.ocr_dpi),
+            quarantine_dir=s.quarantine_dir if s.quarantine == "move" else None,
+            symlinks=s.inbox_symlinks,
+        )
+
+
 class IngestPipeline:
+    """Writes into the serving index that search reads (`serving`: an embedder swap replaces
+    it there, for both), keeping `registry` in step. With a `parser_pool`, files are parsed
+    in its worker processes; without, in process."""
+
     def __init__(
         self,
+        serving: IndexSlot,
         registry: Registry,
-        embedder: Embedder,
-        store: ChromaStore,
-        keyword: KeywordIndex,
-        chunker: Chunker,
-        inbox: Path,
-        default_collection: str = "default",
-        loader: Loader = load_document,
-        limits: Limits | None = None,
-        quarantine_dir: Path | None = None,
-        parse_workers: int = 1,
-        embed_batch_chunks: int = 256,
-        closers: Sequence[Callable[[], None]] = (),
+        options: IngestOptions,
         parser_pool: ParserPool | None = None,
-        dispatch: Dispatch | None = None,
-        symlinks: str = "same_collection",
     ) -> None:
+        self.serving = serving
         self.registry = registry
-        self.embedder = embedder
-        self.store = store
-        self.keyword = keyword
-        self.chunker = chunker
-        self.inbox = absolute(inbox)
-        self.default_collection = default_collection
-        self.loader = loader
-        self.limits = limits or Limits()
-        self.quarantine_dir = quarantine_dir
-        self.parse_workers = max(1, parse_workers)
-        self.embed_batch_chunks = embed_batch_chunks
-        self._closers = list(closers)
+        self.options = options
+        self.inbox = absolute(options.inbox)
+        self.default_collection = options.default_collection
+        self.limits = options.limits
+        self.quarantine_dir = options.quarantine_dir
+        self.embed_batch_chunks = options.embed_batch_chunks
+        self.symlinks = options.symlinks
         self.parser_pool = parser_pool
+        self.parse_workers = max(1, parser_pool.workers if parser_pool else 1)
+        self.loader: Loader = (
+            parser_pool.load if parser_pool else functools.partial(load_document, ocr=options.ocr)
+        )
+        self._chunker: tuple[Embedder, Chunker] | None = None
         # With a work queue, documents to index are handed over instead of indexed here.
-        self.dispatch = dispatch
-        self.symlinks = symlinks  # links in the inbox: "same_collection" or "refuse"
+        self.dispatch: Dispatch | None = None
         # Set: stop between files and batches (IngestStopped); the parser pool's own flag.
         self.stopping = parser_pool.stopping if parser_pool else threading.Event()
         self._closed = False
         self.jobs = JobLog(registry.target)
         # Told of every document indexed or failed here (the server's metrics set it).
         self.observe: Callable[[list[FileOutcome]], None] = lambda outcomes: None
+
+    # The parts of the serving index, as it is now (an embedder swap runs where no ingestion
+    # does: server/state.py runs it in the ingestion thread).
+    @property
+    def embedder(self) -> Embedder:
+        return self.serving.index.embedder
+
+    @property
+    def store(self) -> ChromaStore:
+        return self.serving.index.store
+
+    @property
+    def keyword(self) -> KeywordIndex:
+        return self.serving.index.keyword
+
+    @property
+    def chunker(self) -> Chunker:
+        """Chunks sized in the serving embedder's tokens (made again after a swap)."""
+        embedder = self.embedder
+        made = self._chunker
+        if made is None or made[0] is not embedder:
+            o = self.options
+            chunker = Chunker(
+                embedder.count_tokens, embedder.max_tokens, o.chunk_tokens, o.chunk_overlap_tokens
+            )
+            made = self._chunker = (embedder, chunker)
+        return made[1]
 
     def check_stop(self) -> None:
         if self.stopping.is_set():
@@ -185,6 +237,12 @@ class IngestPipeline:
         stat = file.stat()
         sha = file_sha256(file)
         collection = self.collection_for(file)
+        if not is_collection_name(collection):
+            # The rule uploads and the settings follow: such a folder names no collection.
+            # Failed, not quarantined: renaming the folder is the fix.
+            record = self.registry.register(path, collection, sha, stat.st_size, stat.st_mtime)
+            error = f"its folder {collection!r} cannot name a collection: {COLLECTION_RULE}"
+            return self._fail(record, error, quarantine=False)
         existing = self.registry.get_by_path(path)
         if existing and not force and existing.sha256 == sha and existing.status == "indexed":
             if existing.collection != collection:
@@ -421,11 +479,11 @@ class IngestPipeline:
         self.store.upsert(chunks, vectors)
         self.keyword.add(chunks)
 
-    def _fail(self, record: DocumentRecord, error: str) -> FileOutcome:
+    def _fail(self, record: DocumentRecord, error: str, quarantine: bool = True) -> FileOutcome:
         self.remove_chunks(record.id)
         self.registry.mark_failed(record.id, error)
         path = record.path
-        if self.quarantine_dir is not None and self.in_inbox(Path(path)):
+        if quarantine and self.quarantine_dir is not None and self.in_inbox(Path(path)):
             path = self._quarantine(record, error)
         outcome = FileOutcome(path, "failed", record.id, error=error)
         self.observe([outcome])
@@ -458,8 +516,8 @@ class IngestPipeline:
 
     def close(self) -> None:
         """Stop the parser workers and close the registry."""
-        for close in self._closers:
-            close()
+        if self.parser_pool is not None:
+            self.parser_pool.close()
         if not self._closed:  # a job still running here ends with this process
             self.jobs.interrupt_own()
         self._closed = True
@@ -549,41 +607,17 @@ class IngestPipeline:
 
 
 def build_pipeline(components: Components, parse_workers: int | None = None) -> IngestPipeline:
-    """The ingestion pipeline over the retrieval side's indexes and embedder. With
+    """The ingestion pipeline over the retrieval side's serving index. With
     parse_workers >= 1 (default: the setting), files are parsed in worker processes with time
     and memory limits; 0 parses in process (tests, debugging, a web server whose Celery
     workers parse)."""
     settings = components.settings
+    options = IngestOptions.of(settings)
     workers = settings.parse_workers if parse_workers is None else parse_workers
-    limits = Limits(
-        settings.max_file_mb, settings.max_pages, settings.max_zip_ratio, settings.max_unzipped_mb
-    )
-    ocr = OcrOptions(settings.ocr_languages, settings.ocr_page_timeout_s, settings.ocr_dpi)
-    loader: Loader = functools.partial(load_document, ocr=ocr)
     pool = None
     if workers >= 1:
-        pool = ParserPool(workers, settings.parse_timeout_s, settings.parse_memory_mb, limits, ocr)
-        loader = pool.load
-    chunker = Chunker(
-        components.embedder.count_tokens,
-        components.embedder.max_tokens,
-        settings.chunk_tokens,
-        settings.chunk_overlap_tokens,
-    )
-    return IngestPipeline(
-        Registry(settings.database_for(settings.registry_path)),
-        components.embedder,
-        components.store,
-        components.keyword,
-        chunker,
-        settings.inbox_dir,
-        settings.default_collection,
-        loader=loader,
-        closers=[pool.close] if pool else [],
-        parser_pool=pool,
-        limits=limits,
-        quarantine_dir=settings.quarantine_dir if settings.quarantine == "move" else None,
-        parse_workers=workers,
-        embed_batch_chunks=settings.ingest_batch_chunks,
-        symlinks=settings.inbox_symlinks,
-    )
+        pool = ParserPool(
+            workers, settings.parse_timeout_s, settings.parse_memory_mb, options.limits, options.ocr
+        )
+    registry = Registry(settings.database_for(settings.registry_path))
+    return IngestPipeline(components.serving, registry, options, pool)

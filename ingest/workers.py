@@ -126,6 +126,7 @@ class ParserPool:
         limits: Limits | None = None,
         ocr: OcrOptions | None = None,
     ) -> None:
+        self.workers = workers
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.limits = limits

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, PlainSerializer, TypeAdapter
 
@@ -34,7 +34,12 @@ from retriever.grounding import (
 )
 from retriever.keyword import STOPWORDS
 from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt
+
+# ANSWER_MODES and AnswerMode are also importable from here, where they used to live.
+from retriever.question import ANSWER_MODES as ANSWER_MODES
+from retriever.question import AnswerMode, Question
 from retriever.search import HybridSearcher, Mode, SearchResult
+from retriever.serving import IndexSlot, ServingIndex
 from retriever.slots import GenerationSlots
 from retriever.types import Hit
 
@@ -235,10 +240,6 @@ class GenerationTimeout(GenerationError):
     """The request's time ran out before the model could start."""
 
 
-AnswerMode = Literal["generative", "extractive"]
-ANSWER_MODES: tuple[AnswerMode, ...] = ("generative", "extractive")
-
-
 def bears_on(question: str, *texts: str) -> bool:
     """Whether the texts (a claim and the source sentence backing it) hold one of the terms the
     question is about; a question without such terms puts no condition."""
@@ -421,7 +422,7 @@ class AnswerService:
 
     def __init__(
         self,
-        searcher: HybridSearcher,
+        serving: IndexSlot,
         generator: Generator,
         params: GenerationParams,
         top_k: int = 4,
@@ -434,17 +435,13 @@ class AnswerService:
         timeout_s: float = 120.0,
         escalation: Escalation | None = None,
     ) -> None:
-        self.searcher = searcher
+        self.serving = serving
         self.generator = generator
         self.params = params
         self.top_k = top_k
         self.mode = mode
-        self.evidence = EvidenceCheck(
-            abstention or AbstentionThresholds(min_relevance=0.2),
-            searcher.embedder,
-            searcher.keyword.term_weights,
-            focus_sentences,
-        )
+        self.abstention = abstention or AbstentionThresholds(min_relevance=0.2)
+        self._evidence: tuple[ServingIndex, EvidenceCheck] | None = None
         self.answer_mode = answer_mode
         self.support_threshold = support_threshold
         self.slots = slots
@@ -452,41 +449,34 @@ class AnswerService:
         self.timeout_s = timeout_s
         self.escalation = escalation
 
-    def use_searcher(self, searcher: HybridSearcher) -> None:
-        """Answer from another searcher (an embedder swap): the evidence check must compare
-        sentences with the same embedder that retrieves."""
-        self.searcher = searcher
-        self.evidence.embedder = searcher.embedder
+    @property
+    def searcher(self) -> HybridSearcher:
+        """The searcher of the serving index now (an embedder swap replaces it)."""
+        return self.serving.index.searcher
 
-    def ask(
-        self,
-        question: str,
-        top_k: int | None = None,
-        mode: Mode | None = None,
-        collections: Sequence[str] | None = None,
-        answer_mode: AnswerMode | None = None,
-        max_tokens: int | None = None,
-        timeout_s: float | None = None,
-        actor: str = "anonymous",
-    ) -> Answer:
-        with closing(
-            self.stream(
-                question, top_k, mode, collections, answer_mode, max_tokens, timeout_s, actor
+    @property
+    def evidence(self) -> EvidenceCheck:
+        """The evidence check of the serving index now: it compares sentences with the same
+        embedder that retrieves, so it is made again when an embedder swap replaces it."""
+        index = self.serving.index
+        made = self._evidence
+        if made is None or made[0] is not index:
+            check = EvidenceCheck(
+                self.abstention,
+                index.searcher.embedder,
+                index.keyword.term_weights,
+                self.focus_sentences,
             )
-        ) as events:
+            made = self._evidence = (index, check)
+        return made[1]
+
+    def ask(self, question: Question | str) -> Answer:
+        """The whole answer (the last event of `stream`). A plain string is a question
+        with every option at its default."""
+        with closing(self.stream(question)) as events:
             return final_answer(events)
 
-    def stream(
-        self,
-        question: str,
-        top_k: int | None = None,
-        mode: Mode | None = None,
-        collections: Sequence[str] | None = None,
-        answer_mode: AnswerMode | None = None,
-        max_tokens: int | None = None,
-        timeout_s: float | None = None,
-        actor: str = "anonymous",
-    ) -> AnswerStream:
+    def stream(self, question: Question | str) -> AnswerStream:
         """`SourcesEvent`, then a `TokenEvent` per piece the model writes, then `DoneEvent`
         with the checked answer (which may differ from the raw tokens: unsupported sentences
         are removed, or the answer becomes an abstention or a quotation).
@@ -500,11 +490,15 @@ class AnswerService:
         no model (abstention, extractive mode) take no slot and have no token events. An
         abstention or an answer that failed the support check goes to the escalation model
         when the policy allows one (`actor` is recorded in the audit log)."""
+        asked = Question(question) if isinstance(question, str) else question
+        question, actor = asked.text, asked.actor
         timings: dict[str, float] = {}
-        limit = self.timeout_s if timeout_s is None else min(timeout_s, self.timeout_s)
+        limit = self.timeout_s if asked.timeout_s is None else min(asked.timeout_s, self.timeout_s)
         deadline = time.perf_counter() + limit
-        result = self._retrieve(question, top_k, mode, collections, timings)
-        answer = self._without_model(question, result, answer_mode or self.answer_mode, timings)
+        result = self._retrieve(asked, timings)
+        answer = self._without_model(
+            question, result, asked.answer_mode or self.answer_mode, timings
+        )
         if answer is not None:
             # An escalation's admission, like a generation's, comes before the first event.
             claim = (
@@ -522,7 +516,7 @@ class AnswerService:
                     claim.release()
             yield DoneEvent(answer)
             return
-        params = self._params(max_tokens)
+        params = self._params(asked.max_tokens)
         shown = result.hits
         if self.focus_sentences:
             shown = [
@@ -640,16 +634,11 @@ class AnswerService:
             if own:
                 claim.release()
 
-    def _retrieve(
-        self,
-        question: str,
-        top_k: int | None,
-        mode: Mode | None,
-        collections: Sequence[str] | None,
-        timings: dict[str, float],
-    ) -> SearchResult:
+    def _retrieve(self, asked: Question, timings: dict[str, float]) -> SearchResult:
         start = time.perf_counter()
-        result = self.searcher.search(question, top_k or self.top_k, mode or self.mode, collections)
+        result = self.searcher.search(
+            asked.text, asked.top_k or self.top_k, asked.mode or self.mode, asked.collections
+        )
         timings["retrieve_ms"] = round((time.perf_counter() - start) * 1000, 1)
         return result
 

@@ -37,6 +37,7 @@ from retriever.models import (
 from retriever.prompt import fixed_prefix
 from retriever.rerank import BiEncoderReranker, CrossEncoderReranker, Reranker
 from retriever.search import HybridSearcher
+from retriever.serving import IndexSlot, ServingIndex
 from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore, http_client
 from retriever.tuning.generations import Generation, Generations
@@ -45,7 +46,10 @@ log = logging.getLogger(__name__)
 
 
 class Components:
-    """Each part is built on first use, so `ingest` never loads the SLM."""
+    """Each part is built on first use, so `ingest` never loads the SLM. The embedder, its
+    Chroma collection, the keyword index and the searcher are one `ServingIndex` in
+    `self.serving`, which the answer service and the ingestion pipeline hold too: an
+    embedder swap (`use_embedder`) replaces that one object."""
 
     def __init__(
         self,
@@ -55,10 +59,10 @@ class Components:
     ) -> None:
         self.settings = settings
         self._lock = threading.RLock()
-        if embedder is not None:
-            self.__dict__["embedder"] = embedder
+        self._given_embedder = embedder  # tests and benchmarks bring their own
         if generator is not None:
             self.__dict__["generator"] = generator
+        self.serving = IndexSlot(self._first_index)
 
     @cached_property
     def generation(self) -> Generation:
@@ -66,10 +70,24 @@ class Components:
         activated (`enclave tune activate`), else the configured model."""
         return Generations(self.settings.data_dir).current
 
-    @cached_property
+    @property
+    def index(self) -> ServingIndex:
+        """What search and ingestion read now (built on first use)."""
+        return self.serving.index
+
+    @property
     def embedder(self) -> Embedder:
-        with self._lock:
-            return self.embedder_for(self.generation)
+        return self.index.embedder
+
+    @property
+    def store(self) -> ChromaStore:
+        # Before the first index is built, its store alone: opening the collection (and
+        # checking which embedder made it) loads no model.
+        return self.index.store if self.serving.built else self._first_store
+
+    @property
+    def searcher(self) -> HybridSearcher:
+        return self.index.searcher
 
     def embedder_path(self, generation: Generation | None = None) -> Path:
         """The model folder of a generation (default: the active one)."""
@@ -87,22 +105,48 @@ class Components:
             self.embedder_path(generation), s.embed_backend, s.embed_batch_size, s.model_cache_dir
         )
 
-    @cached_property
-    def embedder_identity(self) -> str | None:
-        """Model + backend of the vectors: the store refuses an index made by another."""
-        if "embedder" in self.__dict__:  # given by the caller (tests): its own, if it says
-            return getattr(self.embedder, "identity", None)
-        return embedder_identity(self.embedder_path(), self.settings.embed_backend)
+    def _first_index(self) -> ServingIndex:
+        """Called by the slot, under its lock: once."""
+        store = self._first_store
+        embedder = self._given_embedder
+        if embedder is None:
+            embedder = self.embedder_for(self.generation)
+        return self.index_for(embedder, store)
 
     @cached_property
-    def store(self) -> ChromaStore:
+    def _first_store(self) -> ChromaStore:
+        """The active generation's collection, claimed for its embedder."""
         with self._lock:
+            embedder = self._given_embedder
+            if embedder is not None:  # the caller's: its own identity, if it says
+                identity = getattr(embedder, "identity", None)
+            else:
+                # Model + backend of the vectors: the store refuses an index made by another.
+                identity = embedder_identity(self.embedder_path(), self.settings.embed_backend)
             return ChromaStore(
                 self.settings.chroma_dir,
                 self.generation.collection,
                 client=self.chroma_client,
-                embedder_identity=self.embedder_identity,
+                embedder_identity=identity,
             )
+
+    def index_for(self, embedder: Embedder, store: ChromaStore) -> ServingIndex:
+        """A serving index over this embedder and its collection (and the one keyword
+        index), with a searcher configured from the settings."""
+        s = self.settings
+        reranker = self.reranker_for(embedder)
+        searcher = HybridSearcher(
+            CoalescingEmbedder(embedder),  # concurrent questions share forward passes
+            store,
+            self.keyword,
+            candidates_k=s.candidates_k,
+            rrf_k=s.rrf_k,
+            dense_weight=s.dense_weight,
+            bm25_weight=s.bm25_weight,
+            reranker=reranker,
+            rerank_candidates=s.rerank_candidates,
+        )
+        return ServingIndex(embedder, store, self.keyword, searcher)
 
     @cached_property
     def chroma_client(self) -> Any:
@@ -113,51 +157,37 @@ class Components:
         return http_client(s.chroma_host, s.chroma_port, s.chroma_token, s.chroma_ssl)
 
     def use_embedder(self, embedder: Embedder, store: ChromaStore) -> None:
-        """Serve from another embedder and its collection. Questions in flight finish on the
-        searcher they started with; the next ones get the new one (one attribute swap)."""
+        """Serve from another embedder and its collection: one new `ServingIndex` replaces
+        the old one for search and ingestion alike. Questions in flight finish on the index
+        they started with; the next ones get the new one."""
+        index = self.index_for(embedder, store)
         with self._lock:
-            self.__dict__.pop("generation", None)
-            self.__dict__.pop("embedder_identity", None)
-            self.__dict__.update(embedder=embedder, store=store)
-            for name in ("reranker", "searcher"):  # both may hold the old embedder
-                self.__dict__.pop(name, None)
-            searcher = self.searcher
-            if "answers" in self.__dict__:
-                self.answers.use_searcher(searcher)
+            self.__dict__.pop("generation", None)  # active.json names the new one now
+        self.serving.swap(index)
 
     @cached_property
     def keyword(self) -> KeywordIndex:
         with self._lock:
             return KeywordIndex(self.settings.database_for(self.settings.keyword_path))
 
-    @cached_property
-    def searcher(self) -> HybridSearcher:
-        s = self.settings
-        return HybridSearcher(
-            CoalescingEmbedder(self.embedder),  # concurrent questions share forward passes
-            self.store,
-            self.keyword,
-            candidates_k=s.candidates_k,
-            rrf_k=s.rrf_k,
-            dense_weight=s.dense_weight,
-            bm25_weight=s.bm25_weight,
-            reranker=self.reranker,
-            rerank_candidates=s.rerank_candidates,
-        )
-
-    @cached_property
-    def reranker(self) -> Reranker | None:
+    def reranker_for(self, embedder: Embedder) -> Reranker | None:
         s = self.settings
         if s.reranker == "cross-encoder":
-            if not s.reranker_model:
-                raise ModelNotFoundError(
-                    "reranker = 'cross-encoder' needs reranker_model: the path of a local "
-                    "cross-encoder (none ships with Enclave)"
-                )
-            return CrossEncoderReranker(resolve_model_path(s.reranker_model))
+            return self.cross_encoder
         if s.reranker == "bi-encoder":
-            return BiEncoderReranker(self.embedder)
+            return BiEncoderReranker(embedder)  # the serving embedder's own vectors
         return None
+
+    @cached_property
+    def cross_encoder(self) -> Reranker:
+        """Independent of the embedder: loaded once, kept across embedder swaps."""
+        s = self.settings
+        if not s.reranker_model:
+            raise ModelNotFoundError(
+                "reranker = 'cross-encoder' needs reranker_model: the path of a local "
+                "cross-encoder (none ships with Enclave)"
+            )
+        return CrossEncoderReranker(resolve_model_path(s.reranker_model))
 
     @cached_property
     def generator(self) -> Generator:
@@ -173,7 +203,7 @@ class Components:
             repeat_penalty=s.llm_repeat_penalty,
         )
         return AnswerService(
-            self.searcher,
+            self.serving,
             self.generator,
             params,
             top_k=s.top_k,

@@ -27,6 +27,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from retriever.answer import Answer, AnswerStream, DoneEvent, SourcesEvent
+from retriever.question import Question
 from server.access import readable_collections
 from server.common import (
     actor,
@@ -95,14 +96,13 @@ def chat_completions() -> ResponseReturnValue:
     completion = _Completion(limit)
     # The same permission rule as /api/v1/ask: only the caller's readable collections.
     collections = readable_collections()
+    asked = Question(question, collections=collections, max_tokens=max_tokens, actor=actor())
     if not stream:
         with answer_errors():
-            answer = answers.ask(
-                question, collections=collections, max_tokens=max_tokens, actor=actor()
-            )
+            answer = answers.ask(asked)
         answer_finisher("openai")(answer)
         return jsonify(completion.whole(answer))
-    events = answers.stream(question, collections=collections, max_tokens=max_tokens, actor=actor())
+    events = answers.stream(asked)
     first = first_event(events)
     return event_stream_response(
         EventStream(

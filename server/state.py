@@ -209,17 +209,9 @@ class EnclaveState:
         return pending
 
     def _exclusive(self, swap: Callable[[], T]) -> T:
-        """Run an embedder swap in the ingestion thread (nothing else writes meanwhile) and
-        point the pipeline at the new embedder and collection."""
-
-        def run() -> T:
-            result = swap()
-            if self._pipeline is not None:
-                self._pipeline.embedder = self.components.embedder
-                self._pipeline.store = self.components.store
-            return result
-
-        return self._ingest.submit(run).result()
+        """Run an embedder swap in the ingestion thread: nothing else writes meanwhile, and
+        the pipeline reads the new serving index from its next batch on."""
+        return self._ingest.submit(swap).result()
 
     def start_activation(self, model: Path | None) -> None:
         """Activate `model` (None: roll back) in a background thread; questions keep being

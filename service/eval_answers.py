@@ -24,6 +24,7 @@ from retriever.answer_metrics import (
 )
 from retriever.components import Components
 from retriever.metrics import percentile
+from retriever.question import Question
 from retriever.search import Mode
 
 
@@ -107,7 +108,7 @@ def evaluate_answers(
     model_cited: list[float] = []
     for row in rows:
         start = time.perf_counter()
-        answer = service.ask(str(row["question"]), mode=retrieval_mode, answer_mode=mode)
+        answer = service.ask(Question(str(row["question"]), mode=retrieval_mode, answer_mode=mode))
         latencies.append((time.perf_counter() - start) * 1000)
         if asked:
             asked(len(latencies), len(rows))

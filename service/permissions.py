@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from config.collection_names import is_collection_name
 from config.settings import Settings
 from service.identity import Scope, scope_allows
 
@@ -39,10 +40,6 @@ class Principal:
         return scope_allows(self.scope, scope)
 
 
-def _valid_collection(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
-
-
 class CollectionAccess:
     """Collection -> groups, from access files (re-read when they change) and settings."""
 
@@ -52,7 +49,7 @@ class CollectionAccess:
 
     def groups_for(self, collection: str) -> frozenset[str] | None:
         """The groups that may read `collection`; None when nothing maps it."""
-        if not _valid_collection(collection):
+        if not is_collection_name(collection):  # no access file outside its folder
             return frozenset()
         path = self.settings.inbox_dir / collection / ACCESS_FILE
         try:
@@ -81,7 +78,8 @@ class CollectionAccess:
         known = set(registry_collections) | set(self.settings.collection_groups)
         inbox = self.settings.inbox_dir
         if inbox.is_dir():
-            known |= {e.name for e in os.scandir(inbox) if e.is_dir() and _valid_collection(e.name)}
+            folders = (e.name for e in os.scandir(inbox) if e.is_dir())
+            known |= {name for name in folders if is_collection_name(name)}
         return known
 
 

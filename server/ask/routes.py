@@ -19,6 +19,7 @@ from retriever.answer import (
     final_answer,
 )
 from retriever.followup import Turn, contextualize
+from retriever.question import Question
 from server.access import current, readable_collections
 from server.ask.schemas import AskRequest, AskResponse
 from server.common import (
@@ -67,7 +68,7 @@ def ask(body: AskRequest) -> ResponseReturnValue:
     require_ready()
     answers = state().components.answers
     # The whole answer is the last event of the stream (`final_answer`), so one call serves both.
-    events = answers.stream(
+    asked = Question(
         thread.query if thread else question,
         top_k=top_k,
         mode=mode,
@@ -76,6 +77,7 @@ def ask(body: AskRequest) -> ResponseReturnValue:
         timeout_s=timeout_s,
         actor=actor(),
     )
+    events = answers.stream(asked)
     if not stream:
         with answer_errors(), closing(events):
             answer = final_answer(events)

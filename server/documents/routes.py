@@ -11,6 +11,7 @@ from flask import Blueprint, Response, request, send_file
 from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
+from config.collection_names import is_collection_name
 from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
 from ingest.registry import DocumentRecord
 from server.access import can_read_collection, current, readable, readable_document
@@ -21,7 +22,6 @@ from server.errors import ApiError
 from server.state import state
 
 documents_api = Blueprint("documents", __name__, url_prefix="/api/v1")
-_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")
@@ -166,7 +166,7 @@ def upload_document() -> tuple[Uploaded, int]:
     require_ready()
     st = state()
     collection = request.form.get("collection") or st.settings.default_collection
-    if not _COLLECTION.match(collection) or not can_read_collection(collection):
+    if not is_collection_name(collection) or not can_read_collection(collection):
         raise ApiError(
             403, "collection_forbidden", f"you cannot add documents to collection {collection!r}"
         )

@@ -14,6 +14,7 @@ from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.escalation import ESCALATION_ACTION
 from retriever.generation import FakeGenerator
+from retriever.question import Question
 from tests.conftest import DEMO
 from tests.integration.live import enclave
 from tests.integration.live import model_server as live_model_server
@@ -68,7 +69,7 @@ def test_abstention_escalates_to_the_model_server_and_is_audited(
     pipeline.ingest([DEMO / "hr-leave-policy.docx"])
     pipeline.close()
     question = next(q for q in QUESTIONS if q["source"] == "hr-leave-policy.docx")
-    answer = components.answers.ask(question["question"], actor="bob")
+    answer = components.answers.ask(Question(question["question"], actor="bob"))
     assert answer.escalated is not None
     assert answer.escalated["model"] == "smollm2-server"
     (entry,) = components.audit.tail(action=ESCALATION_ACTION)

@@ -6,6 +6,7 @@ from retriever.answer import clean_answer, says_not_found, verify
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
+from retriever.question import Question
 from retriever.types import Chunk, Hit, chunk_id
 
 
@@ -109,7 +110,9 @@ def test_empty_index_abstains_without_calling_the_model(components: Components) 
 
 def test_extractive_mode_quotes_without_the_model(components: Components) -> None:
     _index(components, LEAVE)
-    answer = components.answers.ask("How long is parental leave?", answer_mode="extractive")
+    answer = components.answers.ask(
+        Question("How long is parental leave?", answer_mode="extractive")
+    )
     assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
     assert answer.mode == "extractive" and answer.citations == [1]
     span = answer.supports[0].span

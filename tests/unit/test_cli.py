@@ -73,6 +73,7 @@ def test_help_lists_every_command_and_exits_0() -> None:
         (["ask"], "Missing argument 'QUESTION'"),
         (["ask", "q", "--mode", "fuzzy"], "'fuzzy' is not one of"),
         (["ask", "q", "--top-k", "many"], "'many' is not a valid integer"),
+        (["ask", "q", "--top-k", "0"], "0 is not in the range x>=1"),
         (["users", "add", "ann", "--role", "root"], "'root' is not one of"),
         (["keys", "create"], "Missing option '--user'"),
         (["groups", "add-member", "hr"], "Missing argument 'USER'"),

@@ -184,7 +184,7 @@ def test_components_record_the_configured_backend_without_loading_it(tmp_path: P
     assert components.store.embedder_identity == embedder_identity(
         bundled_embedder_path(), "onnx-int8"
     )
-    assert "embedder" not in components.__dict__  # the model itself was not loaded
+    assert not components.serving.built  # the model itself (in the index) was not loaded
     torch_side = Components(settings.model_copy(update={"embed_backend": "torch"}))
     components.store.upsert([_chunk(1)], np.ones((1, 384), dtype=np.float32))
     with pytest.raises(EmbedderMismatchError):

@@ -12,6 +12,7 @@ from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.escalation import ESCALATION_ACTION, EscalationRefused, check_policy
 from retriever.generation import FakeGenerator
+from retriever.question import Question
 from retriever.types import Chunk, chunk_id
 from tests.openai_stub import stub_model_server
 
@@ -92,7 +93,7 @@ def test_abstention_escalates_to_an_allowed_on_premises_model(
     with stub_model_server() as larger:
         larger.reply = lambda messages: "Parental leave lasts 16 weeks at full pay [1]."
         components = _on_premises(tmp_path, embedder, larger.url, ["127.0.0.1"])
-        answer = components.answers.ask(QUESTION, actor="alice")
+        answer = components.answers.ask(Question(QUESTION, actor="alice"))
     assert not answer.abstained
     assert answer.answer == (
         "16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1]."

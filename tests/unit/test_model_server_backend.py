@@ -8,6 +8,7 @@ from config.settings import Settings
 from retriever.answer import GenerationTimeout
 from retriever.components import Components, build_generator
 from retriever.generation import GenerationError, GenerationParams, OpenAIGenerator
+from retriever.question import Question
 from retriever.types import Chunk, chunk_id
 from tests.openai_stub import stub_model_server
 
@@ -75,7 +76,7 @@ def test_out_of_time_while_writing_stops_the_model_and_checks_what_it_wrote(
     components.generator.enqueue(  # type: ignore[attr-defined]
         "Parental leave lasts 16 weeks at full pay [1]. It may be split into two blocks [1]."
     )
-    answer = components.answers.ask("How long is parental leave?", timeout_s=1e-9)
+    answer = components.answers.ask(Question("How long is parental leave?", timeout_s=1e-9))
     assert answer.timings["timed_out"] is True
     assert components.generator.stopped_early == 1  # type: ignore[attr-defined]
     assert answer.timings["tokens"] == 1  # one piece, then the deadline
@@ -86,7 +87,7 @@ def test_out_of_time_while_queued_is_a_timeout(components: Components) -> None:
     held = components.slots.admit()  # another request holds the only slot
     try:
         with pytest.raises(GenerationTimeout, match="no generation slot"):
-            components.answers.ask("How long is parental leave?", timeout_s=0.05)
+            components.answers.ask(Question("How long is parental leave?", timeout_s=0.05))
         assert components.slots.stats()["waiting"] == 0  # the timed-out request left the queue
     finally:
         held.release()
@@ -95,5 +96,5 @@ def test_out_of_time_while_queued_is_a_timeout(components: Components) -> None:
 def test_a_request_cannot_raise_the_configured_time_limit(components: Components) -> None:
     components.answers.timeout_s = 1e-9
     _index(components)
-    answer = components.answers.ask("How long is parental leave?", timeout_s=3600)
+    answer = components.answers.ask(Question("How long is parental leave?", timeout_s=3600))
     assert answer.timings.get("timed_out") is True

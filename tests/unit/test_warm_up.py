@@ -57,7 +57,7 @@ def test_app_start_warms_models_index_and_prompt_cache(
 
     assert model.primed == [fixed_prefix()]
     assert len(counting.calls) == 2  # the model's warm-up, then a search that loads the index
-    assert "searcher" in components.__dict__
+    assert components.serving.built  # the serving index, its searcher included
 
 
 def test_warm_up_on_an_empty_index_skips_the_search(
