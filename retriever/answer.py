@@ -264,6 +264,46 @@ _ASKS_NUMBER = re.compile(
     r"(?i)(how (many|much|long|often|old|far|big|large|high|fast|quickly|soon)|when|"
     r"what (time|year|date|day|percentage|number))\b"
 )
+# What kind of phrase a question asks for, from its question word ("who" -> a name).
+_ASKS_DATE = re.compile(
+    r"(?i)^\W*(?:(?:and|so|but|then)\s+)?(?:\w+\s+){0,2}?(?:when\b|(?:in\s+)?"
+    r"(?:what|which)\s+(?:year|date|day|month|century|decade)\b)"
+)
+_ASKS_NAME = re.compile(r"(?i)\b(?:who|whom|whose)\b|^\W*where\b|\b(?:which|what)\s+(\w+)")
+_MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?"
+)
+# A date as written in prose: "March 4, 1861", "4 March 1861", "July 1862", "1832", "the 1920s".
+_DATE = re.compile(
+    rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{3,4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{3,4}}"
+    rf"|{_MONTH},?\s+\d{{3,4}}|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?"
+    r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}"
+    r"|(?:1\d|20)\d0s|(?:1\d|20)\d\d(?:\s*(?:BC|AD|BCE|CE)\b)?)\b"
+)
+_NUMBER_WORDS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+        "eighty ninety hundred thousand million billion dozen dozens hundreds thousands millions"
+    ).split()
+)
+# Lower-case words that may sit inside a name ("Duke of Wellington", "Leonardo da Vinci").
+_NAME_JOINERS = frozenset(("of", "de", "da", "di", "van", "von", "du", "del", "la", "le", "y"))
+# Words that open a sentence with a capital but never start a name.
+_OPENERS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "he she it they we you his her hers its their our your this that these those there "
+        "here some many most all each every both either neither any another such one none "
+        "while after before during although though however since because following despite "
+        "according like unlike without within among between after until unless also once "
+        "today yesterday now then thus hence therefore meanwhile instead only even still "
+        "later earlier finally first second third last next in on at by for from with into "
+        "about over under upon through throughout under toward towards against around "
+        "a an the as if when where who whom whose which what why how"
+    ).split()
+)
 
 
 def _filler(token: str, asked: set[str]) -> bool:
@@ -280,10 +320,77 @@ def _stem_all(parts: list[str]) -> list[str]:
     return [next(iter(content_words(p)), p) for p in parts]
 
 
+def _is_number(token: str) -> bool:
+    word = token.lower().strip(".,;:()\"'")
+    return bool(re.search(r"\d", word)) or word in _NUMBER_WORDS
+
+
+def _date_in(text: str, question: str) -> str | None:
+    """The first date of `text` that the question does not already name."""
+    for match in _DATE.finditer(text):
+        if match.group(0) not in question:
+            return match.group(0)
+    return None
+
+
+def _name_in(
+    tokens: list[str], asked: set[str], head: str | None, place: bool = False
+) -> str | None:
+    """The first name of `tokens` (capitalized words, with "of", "de"... inside) that the
+    question does not hold; for "which county ...?" the one ending in that word ("Hardin
+    County"), if any; for a `place`, one after "in", "at", "near"... ("in Plymouth")."""
+    names: list[list[str]] = []
+    starts: list[int] = []
+    run: list[str] = []
+    for i, token in enumerate([*tokens, ""]):
+        word = token.strip(".,;:()[]\"'\u201c\u201d")
+        capital = bool(word) and word[0].isupper() and any(c.isalpha() for c in word)
+        # A sentence's first word is capitalized anyway: a name only if not a stop word.
+        if capital and word.lower() not in _OPENERS:
+            if not run:
+                starts.append(i)
+            run.append(word)
+        elif run and word in _NAME_JOINERS and i + 1 < len(tokens) and tokens[i + 1][:1].isupper():
+            run.append(word)
+        else:
+            if run:
+                names.append(run)
+            run = []
+        if token.endswith((",", ";", ":", ")")) and run:
+            names.append(run)
+            run = []
+    places = {"in", "at", "near", "to", "from", "on", "outside", "inside", "across"}
+    fresh = [
+        (n, i)
+        for n, i in zip(names, starts, strict=True)
+        if (not place or any(t.lower() in places for t in tokens[max(0, i - 2) : i]))
+        and any(
+            w.lower() not in STOPWORDS and next(iter(content_words(w)), w.lower()) not in asked
+            for w in n
+        )
+    ]
+    if head:
+        stem = next(iter(content_words(head)), head)
+        fresh = [(n, i) for n, i in fresh if next(iter(content_words(n[-1])), "") == stem]
+    if not fresh:
+        return None
+    # Of several names, the one nearest the words the question uses ("... was suggested by
+    # Maria Okoro" for "who suggested ...?").
+    used = [j for j, t in enumerate(tokens) if content_words(t) & asked]
+
+    def distance(found: tuple[list[str], int]) -> int:
+        n, i = found
+        return min((max(i - j, j - (i + len(n) - 1)) for j in used), default=0)
+
+    return " ".join(min(fresh, key=distance)[0])
+
+
 def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
-    """The short part of an answer sentence that answers: the sentence without the words at
-    its ends that restate the question ("The hold time on BGP sessions is 90 seconds" -> "90
-    seconds"). The whole sentence when that leaves nothing, or more than `max_words`."""
+    """The short part of an answer sentence that answers: the phrase the question asks for (a
+    date for "when", a quantity for "how many/long", a name for "who/where/which county"),
+    else the sentence without the words at its ends that restate the question ("The hold time
+    on BGP sessions is 90 seconds" -> "90 seconds"). The whole sentence when that leaves
+    nothing, or more than `max_words`."""
     text = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
     asked = content_words(question) | identifiers(question)
     tokens = text.split()
@@ -292,9 +399,14 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
         start += 1
     while end > start and _filler(tokens[end - 1], asked):
         end -= 1
-    if _ASKS_NUMBER.match(question.strip()):
+    asks = question.strip()
+    if _ASKS_DATE.match(asks):
+        date = _date_in(" ".join(tokens[start:end]), asks)
+        if date is not None:
+            return date
+    if _ASKS_NUMBER.match(asks):
         # "How long ...?" is answered by the quantity: from its number (and a unit before it).
-        digits = [i for i in range(start, end) if re.search(r"\d", tokens[i])]
+        digits = [i for i in range(start, end) if _is_number(tokens[i])]
         if digits:
             first = digits[0]
             before = tokens[first - 1] if first > start else ""
@@ -307,6 +419,19 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             ):
                 unit += 1
             end = unit
+    else:
+        named = _ASKS_NAME.search(asks)
+        if named is not None:
+            head = named.group(1)
+            if head is not None and head.lower() in STOPWORDS | QUESTION_SCAFFOLD:
+                head = None
+            if head is None and not re.search(r"(?i)\b(?:who|whom|whose|where)\b", asks):
+                pass  # "what is ...?": no name asked for
+            else:
+                place = bool(re.search(r"(?i)^\W*where\b", asks))
+                name = _name_in(tokens[start:end], asked, head, place)
+                if name is not None:
+                    return name
     short = " ".join(tokens[start:end]).strip(" ,;:-\u2013\u2014")
     if not re.search(r"\w", short) or len(short.split()) > max_words:
         return text
