@@ -15,9 +15,14 @@ from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.escalation import Escalation, EscalationClaim, read_in_background
 from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
+    ASKS_DATE,
+    ASKS_NUMBER,
     CITATION,
+    DATE,
     LIST_MARKER,
+    NUMBER_WORDS,
     QUESTION_SCAFFOLD,
+    Similarity,
     Support,
     content_words,
     extract_answer,
@@ -259,36 +264,7 @@ def verify(
     return " ".join(kept).replace(" \n", "\n").strip(), supports, dropped
 
 
-# Questions answered by a quantity, a date or a time.
-_ASKS_NUMBER = re.compile(
-    r"(?i)(how (many|much|long|often|old|far|big|large|high|fast|quickly|soon)|when|"
-    r"what (time|year|date|day|percentage|number))\b"
-)
-# What kind of phrase a question asks for, from its question word ("who" -> a name).
-_ASKS_DATE = re.compile(
-    r"(?i)^\W*(?:(?:and|so|but|then)\s+)?(?:\w+\s+){0,2}?(?:when\b|(?:in\s+)?"
-    r"(?:what|which)\s+(?:year|date|day|month|century|decade)\b)"
-)
 _ASKS_NAME = re.compile(r"(?i)\b(?:who|whom|whose)\b|^\W*where\b|\b(?:which|what)\s+(\w+)")
-_MONTH = (
-    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
-    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?"
-)
-# A date as written in prose: "March 4, 1861", "4 March 1861", "July 1862", "1832", "the 1920s".
-_DATE = re.compile(
-    rf"\b(?:{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{3,4}}"
-    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{3,4}}"
-    rf"|{_MONTH},?\s+\d{{3,4}}|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?"
-    r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}"
-    r"|(?:1\d|20)\d0s|(?:1\d|20)\d\d(?:\s*(?:BC|AD|BCE|CE)\b)?)\b"
-)
-_NUMBER_WORDS = frozenset(
-    (  # noqa: SIM905 - a word list reads better as one string
-        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
-        "eighty ninety hundred thousand million billion dozen dozens hundreds thousands millions"
-    ).split()
-)
 # Lower-case words that may sit inside a name ("Duke of Wellington", "Leonardo da Vinci").
 _NAME_JOINERS = frozenset(("of", "de", "da", "di", "van", "von", "du", "del", "la", "le", "y"))
 # Words that open a sentence with a capital but never start a name.
@@ -322,12 +298,12 @@ def _stem_all(parts: list[str]) -> list[str]:
 
 def _is_number(token: str) -> bool:
     word = token.lower().strip(".,;:()\"'")
-    return bool(re.search(r"\d", word)) or word in _NUMBER_WORDS
+    return bool(re.search(r"\d", word)) or word in NUMBER_WORDS
 
 
 def _date_in(text: str, question: str) -> str | None:
     """The first date of `text` that the question does not already name."""
-    for match in _DATE.finditer(text):
+    for match in DATE.finditer(text):
         if match.group(0) not in question:
             return match.group(0)
     return None
@@ -400,11 +376,11 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
     while end > start and _filler(tokens[end - 1], asked):
         end -= 1
     asks = question.strip()
-    if _ASKS_DATE.match(asks):
+    if ASKS_DATE.match(asks):
         date = _date_in(" ".join(tokens[start:end]), asks)
         if date is not None:
             return date
-    if _ASKS_NUMBER.match(asks):
+    if ASKS_NUMBER.match(asks):
         # "How long ...?" is answered by the quantity: from its number (and a unit before it).
         digits = [i for i in range(start, end) if _is_number(tokens[i])]
         if digits:
@@ -439,7 +415,11 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
 
 
 def with_evidence(
-    question: str, checked: str, supports: Sequence[Support], sources: Sequence[str]
+    question: str,
+    checked: str,
+    supports: Sequence[Support],
+    sources: Sequence[str],
+    similarity: Similarity | None = None,
 ) -> tuple[str, str, list[Support]]:
     """Answer first, then the evidence: the short direct answer of a one-sentence answer with
     the source sentence backing it ("90 seconds - External BGP sessions use a hold time of 90
@@ -465,7 +445,8 @@ def with_evidence(
         text = checked
         shown.extend(supports)
     places = {(s.n, s.span.start) for s in shown}
-    extra = [s for s in extract_answer(question, sources) if (s.n, s.span.start) not in places]
+    best = extract_answer(question, sources, similarity=similarity)
+    extra = [s for s in best if (s.n, s.span.start) not in places]
     if extra:
         text = f"{text} {quote(extra)}"
         shown.extend(extra)
@@ -631,6 +612,13 @@ class AnswerService:
         answer = self._check(question, "".join(pieces), prompt, sources, timings)
         answer = yield from self._maybe_escalate(question, answer, prompt.hits, actor, deadline)
         yield DoneEvent(answer)
+
+    def _similarity(self, question: str, sentences: list[str]) -> list[float]:
+        """Embedding cosine of each sentence with the question (the retrieval embedder)."""
+        if not sentences:
+            return []
+        vectors = self.evidence.embedder.embed([question, *sentences])
+        return [float(c) for c in vectors[1:] @ vectors[0]]
 
     def _escalates(self, local: Answer, hits: Sequence[Hit]) -> bool:
         failed = local.abstained or local.mode == "extractive_fallback"
@@ -817,7 +805,9 @@ class AnswerService:
             else verify(text, texts, self.support_threshold, question)
         )
         if supports:
-            answer_text, direct, shown = with_evidence(question, checked, supports, texts)
+            answer_text, direct, shown = with_evidence(
+                question, checked, supports, texts, self._similarity
+            )
             return Answer(
                 answer_text,
                 False,
@@ -838,7 +828,9 @@ class AnswerService:
     def _extractive(self, question: str, hits: Sequence[Hit], timings: dict[str, float]) -> Answer:
         hits = list(hits)
         sources = [Source.from_hit(i, h) for i, h in enumerate(hits, start=1)]
-        supports = extract_answer(question, [h.chunk.text for h in hits])
+        supports = extract_answer(
+            question, [h.chunk.text for h in hits], similarity=self._similarity
+        )
         timings.setdefault("generate_ms", 0.0)
         timings.setdefault("tokens", 0)
         timings.setdefault("tokens_per_s", 0.0)
