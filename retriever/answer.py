@@ -211,6 +211,17 @@ def says_more(question: str, claim: str) -> bool:
     return bool(new)
 
 
+def same_subject(question: str, claim: str, backing: str) -> bool:
+    """Whether the backing sentence says what the claim says of the question: it holds the
+    question's words the claim repeats (all but one in three) and half the words the claim
+    adds. "The master key for the rooftop is held by Kestrel Telecom" is backed neither by
+    "This agreement covers the rooftop site, where Kestrel Telecom keeps two cabinets" (no
+    key) nor by "Harbourview holds the master key for the rooftop" (another holder)."""
+    said, asked, held = content_words(claim), content_words(question), content_words(backing)
+    restated, added = said & asked, said - asked
+    return len(restated - held) <= len(restated) // 3 and 2 * len(added & held) >= len(added)
+
+
 def verify(
     text: str, sources: Sequence[str], threshold: float, question: str = ""
 ) -> tuple[str, list[Support], int]:
@@ -219,7 +230,8 @@ def verify(
     A kept sentence says something (not a list marker, a number alone or a heading), its
     backing source sentence holds at least `threshold` of its content words, at least two of
     them (or all, for a one-word claim), and every number it states; with a `question`, the
-    sentence or its backing bears on it. Repeated sentences go. List items stay in order, one
+    sentence or its backing bears on it, and the backing holds the question's words the
+    sentence repeats (`same_subject`). Repeated sentences go. List items stay in order, one
     a line, numbered again. Returns the checked text, the support of each kept sentence and
     how many were dropped."""
     kept: list[str] = []
@@ -249,6 +261,7 @@ def verify(
             or len(words & content_words(found.span.text)) < min(2, len(words))
             or (question and not on_topic and not bears_on(question, claim, found.span.text))
             or (question and not says_more(question, claim))
+            or (question and not same_subject(question, claim, found.span.text))
         ):
             dropped += 1
             continue

@@ -206,3 +206,19 @@ def test_one_key_term_of_many_is_not_enough() -> None:
         verify("The alarm codes below have a dedicated procedure [1].", source, 0.6, question)[0]
         == ""
     )
+
+
+def test_a_wrong_subject_is_not_backed_by_a_sentence_about_something_else() -> None:
+    # The claim names the wrong holder; a sentence sharing its other words (site, rooftop,
+    # the operator's name) but not the master key must not back it.
+    source = [
+        "This agreement covers the Hill Street rooftop site, where Northwind Radio keeps two "
+        "cabinets. Lakeside Estates holds the master key for the Hill Street rooftop."
+    ]
+    question = "Who holds the master key for the Hill Street rooftop?"
+    wrong = "The master key for the Hill Street rooftop is held by Northwind Radio [1]."
+    checked, supports, dropped = verify(wrong, source, 0.6, question)
+    assert checked == "" and supports == [] and dropped == 1
+    right = "Lakeside Estates holds the master key for the Hill Street rooftop [1]."
+    checked, supports, _ = verify(right, source, 0.6, question)
+    assert checked == right and supports[0].span.text.startswith("Lakeside Estates")
