@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from retriever.keyword import STOPWORDS
@@ -359,4 +360,10 @@ def focus(question: str, text: str, keep: int) -> str:
         range(len(spans)), key=lambda i: (-len(asked & content_words(spans[i].text)), i)
     )
     chosen = sorted(ranked[:keep])
-    return " ".join(spans[i].text for i in chosen)
+    # A sentence that stood on its own line (a heading, a list item, an OCR'd title) keeps
+    # it: joined by a space it would read as the start of the next sentence.
+    parts = [spans[chosen[0]].text]
+    for before, i in pairwise(chosen):
+        apart = "\n" in text[spans[before].end : spans[i].start]
+        parts.append(("\n" if apart else " ") + spans[i].text)
+    return "".join(parts)

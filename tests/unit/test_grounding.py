@@ -6,6 +6,7 @@ from retriever.answer import verify
 from retriever.components import Components
 from retriever.grounding import (
     extract_answer,
+    focus,
     identifiers,
     is_fragment,
     key_term_coverage,
@@ -222,3 +223,14 @@ def test_a_wrong_subject_is_not_backed_by_a_sentence_about_something_else() -> N
     right = "Lakeside Estates holds the master key for the Hill Street rooftop [1]."
     checked, supports, _ = verify(right, source, 0.6, question)
     assert checked == right and supports[0].span.text.startswith("Lakeside Estates")
+
+
+def test_focus_keeps_a_heading_line_apart_from_the_next_sentence() -> None:
+    text = (
+        "Site Access Agreement\nThe landlord holds the key. Visits are booked ahead.\n"
+        "Keys and escort\nEngineers collect the key at reception. Harnesses are worn."
+    )
+    focused = focus("Who holds the key and where do engineers collect the key?", text, 3)
+    assert "The landlord holds the key." in focused
+    assert "Keys and escort\nEngineers collect the key at reception." in focused
+    assert "escort Engineers" not in focused
