@@ -31,6 +31,7 @@ from retriever.grounding import (
     is_fragment,
     is_heading,
     is_list_marker,
+    is_name_word,
     key_terms,
     split_sentences,
     support_for,
@@ -333,7 +334,7 @@ def _name_in(
     run: list[str] = []
     for i, token in enumerate([*tokens, ""]):
         word = token.strip(".,;:()[]\"'\u201c\u201d")
-        capital = bool(word) and word[0].isupper() and any(c.isalpha() for c in word)
+        capital = is_name_word(word)
         # A sentence's first word is capitalized anyway: a name only if not a stop word.
         if capital and word.lower() not in _OPENERS:
             if not run:

@@ -46,6 +46,7 @@ DATE = re.compile(
     rf"\b(?:{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{3,4}}"
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH},?\s+\d{{3,4}}"
     rf"|{MONTH},?\s+\d{{3,4}}|{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH}"
     r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}"
     r"|(?:1\d|20)\d0s|(?:1\d|20)\d\d(?:\s*(?:BC|AD|BCE|CE)\b)?)\b"
 )
@@ -85,9 +86,18 @@ def holds_kind(kind: AnswerKind, sentence: str, question: str) -> bool:
         return any(m.group(0) not in question for m in DATE.finditer(sentence))
     first = _WORD.search(sentence)
     return any(
-        w[0].isupper() and w.lower() not in STOPWORDS and (first is None or w != first.group(0))
+        is_name_word(w) and w.lower() not in STOPWORDS and (first is None or w != first.group(0))
         for w in words
     )
+
+
+def is_name_word(word: str) -> bool:
+    """A word that may be part of a name: capitalized letters ("Lindqvist", "O'Brien",
+    "Jean-Luc"), not a code such as "P1" or "ALM-4471"."""
+    return bool(_NAME_WORD.fullmatch(word))
+
+
+_NAME_WORD = re.compile(r"[A-Z][a-z\u00c0-\u024f]*(?:['\u2019-][A-Za-z\u00c0-\u024f]+)*")
 
 
 @dataclass(frozen=True)

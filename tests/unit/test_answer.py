@@ -221,6 +221,17 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
         direct_answer("Where is the archive kept?", "Since 2004 the archive is kept in Dunmore.")
         == "Dunmore"
     )
+    # A code ("P1") is no name; a day and month without a year is a date.
+    assert direct_answer(
+        "Who chairs the review?", "The review after any P1 is chaired by Ana Ruiz."
+    ) == ("Ana Ruiz")
+    assert (
+        direct_answer(
+            "When does the outage window begin?",
+            "The window runs from Saturday 17 May to Sunday 18 May 2025.",
+        )
+        == "17 May"
+    )
     # "how many" -> a number written as a word counts too.
     assert direct_answer("How many depots are there?", "There are three depots.") == "three depots"
     # A question asking for no name or date keeps the trimmed sentence.
