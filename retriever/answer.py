@@ -375,6 +375,21 @@ def _name_in(
     return " ".join(min(fresh, key=distance)[0])
 
 
+def _asked_cell(text: str, asked: set[str]) -> str | None:
+    """In a table row as ingestion writes it ("Team: NOC desk; Internal extension: 4410"),
+    the value under the header the question names ("What is the extension ...?" -> "4410");
+    None for anything else, or when no header names what is asked."""
+    cells = [c.partition(":") for c in text.split(";")]
+    if len(cells) < 2 or any(not sep or not value.strip() for _, sep, value in cells):
+        return None
+    best, found = 0, None
+    for header, _, value in cells:
+        named = len(content_words(header) & asked)
+        if named > best and not content_words(value) <= asked:
+            best, found = named, value.strip()
+    return found
+
+
 def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
     """The short part of an answer sentence that answers: the phrase the question asks for (a
     date for "when", a quantity for "how many/long", a name for "who/where/which county"),
@@ -390,6 +405,9 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
     while end > start and _filler(tokens[end - 1], asked):
         end -= 1
     asks = question.strip()
+    cell = _asked_cell(text, asked)
+    if cell is not None:
+        return cell
     if ASKS_DATE.match(asks):
         date = _date_in(" ".join(tokens[start:end]), asks)
         if date is not None:

@@ -232,6 +232,10 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
         )
         == "17 May"
     )
+    # A table row ("Header: value; ...") answers with the value under the header asked for.
+    row = "Priority: P2 - High; Response time: 30 minutes; Resolution target: 8 hours"
+    assert direct_answer("What is the response time for a P2 incident?", row) == "30 minutes"
+    assert direct_answer("What is the resolution target for P2?", row) == "8 hours"
     # "how many" -> a number written as a word counts too.
     assert direct_answer("How many depots are there?", "There are three depots.") == "three depots"
     # A question asking for no name or date keeps the trimmed sentence.
