@@ -37,7 +37,7 @@ from retriever.grounding import (
     support_for,
 )
 from retriever.keyword import STOPWORDS
-from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt
+from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt, source_label
 from retriever.search import HybridSearcher, Mode, SearchResult
 from retriever.slots import GenerationSlots
 from retriever.types import Hit
@@ -204,10 +204,14 @@ def bears_on(question: str, *texts: str) -> bool:
     return len(asked & said) >= (2 if len(asked) >= 4 else 1)
 
 
-def says_more(question: str, claim: str) -> bool:
-    """Whether a claim adds something to the question (a word, number or name it does not
-    hold): "The code is the one that means loss of signal" only restates it."""
+def says_more(question: str, claim: str, titles: Sequence[str] = ()) -> bool:
+    """Whether a claim adds something to the question and the sources' titles (a word,
+    number or name they do not hold): "The code is the one that means loss of signal" only
+    restates the question, and a source's title copied out ("Rooftop Site Access Agreement,
+    Beacon Hill") answers nothing."""
     asked = content_words(question) | identifiers(question) | QUESTION_SCAFFOLD
+    for title in titles:
+        asked |= content_words(title) | identifiers(title)
     new = (content_words(claim) | identifiers(claim)) - asked
     return bool(new)
 
@@ -224,7 +228,11 @@ def same_subject(question: str, claim: str, backing: str) -> bool:
 
 
 def verify(
-    text: str, sources: Sequence[str], threshold: float, question: str = ""
+    text: str,
+    sources: Sequence[str],
+    threshold: float,
+    question: str = "",
+    titles: Sequence[str] = (),
 ) -> tuple[str, list[Support], int]:
     """Keep the answer sentences a given source supports (each then cites it); drop the rest.
 
@@ -232,7 +240,8 @@ def verify(
     backing source sentence holds at least `threshold` of its content words, at least two of
     them (or all, for a one-word claim), and every number it states; with a `question`, the
     sentence or its backing bears on it, and the backing holds the question's words the
-    sentence repeats (`same_subject`). Repeated sentences go. List items stay in order, one
+    sentence repeats (`same_subject`); it adds something to the question and the sources'
+    `titles` (the labels the model saw). Repeated sentences go. List items stay in order, one
     a line, numbered again. Returns the checked text, the support of each kept sentence and
     how many were dropped."""
     kept: list[str] = []
@@ -261,7 +270,7 @@ def verify(
             or found.score < threshold
             or len(words & content_words(found.span.text)) < min(2, len(words))
             or (question and not on_topic and not bears_on(question, claim, found.span.text))
-            or (question and not says_more(question, claim))
+            or (question and not says_more(question, claim, titles))
             or (question and not same_subject(question, claim, found.span.text))
         ):
             dropped += 1
@@ -834,7 +843,13 @@ class AnswerService:
         checked, supports, dropped = (
             ("", [], 0)
             if says_not_found(text)
-            else verify(text, texts, self.support_threshold, question)
+            else verify(
+                text,
+                texts,
+                self.support_threshold,
+                question,
+                [source_label(h) for h in prompt.hits],
+            )
         )
         if supports:
             answer_text, direct, shown = with_evidence(

@@ -234,3 +234,20 @@ def test_focus_keeps_a_heading_line_apart_from_the_next_sentence() -> None:
     assert "The landlord holds the key." in focused
     assert "Keys and escort\nEngineers collect the key at reception." in focused
     assert "escort Engineers" not in focused
+
+
+def test_a_copied_source_title_is_no_answer() -> None:
+    # The model copies the label it saw above the source: every word is in the title or the
+    # question, and the site sentence shares them, yet it says nothing about who holds the key.
+    source = [
+        "This agreement covers the Hill Street rooftop site, where Northwind Radio keeps two "
+        "cabinets. Lakeside Estates holds the master key for the Hill Street rooftop."
+    ]
+    title = "Northwind Radio Rooftop Site Agreement, Hill Street (scan)"
+    question = "Who holds the master key for the Hill Street rooftop?"
+    copied = f"{title} [1]."
+    assert verify(copied, source, 0.6, question)[0] != ""  # without the titles it passed
+    checked, supports, dropped = verify(copied, source, 0.6, question, [title])
+    assert checked == "" and supports == [] and dropped == 1
+    right = "Lakeside Estates holds the master key for the Hill Street rooftop [1]."
+    assert verify(right, source, 0.6, question, [title])[0] == right
