@@ -251,3 +251,29 @@ def test_a_copied_source_title_is_no_answer() -> None:
     assert checked == "" and supports == [] and dropped == 1
     right = "Lakeside Estates holds the master key for the Hill Street rooftop [1]."
     assert verify(right, source, 0.6, question, [title])[0] == right
+
+
+def test_the_best_extract_holds_the_kind_of_phrase_asked_for() -> None:
+    sources = [
+        "The harbour bridge was planned by the city council for many years.",
+        "Work on the harbour bridge finished in 1932 after long delays.",
+    ]
+    # Both sentences hold three of the question's words (the first comes first); only the
+    # second holds the date a "when" question asks for.
+    question = "When was the harbour bridge planned and finished?"
+    best = extract_answer(question, sources, max_sentences=1)
+    assert [s.span.text for s in best] == [sources[1]]
+    # Without a date asked for, the word overlap decides.
+    best = extract_answer("Who planned the harbour bridge?", sources, max_sentences=1)
+    assert [s.span.text for s in best] == [sources[0]]
+
+
+def test_the_best_extract_weighs_the_embedding_similarity() -> None:
+    sources = ["Otters live near rivers and coasts.", "Otters eat mostly fish and crabs."]
+    question = "What do otters feed on?"
+    close = {sources[1]: 0.9, sources[0]: 0.1}
+    best = extract_answer(question, sources, 1, lambda q, ss: [close[s] for s in ss])
+    assert [s.span.text for s in best] == [sources[1]]
+    far = {sources[1]: 0.1, sources[0]: 0.9}
+    best = extract_answer(question, sources, 1, lambda q, ss: [far[s] for s in ss])
+    assert [s.span.text for s in best] == [sources[0]]
