@@ -17,9 +17,14 @@ from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.escalation import Escalation, EscalationClaim, read_in_background
 from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
+    ASKS_DATE,
+    ASKS_NUMBER,
     CITATION,
+    DATE,
     LIST_MARKER,
+    NUMBER_WORDS,
     QUESTION_SCAFFOLD,
+    Similarity,
     Support,
     content_words,
     extract_answer,
@@ -28,12 +33,13 @@ from retriever.grounding import (
     is_fragment,
     is_heading,
     is_list_marker,
+    is_name_word,
     key_terms,
     split_sentences,
     support_for,
 )
 from retriever.keyword import STOPWORDS
-from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt
+from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt, source_label
 
 # ANSWER_MODES and AnswerMode are also importable from here, where they used to live.
 from retriever.question import ANSWER_MODES as ANSWER_MODES
@@ -254,23 +260,44 @@ def bears_on(question: str, *texts: str) -> bool:
     return len(asked & said) >= (2 if len(asked) >= 4 else 1)
 
 
-def says_more(question: str, claim: str) -> bool:
-    """Whether a claim adds something to the question (a word, number or name it does not
-    hold): "The code is the one that means loss of signal" only restates it."""
+def says_more(question: str, claim: str, titles: Sequence[str] = ()) -> bool:
+    """Whether a claim adds something to the question and the sources' titles (a word,
+    number or name they do not hold): "The code is the one that means loss of signal" only
+    restates the question, and a source's title copied out ("Rooftop Site Access Agreement,
+    Beacon Hill") answers nothing."""
     asked = content_words(question) | identifiers(question) | QUESTION_SCAFFOLD
+    for title in titles:
+        asked |= content_words(title) | identifiers(title)
     new = (content_words(claim) | identifiers(claim)) - asked
     return bool(new)
 
 
+def same_subject(question: str, claim: str, backing: str) -> bool:
+    """Whether the backing sentence says what the claim says of the question: it holds the
+    question's words the claim repeats (all but one in three) and half the words the claim
+    adds. "The master key for the rooftop is held by Kestrel Telecom" is backed neither by
+    "This agreement covers the rooftop site, where Kestrel Telecom keeps two cabinets" (no
+    key) nor by "Harbourview holds the master key for the rooftop" (another holder)."""
+    said, asked, held = content_words(claim), content_words(question), content_words(backing)
+    restated, added = said & asked, said - asked
+    return len(restated - held) <= len(restated) // 3 and 2 * len(added & held) >= len(added)
+
+
 def verify(
-    text: str, sources: Sequence[str], threshold: float, question: str = ""
+    text: str,
+    sources: Sequence[str],
+    threshold: float,
+    question: str = "",
+    titles: Sequence[str] = (),
 ) -> tuple[str, list[Support], int]:
     """Keep the answer sentences a given source supports (each then cites it); drop the rest.
 
     A kept sentence says something (not a list marker, a number alone or a heading), its
     backing source sentence holds at least `threshold` of its content words, at least two of
     them (or all, for a one-word claim), and every number it states; with a `question`, the
-    sentence or its backing bears on it. Repeated sentences go. List items stay in order, one
+    sentence or its backing bears on it, and the backing holds the question's words the
+    sentence repeats (`same_subject`); it adds something to the question and the sources'
+    `titles` (the labels the model saw). Repeated sentences go. List items stay in order, one
     a line, numbered again. Returns the checked text, the support of each kept sentence and
     how many were dropped."""
     kept: list[str] = []
@@ -299,7 +326,8 @@ def verify(
             or found.score < threshold
             or len(words & content_words(found.span.text)) < min(2, len(words))
             or (question and not on_topic and not bears_on(question, claim, found.span.text))
-            or (question and not says_more(question, claim))
+            or (question and not says_more(question, claim, titles))
+            or (question and not same_subject(question, claim, found.span.text))
         ):
             dropped += 1
             continue
@@ -315,10 +343,21 @@ def verify(
     return " ".join(kept).replace(" \n", "\n").strip(), supports, dropped
 
 
-# Questions answered by a quantity, a date or a time.
-_ASKS_NUMBER = re.compile(
-    r"(?i)(how (many|much|long|often|old|far|big|large|high|fast|quickly|soon)|when|"
-    r"what (time|year|date|day|percentage|number))\b"
+_ASKS_NAME = re.compile(r"(?i)\b(?:who|whom|whose)\b|^\W*where\b|\b(?:which|what)\s+(\w+)")
+# Lower-case words that may sit inside a name ("Duke of Wellington", "Leonardo da Vinci").
+_NAME_JOINERS = frozenset(("of", "de", "da", "di", "van", "von", "du", "del", "la", "le", "y"))
+# Words that open a sentence with a capital but never start a name.
+_OPENERS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "he she it they we you his her hers its their our your this that these those there "
+        "here some many most all each every both either neither any another such one none "
+        "while after before during although though however since because following despite "
+        "according like unlike without within among between after until unless also once "
+        "today yesterday now then thus hence therefore meanwhile instead only even still "
+        "later earlier finally first second third last next in on at by for from with into "
+        "about over under upon through throughout under toward towards against around "
+        "a an the as if when where who whom whose which what why how"
+    ).split()
 )
 
 
@@ -336,10 +375,92 @@ def _stem_all(parts: list[str]) -> list[str]:
     return [next(iter(content_words(p)), p) for p in parts]
 
 
+def _is_number(token: str) -> bool:
+    word = token.lower().strip(".,;:()\"'")
+    return bool(re.search(r"\d", word)) or word in NUMBER_WORDS
+
+
+def _date_in(text: str, question: str) -> str | None:
+    """The first date of `text` that the question does not already name."""
+    for match in DATE.finditer(text):
+        if match.group(0) not in question:
+            return match.group(0)
+    return None
+
+
+def _name_in(
+    tokens: list[str], asked: set[str], head: str | None, place: bool = False
+) -> str | None:
+    """The first name of `tokens` (capitalized words, with "of", "de"... inside) that the
+    question does not hold; for "which county ...?" the one ending in that word ("Hardin
+    County"), if any; for a `place`, one after "in", "at", "near"... ("in Plymouth")."""
+    names: list[list[str]] = []
+    starts: list[int] = []
+    run: list[str] = []
+    for i, token in enumerate([*tokens, ""]):
+        word = token.strip(".,;:()[]\"'\u201c\u201d")
+        capital = is_name_word(word)
+        # A sentence's first word is capitalized anyway: a name only if not a stop word.
+        if capital and word.lower() not in _OPENERS:
+            if not run:
+                starts.append(i)
+            run.append(word)
+        elif run and word in _NAME_JOINERS and i + 1 < len(tokens) and tokens[i + 1][:1].isupper():
+            run.append(word)
+        else:
+            if run:
+                names.append(run)
+            run = []
+        if token.endswith((",", ";", ":", ")")) and run:
+            names.append(run)
+            run = []
+    places = {"in", "at", "near", "to", "from", "on", "outside", "inside", "across"}
+    fresh = [
+        (n, i)
+        for n, i in zip(names, starts, strict=True)
+        if (not place or any(t.lower() in places for t in tokens[max(0, i - 2) : i]))
+        and any(
+            w.lower() not in STOPWORDS and next(iter(content_words(w)), w.lower()) not in asked
+            for w in n
+        )
+    ]
+    if head:
+        stem = next(iter(content_words(head)), head)
+        fresh = [(n, i) for n, i in fresh if next(iter(content_words(n[-1])), "") == stem]
+    if not fresh:
+        return None
+    # Of several names, the one nearest the words the question uses ("... was suggested by
+    # Maria Okoro" for "who suggested ...?").
+    used = [j for j, t in enumerate(tokens) if content_words(t) & asked]
+
+    def distance(found: tuple[list[str], int]) -> int:
+        n, i = found
+        return min((max(i - j, j - (i + len(n) - 1)) for j in used), default=0)
+
+    return " ".join(min(fresh, key=distance)[0])
+
+
+def _asked_cell(text: str, asked: set[str]) -> str | None:
+    """In a table row as ingestion writes it ("Team: NOC desk; Internal extension: 4410"),
+    the value under the header the question names ("What is the extension ...?" -> "4410");
+    None for anything else, or when no header names what is asked."""
+    cells = [c.partition(":") for c in text.split(";")]
+    if len(cells) < 2 or any(not sep or not value.strip() for _, sep, value in cells):
+        return None
+    best, found = 0, None
+    for header, _, value in cells:
+        named = len(content_words(header) & asked)
+        if named > best and not content_words(value) <= asked:
+            best, found = named, value.strip()
+    return found
+
+
 def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
-    """The short part of an answer sentence that answers: the sentence without the words at
-    its ends that restate the question ("The hold time on BGP sessions is 90 seconds" -> "90
-    seconds"). The whole sentence when that leaves nothing, or more than `max_words`."""
+    """The short part of an answer sentence that answers: the phrase the question asks for (a
+    date for "when", a quantity for "how many/long", a name for "who/where/which county"),
+    else the sentence without the words at its ends that restate the question ("The hold time
+    on BGP sessions is 90 seconds" -> "90 seconds"). The whole sentence when that leaves
+    nothing, or more than `max_words`."""
     text = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
     asked = content_words(question) | identifiers(question)
     tokens = text.split()
@@ -348,9 +469,17 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
         start += 1
     while end > start and _filler(tokens[end - 1], asked):
         end -= 1
-    if _ASKS_NUMBER.match(question.strip()):
+    asks = question.strip()
+    cell = _asked_cell(text, asked)
+    if cell is not None:
+        return cell
+    if ASKS_DATE.match(asks):
+        date = _date_in(" ".join(tokens[start:end]), asks)
+        if date is not None:
+            return date
+    if ASKS_NUMBER.match(asks):
         # "How long ...?" is answered by the quantity: from its number (and a unit before it).
-        digits = [i for i in range(start, end) if re.search(r"\d", tokens[i])]
+        digits = [i for i in range(start, end) if _is_number(tokens[i])]
         if digits:
             first = digits[0]
             before = tokens[first - 1] if first > start else ""
@@ -363,6 +492,19 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             ):
                 unit += 1
             end = unit
+    else:
+        named = _ASKS_NAME.search(asks)
+        if named is not None:
+            head = named.group(1)
+            if head is not None and head.lower() in STOPWORDS | QUESTION_SCAFFOLD:
+                head = None
+            if head is None and not re.search(r"(?i)\b(?:who|whom|whose|where)\b", asks):
+                pass  # "what is ...?": no name asked for
+            else:
+                place = bool(re.search(r"(?i)^\W*where\b", asks))
+                name = _name_in(tokens[start:end], asked, head, place)
+                if name is not None:
+                    return name
     short = " ".join(tokens[start:end]).strip(" ,;:-\u2013\u2014")
     if not re.search(r"\w", short) or len(short.split()) > max_words:
         return text
@@ -370,7 +512,11 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
 
 
 def with_evidence(
-    question: str, checked: str, supports: Sequence[Support], sources: Sequence[str]
+    question: str,
+    checked: str,
+    supports: Sequence[Support],
+    sources: Sequence[str],
+    similarity: Similarity | None = None,
 ) -> tuple[str, str, list[Support]]:
     """Answer first, then the evidence: the short direct answer of a one-sentence answer with
     the source sentence backing it ("90 seconds - External BGP sessions use a hold time of 90
@@ -396,7 +542,8 @@ def with_evidence(
         text = checked
         shown.extend(supports)
     places = {(s.n, s.span.start) for s in shown}
-    extra = [s for s in extract_answer(question, sources) if (s.n, s.span.start) not in places]
+    best = extract_answer(question, sources, similarity=similarity)
+    extra = [s for s in best if (s.n, s.span.start) not in places]
     if extra:
         text = f"{text} {quote(extra)}"
         shown.extend(extra)
@@ -555,6 +702,13 @@ class AnswerService:
         answer = self._check(question, "".join(pieces), prompt, sources, timings)
         answer = yield from self._maybe_escalate(question, answer, prompt.hits, actor, deadline)
         yield DoneEvent(answer)
+
+    def _similarity(self, question: str, sentences: list[str]) -> list[float]:
+        """Embedding cosine of each sentence with the question (the retrieval embedder)."""
+        if not sentences:
+            return []
+        vectors = self.evidence.embedder.embed([question, *sentences])
+        return [float(c) for c in vectors[1:] @ vectors[0]]
 
     def _escalates(self, local: Answer, hits: Sequence[Hit]) -> bool:
         failed = local.abstained or local.mode == "extractive_fallback"
@@ -733,10 +887,18 @@ class AnswerService:
         checked, supports, dropped = (
             ("", [], 0)
             if says_not_found(text)
-            else verify(text, texts, self.support_threshold, question)
+            else verify(
+                text,
+                texts,
+                self.support_threshold,
+                question,
+                [source_label(h) for h in prompt.hits],
+            )
         )
         if supports:
-            answer_text, direct, shown = with_evidence(question, checked, supports, texts)
+            answer_text, direct, shown = with_evidence(
+                question, checked, supports, texts, self._similarity
+            )
             return Answer(
                 answer_text,
                 False,
@@ -757,7 +919,9 @@ class AnswerService:
     def _extractive(self, question: str, hits: Sequence[Hit], timings: dict[str, float]) -> Answer:
         hits = list(hits)
         sources = [Source.from_hit(i, h) for i, h in enumerate(hits, start=1)]
-        supports = extract_answer(question, [h.chunk.text for h in hits])
+        supports = extract_answer(
+            question, [h.chunk.text for h in hits], similarity=self._similarity
+        )
         timings.setdefault("generate_ms", 0.0)
         timings.setdefault("tokens", 0)
         timings.setdefault("tokens_per_s", 0.0)

@@ -8,6 +8,8 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal
 
 from retriever.keyword import STOPWORDS
 
@@ -25,6 +27,79 @@ LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022\u2013]|\(?[a-z]\))(?:\s+
 _IDENTIFIER = re.compile(r"\w+\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
 
 
+# Questions answered by a quantity, a date or a time.
+ASKS_NUMBER = re.compile(
+    r"(?i)(how (many|much|long|often|old|far|big|large|high|fast|quickly|soon)|when|"
+    r"what (time|year|date|day|percentage|number))\b"
+)
+# Questions answered by a date ("When ...?", "In what year ...?").
+ASKS_DATE = re.compile(
+    r"(?i)^\W*(?:(?:and|so|but|then)\s+)?(?:\w+\s+){0,2}?(?:when\b|(?:in\s+)?"
+    r"(?:what|which)\s+(?:year|date|day|month|century|decade)\b)"
+)
+MONTH = (
+    r"(?:January|February|March|April|May|June|July|August|September|October|November|December"
+    r"|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.?"
+)
+# A date as written in prose: "March 4, 1861", "4 March 1861", "July 1862", "1832", "the 1920s".
+DATE = re.compile(
+    rf"\b(?:{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{3,4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH},?\s+\d{{3,4}}"
+    rf"|{MONTH},?\s+\d{{3,4}}|{MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{MONTH}"
+    r"|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{4}-\d{2}-\d{2}"
+    r"|(?:1\d|20)\d0s|(?:1\d|20)\d\d(?:\s*(?:BC|AD|BCE|CE)\b)?)\b"
+)
+NUMBER_WORDS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+        "eighty ninety hundred thousand million billion dozen dozens hundreds thousands millions"
+    ).split()
+)
+_ASKS_PERSON = re.compile(r"(?i)\b(?:who|whom|whose)\b")
+_ASKS_PLACE = re.compile(r"(?i)^\W*where\b")
+AnswerKind = Literal["number", "date", "name"]
+
+
+def asked_kind(question: str) -> AnswerKind | None:
+    """What kind of phrase a question asks for: a quantity ("how many/long ...?"), a date
+    ("when ...?"), a name ("who/where ...?"), or None (anything else)."""
+    asks = question.strip()
+    if ASKS_DATE.match(asks):
+        return "date"
+    if ASKS_NUMBER.match(asks):
+        return "number"
+    if _ASKS_PERSON.search(asks) or _ASKS_PLACE.match(asks):
+        return "name"
+    return None
+
+
+def holds_kind(kind: AnswerKind, sentence: str, question: str) -> bool:
+    """Whether a sentence holds a phrase of that kind that the question does not: a number,
+    a date, or a capitalized word past the sentence's first."""
+    said = {w.lower() for w in _WORD.findall(question)}
+    words = [w for w in _WORD.findall(sentence) if w.lower() not in said]
+    if kind == "number":
+        return any(any(c.isdigit() for c in w) or w.lower() in NUMBER_WORDS for w in words)
+    if kind == "date":
+        return any(m.group(0) not in question for m in DATE.finditer(sentence))
+    first = _WORD.search(sentence)
+    return any(
+        is_name_word(w) and w.lower() not in STOPWORDS and (first is None or w != first.group(0))
+        for w in words
+    )
+
+
+def is_name_word(word: str) -> bool:
+    """A word that may be part of a name: capitalized letters ("Lindqvist", "O'Brien",
+    "Jean-Luc"), not a code such as "P1" or "ALM-4471"."""
+    return bool(_NAME_WORD.fullmatch(word))
+
+
+_NAME_WORD = re.compile(r"[A-Z][a-z\u00c0-\u024f]*(?:['\u2019-][A-Za-z\u00c0-\u024f]+)*")
+
+
 @dataclass(frozen=True)
 class Span:
     start: int
@@ -34,7 +109,8 @@ class Span:
 
 @dataclass(frozen=True)
 class Support:
-    """Where a claim is backed: source number (1-based), character span, share of words."""
+    """Where a claim is backed: source number (1-based), character span, and the share of the
+    claim's words the span holds (for an extract, how well it answers: `extract_answer`)."""
 
     n: int
     span: Span
@@ -162,8 +238,23 @@ def support_for(
     return None
 
 
-def extract_answer(question: str, sources: Sequence[str], max_sentences: int = 2) -> list[Support]:
-    """Source sentences that share the most (IDF-weighted) words with the question."""
+# How much more a sentence holding the kind of phrase the question asks for (a date for
+# "when") scores, as a share of its word overlap; and the weight of its embedding cosine.
+KIND_BONUS = 1.0
+COSINE_WEIGHT = 0.5
+Similarity = Callable[[str, list[str]], list[float]]
+
+
+def extract_answer(
+    question: str,
+    sources: Sequence[str],
+    max_sentences: int = 2,
+    similarity: Similarity | None = None,
+) -> list[Support]:
+    """Source sentences that answer the question best: those sharing the most (IDF-weighted)
+    words with it, more so when they hold the kind of phrase it asks for (a date for "when",
+    a number for "how many", a name for "who"), plus `COSINE_WEIGHT` times their embedding
+    cosine with the question when a `similarity` (question, sentences -> cosines) is given."""
     asked = content_words(question)
     if not asked:
         return []
@@ -184,15 +275,24 @@ def extract_answer(question: str, sources: Sequence[str], max_sentences: int = 2
     total = len(candidates)
     weight = {w: math.log(1 + total / frequency[w]) if frequency[w] else 0.0 for w in asked}
     top = sum(weight.values()) or 1.0
+    kind = asked_kind(question)
+    cosines = (
+        similarity(question, [span.text for _, span in candidates])
+        if similarity is not None
+        else [0.0] * len(candidates)
+    )
     scored = []
     for rank, ((n, span), bag) in enumerate(zip(candidates, bags, strict=True)):
         overlap = sum(weight[w] for w in asked & bag) / top
+        score = overlap + COSINE_WEIGHT * cosines[rank]
+        if kind is not None and overlap > 0 and holds_kind(kind, span.text, question):
+            score += KIND_BONUS * overlap
         # A small prior for better-ranked sources and earlier sentences breaks ties.
-        scored.append((overlap - 0.01 * n - 0.0001 * rank, n, span, overlap))
+        scored.append((score - 0.01 * n - 0.0001 * rank, n, span, overlap))
     scored.sort(key=lambda item: -item[0])
     chosen = [
-        Support(n, span, round(overlap, 4))
-        for _, n, span, overlap in scored[:max_sentences]
+        Support(n, span, round(score, 4))
+        for score, n, span, overlap in scored[:max_sentences]
         if overlap > 0
     ]
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
@@ -270,4 +370,10 @@ def focus(question: str, text: str, keep: int) -> str:
         range(len(spans)), key=lambda i: (-len(asked & content_words(spans[i].text)), i)
     )
     chosen = sorted(ranked[:keep])
-    return " ".join(spans[i].text for i in chosen)
+    # A sentence that stood on its own line (a heading, a list item, an OCR'd title) keeps
+    # it: joined by a space it would read as the start of the next sentence.
+    parts = [spans[chosen[0]].text]
+    for before, i in pairwise(chosen):
+        apart = "\n" in text[spans[before].end : spans[i].start]
+        parts.append(("\n" if apart else " ") + spans[i].text)
+    return "".join(parts)

@@ -192,6 +192,62 @@ def test_the_direct_answer_comes_first_then_its_evidence() -> None:
     assert direct_answer("Where do leave requests go?", long) == long.rstrip(".")
 
 
+def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
+    from retriever.answer import direct_answer
+
+    # "when" -> the date, not the words around it, and not a date the question names.
+    assert direct_answer("When did the depot open?", "In 1921 the depot opened.") == "1921"
+    assert (
+        direct_answer(
+            "When did the bridge reopen after the 1953 flood?",
+            "After the 1953 flood the bridge reopened on March 4, 1961, with a new deck.",
+        )
+        == "March 4, 1961"
+    )
+    # "who" -> the name the question does not hold; an opener ("While") is no name.
+    assert (
+        direct_answer(
+            "Who suggested the new route?",
+            "While Harbour Council is often credited, the new route was suggested by Maria Okoro.",
+        )
+        == "Maria Okoro"
+    )
+    # "which county" -> the name ending in that word; "where" -> a name after "in", "at"...
+    assert (
+        direct_answer(
+            "Which county is the mill in?",
+            "The mill stands on the river in Kerrow County, Eastland.",
+        )
+        == "Kerrow County"
+    )
+    assert (
+        direct_answer("Where is the archive kept?", "Since 2004 the archive is kept in Dunmore.")
+        == "Dunmore"
+    )
+    # A code ("P1") is no name; a day and month without a year is a date.
+    assert direct_answer(
+        "Who chairs the review?", "The review after any P1 is chaired by Ana Ruiz."
+    ) == ("Ana Ruiz")
+    assert (
+        direct_answer(
+            "When does the outage window begin?",
+            "The window runs from Saturday 17 May to Sunday 18 May 2025.",
+        )
+        == "17 May"
+    )
+    # A table row ("Header: value; ...") answers with the value under the header asked for.
+    row = "Priority: P2 - High; Response time: 30 minutes; Resolution target: 8 hours"
+    assert direct_answer("What is the response time for a P2 incident?", row) == "30 minutes"
+    assert direct_answer("What is the resolution target for P2?", row) == "8 hours"
+    # "how many" -> a number written as a word counts too.
+    assert direct_answer("How many depots are there?", "There are three depots.") == "three depots"
+    # A question asking for no name or date keeps the trimmed sentence.
+    assert (
+        direct_answer("What do otters eat?", "Otters eat fish, crabs and frogs.")
+        == "fish, crabs and frogs"
+    )
+
+
 def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
     from retriever.answer import with_evidence
 

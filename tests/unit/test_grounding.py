@@ -6,6 +6,7 @@ from retriever.answer import verify
 from retriever.components import Components
 from retriever.grounding import (
     extract_answer,
+    focus,
     identifiers,
     is_fragment,
     key_term_coverage,
@@ -206,3 +207,73 @@ def test_one_key_term_of_many_is_not_enough() -> None:
         verify("The alarm codes below have a dedicated procedure [1].", source, 0.6, question)[0]
         == ""
     )
+
+
+def test_a_wrong_subject_is_not_backed_by_a_sentence_about_something_else() -> None:
+    # The claim names the wrong holder; a sentence sharing its other words (site, rooftop,
+    # the operator's name) but not the master key must not back it.
+    source = [
+        "This agreement covers the Hill Street rooftop site, where Northwind Radio keeps two "
+        "cabinets. Lakeside Estates holds the master key for the Hill Street rooftop."
+    ]
+    question = "Who holds the master key for the Hill Street rooftop?"
+    wrong = "The master key for the Hill Street rooftop is held by Northwind Radio [1]."
+    checked, supports, dropped = verify(wrong, source, 0.6, question)
+    assert checked == "" and supports == [] and dropped == 1
+    right = "Lakeside Estates holds the master key for the Hill Street rooftop [1]."
+    checked, supports, _ = verify(right, source, 0.6, question)
+    assert checked == right and supports[0].span.text.startswith("Lakeside Estates")
+
+
+def test_focus_keeps_a_heading_line_apart_from_the_next_sentence() -> None:
+    text = (
+        "Site Access Agreement\nThe landlord holds the key. Visits are booked ahead.\n"
+        "Keys and escort\nEngineers collect the key at reception. Harnesses are worn."
+    )
+    focused = focus("Who holds the key and where do engineers collect the key?", text, 3)
+    assert "The landlord holds the key." in focused
+    assert "Keys and escort\nEngineers collect the key at reception." in focused
+    assert "escort Engineers" not in focused
+
+
+def test_a_copied_source_title_is_no_answer() -> None:
+    # The model copies the label it saw above the source: every word is in the title or the
+    # question, and the site sentence shares them, yet it says nothing about who holds the key.
+    source = [
+        "This agreement covers the Hill Street rooftop site, where Northwind Radio keeps two "
+        "cabinets. Lakeside Estates holds the master key for the Hill Street rooftop."
+    ]
+    title = "Northwind Radio Rooftop Site Agreement, Hill Street (scan)"
+    question = "Who holds the master key for the Hill Street rooftop?"
+    copied = f"{title} [1]."
+    assert verify(copied, source, 0.6, question)[0] != ""  # without the titles it passed
+    checked, supports, dropped = verify(copied, source, 0.6, question, [title])
+    assert checked == "" and supports == [] and dropped == 1
+    right = "Lakeside Estates holds the master key for the Hill Street rooftop [1]."
+    assert verify(right, source, 0.6, question, [title])[0] == right
+
+
+def test_the_best_extract_holds_the_kind_of_phrase_asked_for() -> None:
+    sources = [
+        "The harbour bridge was planned by the city council for many years.",
+        "Work on the harbour bridge finished in 1932 after long delays.",
+    ]
+    # Both sentences hold three of the question's words (the first comes first); only the
+    # second holds the date a "when" question asks for.
+    question = "When was the harbour bridge planned and finished?"
+    best = extract_answer(question, sources, max_sentences=1)
+    assert [s.span.text for s in best] == [sources[1]]
+    # Without a date asked for, the word overlap decides.
+    best = extract_answer("Who planned the harbour bridge?", sources, max_sentences=1)
+    assert [s.span.text for s in best] == [sources[0]]
+
+
+def test_the_best_extract_weighs_the_embedding_similarity() -> None:
+    sources = ["Otters live near rivers and coasts.", "Otters eat mostly fish and crabs."]
+    question = "What do otters feed on?"
+    close = {sources[1]: 0.9, sources[0]: 0.1}
+    best = extract_answer(question, sources, 1, lambda q, ss: [close[s] for s in ss])
+    assert [s.span.text for s in best] == [sources[1]]
+    far = {sources[1]: 0.1, sources[0]: 0.9}
+    best = extract_answer(question, sources, 1, lambda q, ss: [far[s] for s in ss])
+    assert [s.span.text for s in best] == [sources[0]]
