@@ -298,7 +298,7 @@ def test_drafted_decoding_gives_the_plain_tokens_where_llama_cpp_batches_exactly
         plain = _decode(smollm2, messages, 0)
         drafted = _decode(smollm2, messages, 8)
         assert drafted == plain
-        assert len(smollm2._prompt_tokens(messages)) + len(plain) <= 64
+        assert len(smollm2._prompt_tokens(messages)) + len(plain) <= 80
         accepted += smollm2.stats()["accepted"]
     assert accepted > 0  # drafts were confirmed, not only rejected
 
