@@ -201,7 +201,7 @@ class LlamaCppGenerator:
         n_past = llm.n_tokens
         for i, t in enumerate([token, *draft]):
             batch.token[i] = t
-            batch.pos[i] = n_past + i
+            batch.pos[i] = n_past + i  # type: ignore[call-overload]  # llama_cpp's ctypes stubs
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
             batch.logits[i] = True

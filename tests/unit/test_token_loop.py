@@ -184,12 +184,11 @@ class FakeModel:
             draft = lookup.draft(min(size, steps - len(out)))
             batch = [*prompt, *out, *draft]
             base = len(prompt) + len(out)
-            chosen = accept_draft(
-                lambda i, batch=batch, base=base: self.logits(batch[: base + i]),
-                draft,
-                out,
-                penalty,
-            )
+
+            def row(i: int, batch: list[int] = batch, base: int = base) -> np.ndarray:
+                return self.logits(batch[: base + i])
+
+            chosen = accept_draft(row, draft, out, penalty)
             assert chosen[:-1] == draft[: len(chosen) - 1]
             accepted += len(chosen) - 1
             for token in chosen:
