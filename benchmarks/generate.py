@@ -2,7 +2,7 @@
 llama.cpp itself, same GGUF, settings, threads and prompt, in turns within one run.
 
     python benchmarks/generate.py [--sizes 256,1024,3072] [--rounds 9] [--max-tokens 128]
-                                  [--model GGUF] [--out NAME]
+                                  [--model GGUF] [--out NAME] [--answers 20] [--answer-rounds 3]
 
 The model is what `enclave serve` runs with the current settings (`build_generator`): the
 llama.cpp model in its supervised child process (retriever/model_process.py), under the CPU
@@ -21,6 +21,15 @@ sources, up to that many tokens after the chat template):
 - llama.cpp: the same prompt tokens through llama-cpp-python's low-level `eval` and a greedy
   argmax per token, in this process, on the same file and settings (the child's), timed by
   llama.cpp's own counters (`llama_perf_context`) and by the clock.
+Then, on answer prompts (`--answers N`, default 20; `--answer-rounds`, default 3): the first
+N non-yes/no rag-mini-wikipedia questions, each with the `top_k` passages that share most of
+its content words, focused and numbered as the answer service does (`build_prompt`), answered
+greedily with the production repeat penalty and the system prompt cached, three ways back to
+back per prompt: Enclave plain, Enclave with prompt-lookup drafting (`llm_draft_tokens`, 8 if
+that is 0), and llama.cpp's own greedy loop for as many decode calls as the plain answer took
+(its own counters). A round's tokens/s is its tokens over its decode time; the row reports the
+medians, the drafted/llama.cpp and drafted/plain ratios per round, how many drafted answers
+are the plain answer's text, and the drafts' acceptance.
 The two models are loaded side by side and run in turn, never at once.
 Writes results/generate.json (or results/<out>.json).
 """

@@ -192,11 +192,11 @@ class Settings(BaseModel):
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_repeat_penalty: float = Field(1.15, ge=1, le=2)
     llm_draft_tokens: int = Field(
-        8,
+        0,
         ge=0,
         le=32,
         description="Prompt-lookup speculative decoding (greedy only): tokens drafted from the "
-        "sources and checked in one batch; 0: off.",
+        "sources and checked in one batch (8 is a good size); 0: off.",
     )
 
     # Escalation to a larger model (TOML: an [escalation] table with these names, unprefixed)
