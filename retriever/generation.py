@@ -199,6 +199,8 @@ class LlamaCppGenerator:
         llm = self.llm
         batch = self._draft_batch(1 + len(draft))
         n_past = llm.n_tokens
+        memory = llama_cpp.llama_get_memory(llm.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, 0, n_past, -1)  # as `Llama.eval` does first
         for i, t in enumerate([token, *draft]):
             batch.token[i] = t
             batch.pos[i] = n_past + i  # type: ignore[call-overload]  # llama_cpp's ctypes stubs
@@ -213,7 +215,7 @@ class LlamaCppGenerator:
         kept = [token, *chosen[:-1]]
         llm.input_ids[n_past : n_past + len(kept)] = kept
         llm.n_tokens = n_past + len(kept)
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), 0, llm.n_tokens, -1)
+        llama_cpp.llama_memory_seq_rm(memory, 0, llm.n_tokens, -1)
         return chosen
 
     def _draft_batch(self, size: int) -> llama_cpp.llama_batch:
