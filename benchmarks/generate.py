@@ -2,7 +2,7 @@
 llama.cpp itself, same GGUF, settings, threads and prompt, in turns within one run.
 
     python benchmarks/generate.py [--sizes 256,1024,3072] [--rounds 9] [--max-tokens 128]
-                                  [--model GGUF] [--out NAME]
+                                  [--model GGUF] [--out NAME] [--answers 20] [--answer-rounds 3]
 
 The model is what `enclave serve` runs with the current settings (`build_generator`): the
 llama.cpp model in its supervised child process (retriever/model_process.py), under the CPU
@@ -21,6 +21,15 @@ sources, up to that many tokens after the chat template):
 - llama.cpp: the same prompt tokens through llama-cpp-python's low-level `eval` and a greedy
   argmax per token, in this process, on the same file and settings (the child's), timed by
   llama.cpp's own counters (`llama_perf_context`) and by the clock.
+Then, on answer prompts (`--answers N`, default 20; `--answer-rounds`, default 3): the first
+N non-yes/no rag-mini-wikipedia questions, each with the `top_k` passages that share most of
+its content words, focused and numbered as the answer service does (`build_prompt`), answered
+greedily with the production repeat penalty and the system prompt cached, three ways back to
+back per prompt: Enclave plain, Enclave with prompt-lookup drafting (`llm_draft_tokens`, 8 if
+that is 0), and llama.cpp's own greedy loop for as many decode calls as the plain answer took
+(its own counters). A round's tokens/s is its tokens over its decode time; the row reports the
+medians, the drafted/llama.cpp and drafted/plain ratios per round, how many drafted answers
+are the plain answer's text, and the drafts' acceptance.
 The two models are loaded side by side and run in turn, never at once.
 Writes results/generate.json (or results/<out>.json).
 """
@@ -38,14 +47,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import BEIR, CACHE, machine, print_table, read_jsonl, write_result  # type: ignore[import-not-found]
+from common import BEIR, CACHE, EVAL, machine, print_table, read_jsonl, write_result  # type: ignore[import-not-found]
 
 from config.settings import load_settings
 from retriever.components import build_generator
 from retriever.generation import GenerationParams, LlamaCppGenerator, Message
+from retriever.grounding import content_words, focus
 from retriever.model_process import ModelProcessGenerator
-from retriever.prompt import SOURCES, SYSTEM_PROMPT, fixed_prefix
+from retriever.prompt import SOURCES, SYSTEM_PROMPT, build_prompt, fixed_prefix
+from retriever.types import Chunk, Hit
 
+WIKI = EVAL / "rag-mini-wikipedia"
 QUESTION = "Question: Summarize what each source says.\nAnswer with a citation like [1]:"
 
 
@@ -66,6 +78,151 @@ def prompt_of(generator: LlamaCppGenerator, tokens: int) -> list[Message]:
         budget -= cost
     user = f"{SOURCES}" + "\n\n".join(blocks) + f"\n\n{QUESTION}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+def answer_prompts(
+    generator: LlamaCppGenerator, count: int, top_k: int, keep: int, max_tokens: int
+) -> list[list[Message]]:
+    """Answer prompts as the answer service builds them (`build_prompt`, each source focused on
+    its `keep` sentences nearest the question): the first `count` rag-mini-wikipedia questions
+    whose answer is not yes or no, each with the `top_k` passages sharing most of its content
+    words (a stand-in for retrieval that needs no index)."""
+    passages = list(read_jsonl(WIKI / "passages.jsonl"))
+    words = [content_words(p["passage"]) for p in passages]
+    prompts: list[list[Message]] = []
+    for row in read_jsonl(WIKI / "qa.jsonl"):
+        if str(row["answer"]).strip().lower() in ("yes", "no"):
+            continue
+        question = str(row["question"])
+        asked = content_words(question)
+        best = sorted(range(len(passages)), key=lambda i: -len(asked & words[i]))[:top_k]
+        hits = [
+            Hit(
+                Chunk(
+                    id=str(i),
+                    document_id=str(i),
+                    index=0,
+                    text=focus(question, passages[i]["passage"], keep),
+                    path=f"wiki/{passages[i]['id']}.txt",
+                    title="",
+                    collection="bench",
+                ),
+                score=1.0,
+            )
+            for i in best
+        ]
+        built = build_prompt(question, hits, generator.count_tokens, 2048, max_tokens)
+        prompts.append(built.messages)
+        if len(prompts) == count:
+            break
+    return prompts
+
+
+def run_answer(
+    enclave: ModelProcessGenerator, messages: list[Message], max_tokens: int, draft_tokens: int
+) -> dict[str, Any]:
+    """One answer as `enclave serve` writes it: the system prompt cached, greedy, the
+    production repeat penalty; decode time from the first piece to the last."""
+    enclave.prime(fixed_prefix())
+    params = GenerationParams(
+        max_tokens=max_tokens, temperature=0.0, repeat_penalty=1.15, draft_tokens=draft_tokens
+    )
+    pieces: list[str] = []
+    first = last = 0.0
+    for piece in enclave.stream(messages, params):
+        last = time.perf_counter()
+        first = first or last
+        pieces.append(piece)
+    stats = enclave.call("stats")
+    return {"text": "".join(pieces), "decode_s": last - first, **stats}
+
+
+def run_llama_answer(generator: LlamaCppGenerator, tokens: list[int], steps: int) -> dict:
+    """llama.cpp's own greedy decoding of the same prompt for `steps` decode calls (as many as
+    Enclave's answer took), the shared part of the KV cache kept as Enclave keeps it."""
+    import llama_cpp
+
+    llm = generator.llm
+    generator._evaluate(tokens)
+    perf_reset(generator)
+    n_vocab = llm.n_vocab()
+
+    def greedy() -> int:
+        logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return int(np.argmax(np.ctypeslib.as_array(logits, shape=(n_vocab,))))
+
+    token = greedy()
+    start = time.perf_counter()
+    for _ in range(steps):
+        llm.eval([token])
+        token = greedy()
+    end = time.perf_counter()
+    counters = perf(generator)
+    return {"steps": steps, "clock_s": end - start, "own_s": counters.t_eval_ms / 1000}
+
+
+def answers_row(
+    enclave: ModelProcessGenerator,
+    generator: LlamaCppGenerator,
+    prompts: list[list[Message]],
+    rounds: int,
+    max_tokens: int,
+    draft_tokens: int,
+) -> dict[str, Any]:
+    """Decode speed on answer prompts: Enclave without and with prompt-lookup drafting against
+    llama.cpp's own greedy loop, each round over every prompt, the three back to back per
+    prompt in turning order; a round's tokens/s is its tokens over its decode time."""
+    tokens = [generator._prompt_tokens(m) for m in prompts]
+    kinds = ("plain", "drafted", "llama")
+    per_round: list[dict[str, float]] = []
+    same_text = 0
+    drafted = accepted = batches = generated = 0
+    for round_ in range(rounds):
+        totals = {f"{k}_{x}": 0.0 for k in kinds for x in ("tokens", "s")}
+        for n, messages in enumerate(prompts):
+            results: dict[str, dict[str, Any]] = {}
+            order = list(kinds[:2]) if (round_ + n) % 2 == 0 else list(kinds[1::-1])
+            for kind in order:
+                results[kind] = run_answer(
+                    enclave, messages, max_tokens, draft_tokens if kind == "drafted" else 0
+                )
+            steps = max(1, int(results["plain"]["generated"]) - 1)
+            llama = run_llama_answer(generator, tokens[n], steps)
+            for kind in ("plain", "drafted"):
+                totals[f"{kind}_tokens"] += max(0, int(results[kind]["generated"]) - 1)
+                totals[f"{kind}_s"] += results[kind]["decode_s"]
+            totals["llama_tokens"] += steps
+            totals["llama_s"] += llama["own_s"]
+            if round_ == 0:
+                same_text += results["plain"]["text"] == results["drafted"]["text"]
+                d = results["drafted"]
+                drafted, accepted = drafted + d["drafted"], accepted + d["accepted"]
+                batches, generated = batches + d["batches"], generated + d["generated"]
+        per_round.append({k: totals[f"{k}_tokens"] / max(1e-9, totals[f"{k}_s"]) for k in kinds})
+        print(f"round {round_ + 1}: " + ", ".join(f"{k} {v:.1f}" for k, v in per_round[-1].items()))
+
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in per_round), 1)
+
+    ratios = [r["drafted"] / r["llama"] for r in per_round]
+    return {
+        "answer_prompts": len(prompts),
+        "prompt_tokens_median": int(statistics.median(len(t) for t in tokens)),
+        "draft_tokens": draft_tokens,
+        "enclave_tokens_per_s_plain": median("plain"),
+        "enclave_tokens_per_s_drafted": median("drafted"),
+        "llama_cpp_tokens_per_s_own": median("llama"),
+        "ratio_drafted_to_llama_cpp": round(statistics.median(ratios), 3),
+        "ratio_pairs_min": round(min(ratios), 3),
+        "ratio_pairs_max": round(max(ratios), 3),
+        "ratio_drafted_to_plain": round(
+            statistics.median(r["drafted"] / r["plain"] for r in per_round), 3
+        ),
+        "same_text_as_plain": f"{same_text}/{len(prompts)}",
+        "draft_acceptance": round(accepted / max(1, drafted), 3),
+        "tokens_per_drafted_batch": round(accepted / max(1, batches) + 1, 2),
+        "drafted_batches_share": round(batches / max(1, generated), 3),
+    }
 
 
 def perf(generator: LlamaCppGenerator) -> Any:
@@ -142,6 +299,10 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--model", type=Path, help="another GGUF (default: the bundled one)")
     parser.add_argument("--out", default="generate", help="results/<out>.json")
+    parser.add_argument(
+        "--answers", type=int, default=20, help="answer prompts for the drafting row (0: none)"
+    )
+    parser.add_argument("--answer-rounds", type=int, default=3)
     args = parser.parse_args()
     overrides = {"llm_model": str(args.model)} if args.model else {}
     settings = load_settings(
@@ -157,7 +318,25 @@ def main() -> int:
     # llama.cpp on its own: the same file and settings as the child's, in this process.
     generator = LlamaCppGenerator(**enclave.spec.kwargs)
     rows: list[dict[str, Any]] = []
-    for size in [int(s) for s in args.sizes.split(",")]:
+    answers: dict[str, Any] | None = None
+    if args.answers:
+        prompts = answer_prompts(
+            generator,
+            args.answers,
+            settings.top_k,
+            settings.focus_sentences,
+            settings.llm_max_tokens,
+        )
+        answers = answers_row(
+            enclave,
+            generator,
+            prompts,
+            args.answer_rounds,
+            settings.llm_max_tokens,
+            settings.llm_draft_tokens or 8,
+        )
+        print_table([answers])
+    for size in [int(s) for s in args.sizes.split(",") if s]:
         messages = prompt_of(generator, size)
         runs: dict[str, list[dict[str, float]]] = {"cold": [], "cached": [], "llama": []}
         # A first, untimed run warms up and finds the prompt's tokens for the llama.cpp side.
@@ -236,6 +415,7 @@ def main() -> int:
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
         "rows": rows,
+        "answers": answers,
         "machine": machine(),
     }
     print_table(rows)

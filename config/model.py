@@ -45,6 +45,13 @@ class ModelSettings(Section):
     llm_max_tokens: int = Field(200, ge=1, le=4096, description="Most new tokens per answer.")
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_repeat_penalty: float = Field(1.15, ge=1, le=2)
+    llm_draft_tokens: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Prompt-lookup speculative decoding (greedy only): tokens drafted from the "
+        "sources and checked in one batch (8 is a good size); 0: off.",
+    )
     generation_slots: int = Field(1, ge=1, le=64, description="Generations run at once.")
     generation_queue: int = Field(
         8, ge=0, le=1024, description="Questions that may wait for a slot; more get 429."

@@ -201,6 +201,7 @@ class Components:
             max_tokens=s.llm_max_tokens,
             temperature=s.llm_temperature,
             repeat_penalty=s.llm_repeat_penalty,
+            draft_tokens=s.llm_draft_tokens,
         )
         return AnswerService(
             self.serving,

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from retriever.token_loop import StreamedText, pick_token
+from retriever.token_loop import PromptLookup, StreamedText, accept_draft, pick_token
 
 if TYPE_CHECKING:
+    import llama_cpp
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -42,6 +44,10 @@ class GenerationParams:
     # `time.perf_counter()` by which the reply must be over; None: the generator's own limit.
     # A model in another process that sends nothing by then is stopped (retriever.model_process).
     deadline: float | None = None
+    # Prompt-lookup speculative decoding, greedy only (temperature 0): up to this many tokens
+    # drafted from the prompt where the answer so far repeats it, checked in one batch, the
+    # same text as without. 0: off. Only Enclave's own llama.cpp loop drafts.
+    draft_tokens: int = 0
 
 
 class Generator(Protocol):
@@ -93,6 +99,13 @@ class LlamaCppGenerator:
         self._n_vocab = self.llm.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._chat_template = _chat_template(self.llm)
+        self._batch: llama_cpp.llama_batch | None = None  # for drafted tokens, made when needed
+        self._batch_size = 0
+        self._free_batch: weakref.finalize | None = None
+        # The last generation's counts: prompt tokens evaluated, tokens generated, drafted,
+        # drafted and accepted, drafted batches (benchmarks read them through `stats`).
+        self.last_stats: dict[str, int] = {}
+        self.last_tokens: list[int] = []  # the last generation's tokens (tests compare them)
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
@@ -100,7 +113,9 @@ class LlamaCppGenerator:
     def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
         """The reply, piece by piece: llama.cpp decodes; choosing each token and cutting the
         text at stop strings is `retriever.token_loop` (cheaper per token than
-        llama-cpp-python's completion loop, same choices)."""
+        llama-cpp-python's completion loop, same choices). With `params.draft_tokens` and
+        greedy decoding, the tokens that follow are drafted from the prompt and checked in
+        one batch (`_decode_drafted`): the same tokens, fewer decode calls."""
         import llama_cpp
 
         with self._lock:
@@ -111,28 +126,109 @@ class LlamaCppGenerator:
                     f"the prompt is {len(prompt)} tokens; the model's context holds "
                     f"{self.context_size} (llm_context_size)"
                 )
-            self._evaluate(prompt)
+            stats = self.last_stats = {"prompt_evaluated": self._evaluate(prompt)}
+            limit = min(params.max_tokens, room)
+            drafting = params.draft_tokens > 0 and params.temperature <= 0
+            lookup = PromptLookup(prompt) if drafting else None
+            stats.update(drafted=0, accepted=0, batches=0)
             text = StreamedText(params.stop)
             rng = np.random.default_rng()
             generated: list[int] = []
-            while True:
-                row = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-                logits = np.ctypeslib.as_array(row, shape=(self._n_vocab,))
-                token = pick_token(
-                    logits, generated, params.repeat_penalty, params.temperature, rng
-                )
+            self.last_tokens = generated
+            token = pick_token(
+                self._logits(-1), generated, params.repeat_penalty, params.temperature, rng
+            )
+            # `pending`: tokens chosen and not yet shown, the last of them not yet evaluated.
+            pending = [token]
+            while pending:
+                token = pending.pop(0)
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     break
                 generated.append(token)
+                if lookup is not None:
+                    lookup.add(token)
                 piece = text.add(self.llm.detokenize([token]))
                 if piece:
                     yield piece
-                if text.stopped or len(generated) >= min(params.max_tokens, room):
+                if text.stopped or len(generated) >= limit:
                     break
-                self.llm.eval([token])
+                if pending:
+                    continue  # a confirmed draft token: evaluated already
+                draft = (
+                    lookup.draft(min(params.draft_tokens, limit - len(generated)))
+                    if lookup is not None
+                    else []
+                )
+                if draft:
+                    pending = self._decode_drafted(token, draft, generated, params)
+                    stats["drafted"] += len(draft)
+                    stats["accepted"] += len(pending) - 1
+                    stats["batches"] += 1
+                else:
+                    self.llm.eval([token])
+                    pending = [
+                        pick_token(
+                            self._logits(-1),
+                            generated,
+                            params.repeat_penalty,
+                            params.temperature,
+                            rng,
+                        )
+                    ]
+            stats["generated"] = len(generated)
             rest = text.finish()
             if rest:
                 yield rest
+
+    def _logits(self, i: int) -> np.ndarray:
+        """llama.cpp's own logits row of the last decode's i-th output (-1: the last)."""
+        import llama_cpp
+
+        row = llama_cpp.llama_get_logits_ith(self.llm.ctx, i)
+        return np.ctypeslib.as_array(row, shape=(self._n_vocab,))
+
+    def _decode_drafted(
+        self, token: int, draft: list[int], generated: list[int], params: GenerationParams
+    ) -> list[int]:
+        """Evaluate the chosen `token` and the `draft` after it in one batch, with logits at
+        every position; keep in the KV cache what greedy decoding confirms (`accept_draft`)
+        and drop the rest. Returns the confirmed draft tokens (evaluated) and the token
+        chosen after them (not yet evaluated)."""
+        import llama_cpp
+
+        llm = self.llm
+        batch = self._draft_batch(1 + len(draft))
+        n_past = llm.n_tokens
+        memory = llama_cpp.llama_get_memory(llm.ctx)
+        llama_cpp.llama_memory_seq_rm(memory, 0, n_past, -1)  # as `Llama.eval` does first
+        for i, t in enumerate([token, *draft]):
+            batch.token[i] = t
+            batch.pos[i] = n_past + i  # type: ignore[call-overload]  # llama_cpp's ctypes stubs
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = True
+        batch.n_tokens = 1 + len(draft)
+        code = llama_cpp.llama_decode(llm.ctx, batch)
+        if code != 0:
+            raise GenerationError(f"llama_decode returned {code} on a drafted batch")
+        chosen = accept_draft(self._logits, draft, generated, params.repeat_penalty)
+        kept = [token, *chosen[:-1]]
+        llm.input_ids[n_past : n_past + len(kept)] = kept
+        llm.n_tokens = n_past + len(kept)
+        llama_cpp.llama_memory_seq_rm(memory, 0, llm.n_tokens, -1)
+        return chosen
+
+    def _draft_batch(self, size: int) -> llama_cpp.llama_batch:
+        """A `llama_batch` for `size` tokens, one sequence (kept, grown as needed)."""
+        import llama_cpp
+
+        if self._batch is None or self._batch_size < size:
+            if self._free_batch is not None:
+                self._free_batch()
+            self._batch_size = max(size, 16)
+            self._batch = llama_cpp.llama_batch_init(self._batch_size, 0, 1)
+            self._free_batch = weakref.finalize(self, llama_cpp.llama_batch_free, self._batch)
+        return self._batch
 
     def _prompt_tokens(self, messages: list[Message]) -> list[int]:
         """The messages through the GGUF's chat template, as llama-cpp-python's chat
@@ -142,15 +238,16 @@ class LlamaCppGenerator:
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
 
-    def _evaluate(self, prompt: list[int]) -> None:
+    def _evaluate(self, prompt: list[int]) -> int:
         """Evaluate the prompt, reusing the KV cache for the part it shares with the previous
         one (the system prompt, at least); the last token is always evaluated again, so its
-        logits are this prompt's."""
+        logits are this prompt's. Returns how many tokens were evaluated."""
         n = min(self.llm.n_tokens, len(prompt) - 1)
         differ = np.flatnonzero(self.llm.input_ids[:n] != np.asarray(prompt[:n]))
         shared = int(differ[0]) if differ.size else n
         self.llm.n_tokens = shared  # `eval` drops the KV cache from here on
         self.llm.eval(prompt[shared:])
+        return len(prompt) - shared
 
     def prime(self, messages: list[Message]) -> None:
         """Evaluate a prompt's fixed opening (the system prompt) once, at start-up. llama.cpp
@@ -159,6 +256,10 @@ class LlamaCppGenerator:
         the first one also no longer pays for the compute graph's first run."""
         for _ in self.stream(messages, GenerationParams(max_tokens=1)):
             pass
+
+    def stats(self) -> dict[str, int]:
+        """`last_stats`, for a caller in another process (`ModelProcessGenerator.call`)."""
+        return dict(self.last_stats)
 
     def perf_counters(self, reset: bool = False) -> dict[str, float]:
         """llama.cpp's own counters since the last reset (prompt and decode tokens, ms)."""

@@ -13,7 +13,7 @@ at temperature 0, else top-k 40, top-p 0.95, min-p 0.05, temperature, a draw.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -95,3 +95,69 @@ class StreamedText:
                     longest = size
                     break
         return longest
+
+
+# Prompt-lookup drafting: the n-gram sizes tried, longest first. A one-token match (" the")
+# predicts little, and a wrong draft costs a wider batch for nothing.
+DRAFT_NGRAMS = (3, 2)
+_GREEDY = np.random.default_rng(0)  # never drawn from: greedy picks the argmax
+
+
+class PromptLookup:
+    """Drafts the next tokens from the context itself (prompt-lookup decoding): where the last
+    `n` tokens occurred before, in the sources or the answer so far, the tokens that followed
+    them there. The longest n in `DRAFT_NGRAMS` that matches wins, and of its occurrences the
+    latest. Each n-gram is indexed once, so a draft costs a few dict look-ups."""
+
+    def __init__(self, tokens: Sequence[int], ngrams: Sequence[int] = DRAFT_NGRAMS) -> None:
+        self.ngrams = sorted(set(ngrams), reverse=True)
+        self.tokens: list[int] = []
+        # n-gram -> where the tokens after its latest occurrence begin
+        self._after: dict[tuple[int, ...], int] = {}
+        for token in tokens:
+            self.add(token)
+
+    def add(self, token: int) -> None:
+        """One more token of the context (a generated one)."""
+        end = len(self.tokens)
+        for n in self.ngrams:
+            if end >= n:
+                self._after[tuple(self.tokens[end - n : end])] = end
+        self.tokens.append(token)
+
+    def draft(self, size: int) -> list[int]:
+        """Up to `size` tokens that followed the latest earlier occurrence of the context's last
+        n tokens; empty when none occurred before."""
+        if size <= 0:
+            return []
+        for n in self.ngrams:
+            if len(self.tokens) < n:
+                continue
+            start = self._after.get(tuple(self.tokens[-n:]))
+            if start is not None:
+                return self.tokens[start : start + size]
+        return []
+
+
+def accept_draft(
+    rows: Callable[[int], np.ndarray],
+    draft: Sequence[int],
+    recent: Sequence[int],
+    repeat_penalty: float,
+) -> list[int]:
+    """Greedy verification of a draft evaluated in one batch after the last chosen token:
+    `rows(i)` is the logits row after the batch's i-th token (row 0 follows the chosen token,
+    row i follows draft token i). Returns the tokens greedy decoding picks from these rows, in
+    order, as `pick_token` picks them one at a time (the repeat penalty counts each earlier
+    pick): the draft's longest prefix that it confirms, then the token it picks next (where the
+    draft went wrong, or after a fully confirmed draft). So the result is never empty, and all
+    but its last token are already evaluated."""
+    history = list(recent)
+    chosen: list[int] = []
+    for i in range(len(draft) + 1):
+        token = pick_token(rows(i), history, repeat_penalty, 0.0, _GREEDY)
+        chosen.append(token)
+        history.append(token)
+        if i == len(draft) or token != draft[i]:
+            break
+    return chosen

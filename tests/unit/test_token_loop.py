@@ -9,7 +9,14 @@ import pytest
 from retriever.generation import GenerationParams, LlamaCppGenerator
 from retriever.gguf_convert import fast_cpu_gguf
 from retriever.models import bundled_llm_path
-from retriever.token_loop import PENALTY_LAST_N, StreamedText, pick_token
+from retriever.token_loop import (
+    PENALTY_LAST_N,
+    PromptLookup,
+    StreamedText,
+    accept_draft,
+    apply_repeat_penalty,
+    pick_token,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -123,3 +130,207 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(smollm2: LlamaCppGene
     messages = [{"role": "user", "content": "word " * 3000}]
     with pytest.raises(GenerationError, match="context holds 2048"):
         list(smollm2.stream(messages, GenerationParams()))
+
+
+def test_the_draft_is_what_followed_the_latest_match_of_the_longest_tail() -> None:
+    #            0  1  2  3  4  5  6  7  8  9 10 11
+    context = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 1, 2]
+    lookup = PromptLookup(context, ngrams=(3, 2))
+    # The tail (1, 2) occurred once before, at 0: what followed it.
+    assert lookup.draft(3) == [3, 4, 5]
+    lookup.add(3)  # tail (1, 2, 3): the 3-gram at 0 wins over the later 2-gram (2, 3) at 6
+    assert lookup.draft(2) == [4, 5]
+    # A draft never runs past the context and never exceeds its size.
+    assert lookup.draft(50) == [4, 5, 9, 2, 3, 7, 8, 1, 2, 3]
+    assert lookup.draft(0) == []
+    # (2, 3) occurred at 1 and 6: the latest, 6, is the one drafted from.
+    lookup = PromptLookup([2, 3, 4, 0, 2, 3, 5, 6], ngrams=(2,))
+    lookup.add(2)
+    lookup.add(3)
+    assert lookup.draft(3) == [5, 6, 2]
+    # Nothing drafts when the tail never occurred, and single tokens are not matched.
+    assert PromptLookup([1, 2, 3, 4], ngrams=(2,)).draft(4) == []
+    assert PromptLookup([5, 6, 7, 5], ngrams=(3, 2)).draft(2) == []
+
+
+class FakeModel:
+    """Logits as a fixed function of the whole context: a stand-in for llama.cpp whose batch
+    rows are by construction what one-token decoding gives."""
+
+    def __init__(self, vocab: int = 30, seed: int = 0) -> None:
+        self.vocab = vocab
+        self.seed = seed
+
+    def logits(self, context: list[int]) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, *context])
+        row = rng.normal(0, 2, self.vocab).astype(np.float32)
+        row[(context[-1] + 1) % self.vocab] += 3.0  # mostly: the next number
+        return row
+
+    def greedy(self, prompt: list[int], steps: int, penalty: float) -> list[int]:
+        out: list[int] = []
+        for _ in range(steps):
+            out.append(pick_token(self.logits(prompt + out), out, penalty, 0.0, RNG))
+        return out
+
+    def drafted(
+        self, prompt: list[int], steps: int, penalty: float, size: int
+    ) -> tuple[list[int], int]:
+        """The drafting loop's order of work: pick, draft from the context, verify the batch."""
+        out = [pick_token(self.logits(prompt), [], penalty, 0.0, RNG)]
+        lookup = PromptLookup([*prompt, out[0]], ngrams=(2, 1))
+        accepted = 0
+        while len(out) < steps:
+            draft = lookup.draft(min(size, steps - len(out)))
+            batch = [*prompt, *out, *draft]
+            base = len(prompt) + len(out)
+
+            def row(i: int, batch: list[int] = batch, base: int = base) -> np.ndarray:
+                return self.logits(batch[: base + i])
+
+            chosen = accept_draft(row, draft, out, penalty)
+            assert chosen[:-1] == draft[: len(chosen) - 1]
+            accepted += len(chosen) - 1
+            for token in chosen:
+                out.append(token)
+                lookup.add(token)
+        return out[:steps], accepted
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("penalty", [1.0, 1.15, 3.0])
+def test_verified_drafts_give_the_greedy_tokens(seed: int, penalty: float) -> None:
+    model = FakeModel(seed=seed)
+    noise = np.random.default_rng(seed).integers(0, model.vocab, 20)
+    prompt = [*(int(t) for t in noise), *range(3, 23)]  # sources repeat what the model says
+    plain = model.greedy(prompt, 40, penalty)
+    drafted, accepted = model.drafted(prompt, 40, penalty, size=6)
+    assert drafted == plain
+    if penalty < 3.0:
+        assert accepted > 0  # the fake model counts up, as the prompt often does
+
+
+def test_the_repeat_penalty_rejects_a_draft_the_raw_logits_would_keep() -> None:
+    rows = [logits({5: 3.0, 6: 2.9}), logits({7: 3.0}), logits({8: 3.0})]
+    # Without the penalty 5 is confirmed, then 7, then the token after the draft.
+    assert accept_draft(lambda i: rows[i].copy(), [5, 7], [1], 1.0) == [5, 7, 8]
+    # 5 was generated already: penalized, 6 wins, and the draft stops there.
+    assert accept_draft(lambda i: rows[i].copy(), [5, 7], [5], 1.15) == [6]
+    # A token confirmed in this batch counts for the next row's penalty too.
+    rows = [logits({5: 3.0}), logits({5: 3.0, 9: 2.8})]
+    assert accept_draft(lambda i: rows[i].copy(), [5], [], 1.15) == [5, 9]
+
+
+# Answer prompts as retriever.prompt builds them: numbered sources, then the question.
+ANSWER_SOURCES = [
+    (
+        "[1] Incident runbook - Escalation\nA severity 1 incident is escalated in three "
+        "levels. Level 1: the NOC engineer makes the first diagnosis and opens a ticket. "
+        "Level 2: the on-call lead joins within 15 minutes. Level 3: the head of operations "
+        "is called after 45 minutes without a fix.\n\n[2] HR policy - Leave\nEmployees get 25 "
+        "working days of paid leave a year; up to 5 unused days carry over to March 31.",
+        "What is the escalation procedure for a severity 1 incident?",
+    ),
+    (
+        "[1] Backup standard\nDatabases are backed up every night at 02:00 to the Leeds data "
+        "centre, and each backup is kept for 35 days. A restore test runs on the first Monday "
+        "of each month.\n\n[2] Facilities\nThe Leeds office is open from 07:30 to 19:00.",
+        "How long is each database backup kept?",
+    ),
+    (
+        "[1] Expenses policy\nTravel must be booked through GateBook. Hotel costs are refunded "
+        "up to 140 euros a night in capital cities and 110 euros elsewhere, with the receipt "
+        "attached to the claim within 30 days.",
+        "How much is refunded for a hotel night in a capital city?",
+    ),
+]
+# llama.cpp evaluates a batch of tokens with other kernels than one token (flash attention
+# splits long KV caches differently, matrix kernels tile by batch width): past ~64 tokens of
+# context its logits differ by up to about 1 (measured here: 0.3-1.1 on Zen 5), so greedy
+# choices between two tokens closer than that can flip either way.
+NEAR_TIE = 2.5
+
+
+def _greedy_with_margins(
+    model: LlamaCppGenerator, messages: list[dict[str, str]], max_tokens: int
+) -> tuple[list[int], list[float]]:
+    """Plain greedy decoding one token at a time, as `stream` does without drafting, with the
+    gap between the best and second-best logit (after the penalty) at each step."""
+    import llama_cpp
+
+    model._evaluate(model._prompt_tokens(messages))
+    tokens: list[int] = []
+    margins: list[float] = []
+    while len(tokens) < max_tokens:
+        row = model._logits(-1).copy()
+        apply_repeat_penalty(row, tokens, 1.15)
+        second, best = np.sort(row)[-2:]
+        token = int(np.argmax(row))
+        margins.append(float(best - second))  # the end of the answer is a choice too
+        if llama_cpp.llama_vocab_is_eog(model._vocab, token):
+            break
+        tokens.append(token)
+        model.llm.eval([token])
+    return tokens, margins
+
+
+def _decode(model: LlamaCppGenerator, messages: list[dict[str, str]], draft: int) -> list[int]:
+    params = GenerationParams(max_tokens=60, temperature=0.0, draft_tokens=draft)
+    "".join(model.stream(messages, params))
+    return list(model.last_tokens)
+
+
+def test_drafted_decoding_gives_the_plain_tokens_where_llama_cpp_batches_exactly(
+    smollm2: LlamaCppGenerator, llama_cpu_profile: str
+) -> None:
+    """Short contexts, where llama.cpp's fast profile computes a batch's rows bit for bit as
+    one token at a time: the drafted decode must be the plain one, token for token."""
+    if llama_cpu_profile == "safe":
+        pytest.skip("the safe profile's Q4_1 kernels round batches differently at any length")
+    accepted = 0
+    for text in (
+        "Repeat exactly: the red fox ran to the old mill by the river.",
+        "Copy this line: Invoice 4471 is due on 12 March at the Leeds office.",
+    ):
+        messages = [{"role": "user", "content": text}]
+        _decode(smollm2, messages, 0)  # the prompt in the KV cache, as for every later run
+        plain = _decode(smollm2, messages, 0)
+        drafted = _decode(smollm2, messages, 8)
+        assert drafted == plain
+        assert len(smollm2._prompt_tokens(messages)) + len(plain) <= 80
+        accepted += smollm2.stats()["accepted"]
+    assert accepted > 0  # drafts were confirmed, not only rejected
+
+
+def test_drafted_answers_are_the_plain_answers_but_at_llama_cpps_near_ties(
+    smollm2: LlamaCppGenerator,
+) -> None:
+    """Answer prompts: the drafted decode is the plain one token for token, or where it is not,
+    the first difference is a choice plain decoding made by less than `NEAR_TIE` (llama.cpp's
+    batch rounding), never a confident one, which a wrong row, KV cache rollback or penalty
+    in the drafting would give."""
+    from retriever.prompt import SOURCES, SYSTEM_PROMPT
+
+    same = accepted = 0
+    for sources, question in ANSWER_SOURCES:
+        user = f"{SOURCES}{sources}\n\nQuestion: {question}\nAnswer with a citation like [1]:"
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": user},
+        ]
+        _decode(smollm2, messages, 0)
+        plain = _decode(smollm2, messages, 0)
+        reference, margins = _greedy_with_margins(smollm2, messages, 60)
+        assert reference == plain  # the stream's plain loop is greedy one token at a time
+        drafted = _decode(smollm2, messages, 8)
+        accepted += smollm2.stats()["accepted"]
+        if drafted == plain:
+            same += 1
+            continue
+        first = next(
+            (i for i, (a, b) in enumerate(zip(plain, drafted, strict=False)) if a != b),
+            min(len(plain), len(drafted)),
+        )
+        assert first < len(margins) and margins[first] < NEAR_TIE, (first, margins[: first + 1])
+    assert accepted > 0
+    assert same >= 1
