@@ -290,12 +290,36 @@ def extract_answer(
         # A small prior for better-ranked sources and earlier sentences breaks ties.
         scored.append((score - 0.01 * n - 0.0001 * rank, n, span, overlap))
     scored.sort(key=lambda item: -item[0])
-    chosen = [
-        Support(n, span, round(score, 4))
-        for score, n, span, overlap in scored[:max_sentences]
-        if overlap > 0
-    ]
+    chosen: list[Support] = []
+    seen: set[str] = set()
+    for score, n, span, overlap in scored:
+        if len(chosen) == max_sentences or overlap <= 0:
+            break
+        said = " ".join(span.text.lower().split())
+        if said in seen:  # the same sentence in two passages is quoted once
+            continue
+        seen.add(said)
+        chosen.append(Support(n, _with_antecedent(sources[n - 1], span), round(score, 4)))
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
+
+
+# A sentence opening with one of these leans on the one before it for what it is about.
+_LEANS_BACK = frozenset(
+    ["he", "she", "it", "they", "these", "this", "those", "his", "her", "its", "their", "such"]
+)
+
+
+def _with_antecedent(source: str, span: Span) -> Span:
+    """`span`, with the sentence before it in its source when it opens with a pronoun ("He
+    determined ...", "These let them ..."): quoted alone it would not say who or what."""
+    first = span.text.split(maxsplit=1)[0].strip(",;:").lower() if span.text else ""
+    if first not in _LEANS_BACK:
+        return span
+    before = [s for s in split_sentences(source[: span.start]) if s.end <= span.start]
+    if not before or is_heading(before[-1].text) or is_fragment(before[-1].text):
+        return span
+    start = before[-1].start
+    return Span(start, span.end, source[start : span.end])
 
 
 def question_coverage(question: str, passages: Sequence[str]) -> float:

@@ -277,3 +277,28 @@ def test_the_best_extract_weighs_the_embedding_similarity() -> None:
     far = {sources[1]: 0.1, sources[0]: 0.9}
     best = extract_answer(question, sources, 1, lambda q, ss: [far[s] for s in ss])
     assert [s.span.text for s in best] == [sources[0]]
+
+
+def test_an_extract_opening_with_a_pronoun_brings_the_sentence_it_leans_on() -> None:
+    source = (
+        "Anders Celsius was a Swedish astronomer. He determined the dependence of the boiling "
+        "of water on atmospheric pressure. The scale was later reversed."
+    )
+    (support,) = extract_answer(
+        "Who determined the dependence of boiling on pressure?", [source], 1
+    )
+    assert support.span.text.startswith("Anders Celsius was a Swedish astronomer. He determined")
+    assert source[support.span.start : support.span.end] == support.span.text
+    # A sentence that says its own subject is quoted alone.
+    (alone,) = extract_answer("When was the scale reversed?", [source], 1)
+    assert alone.span.text == "The scale was later reversed."
+
+
+def test_the_same_sentence_in_two_sources_is_quoted_once() -> None:
+    sentence = (
+        "As of October 2007 the national unemployment rate of 5.9% was the lowest in 33 years."
+    )
+    sources = [sentence, "Unemployment fell in 2007. " + sentence]
+    supports = extract_answer("What was the national unemployment rate in October 2007?", sources)
+    texts = [s.span.text for s in supports]
+    assert texts.count(sentence) == 1 and len(supports) == 2
