@@ -4,8 +4,12 @@ settings (0 turns it off) and a reason a person can read."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from retriever.embedder import Embedder
 from retriever.grounding import (
@@ -20,6 +24,8 @@ from retriever.search import SearchResult
 from retriever.types import Hit
 
 TermWeights = Callable[[list[str]], dict[str, float]]
+# Sentence vectors kept for reuse within and across answers (384 floats each: ~3 MB).
+_REMEMBERED_VECTORS = 2048
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,27 @@ class EvidenceCheck:
         self.embedder = embedder
         self.term_weights = term_weights
         self.focus_sentences = focus_sentences or 3
+        # Texts embedded lately: the same question and sentences are weighed here before the
+        # model and again when the best extract is chosen after it (`cosines`).
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors_lock = threading.Lock()
+
+    def cosines(self, question: str, sentences: Sequence[str]) -> np.ndarray:
+        """The embedding cosine of each sentence with the question; texts embedded by a recent
+        call are not embedded again."""
+        texts = [question, *sentences]
+        with self._vectors_lock:
+            known = {t: self._vectors[t] for t in texts if t in self._vectors}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            fresh = dict(zip(missing, self.embedder.embed(missing), strict=True))
+            known.update(fresh)
+            with self._vectors_lock:
+                self._vectors.update(fresh)
+                while len(self._vectors) > _REMEMBERED_VECTORS:
+                    self._vectors.popitem(last=False)
+        vectors = np.stack([known[t] for t in texts])
+        return vectors[1:] @ vectors[0]
 
     def weakness(self, question: str, result: SearchResult) -> str | None:
         """Why the passages cannot answer the question, or None if they may."""
@@ -81,5 +108,4 @@ class EvidenceCheck:
         ]
         if not sentences:
             return 0.0
-        vectors = self.embedder.embed([question, *sentences])
-        return float((vectors[1:] @ vectors[0]).max())
+        return float(self.cosines(question, sentences).max())

@@ -707,8 +707,7 @@ class AnswerService:
         """Embedding cosine of each sentence with the question (the retrieval embedder)."""
         if not sentences:
             return []
-        vectors = self.evidence.embedder.embed([question, *sentences])
-        return [float(c) for c in vectors[1:] @ vectors[0]]
+        return [float(c) for c in self.evidence.cosines(question, sentences)]
 
     def _escalates(self, local: Answer, hits: Sequence[Hit]) -> bool:
         failed = local.abstained or local.mode == "extractive_fallback"

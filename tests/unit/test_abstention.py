@@ -3,6 +3,8 @@ the real embedder, Chroma and FTS5 index."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.components import Components
 from retriever.types import Chunk, chunk_id
@@ -83,3 +85,28 @@ def test_an_identifier_found_whole_outweighs_the_embedder(components: Components
     assert _weakness(components, check, "What does asn1_der_decoding do?") is None
     refused = _weakness(components, check, "What does asn1_der_encoding do?")
     assert refused is not None and "cosine" in refused
+
+
+def test_cosines_reuse_the_vectors_of_texts_already_embedded(components: Components) -> None:
+    embedded: list[list[str]] = []
+    real = components.embedder
+
+    class Counting:
+        dimension = real.dimension
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            embedded.append(list(texts))
+            return real.embed(texts)
+
+        def count_tokens(self, text: str) -> int:
+            return real.count_tokens(text)
+
+    check = EvidenceCheck(AbstentionThresholds(), Counting(), lambda words: {})
+    question = "How many days of annual leave do employees get?"
+    sentences = ["Employees get 25 days of annual leave.", "The canteen opens at 08:00."]
+    first = check.cosines(question, sentences)
+    again = check.cosines(question, [*sentences, "Leave requests go to the manager."])
+    assert embedded == [[question, *sentences], ["Leave requests go to the manager."]]
+    vectors = real.embed([question, *sentences])
+    assert np.allclose(first, vectors[1:] @ vectors[0], atol=1e-5)
+    assert np.allclose(again[:2], first) and first[0] > first[1]
