@@ -40,9 +40,6 @@ from retriever.grounding import (
 )
 from retriever.keyword import STOPWORDS
 from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt, source_label
-
-# ANSWER_MODES and AnswerMode are also importable from here, where they used to live.
-from retriever.question import ANSWER_MODES as ANSWER_MODES
 from retriever.question import AnswerMode, Question
 from retriever.search import HybridSearcher, Mode, SearchResult
 from retriever.serving import IndexSlot, ServingIndex

@@ -13,7 +13,6 @@ from typing import Any, TextIO
 from config.settings import Settings
 from ingest.evaluate import Progress, cache_dir, open_index, read_jsonl
 from ingest.pipeline import build_pipeline
-from retriever.answer import AnswerMode
 from retriever.answer_metrics import (
     citation_validity,
     contains_gold,
@@ -24,7 +23,7 @@ from retriever.answer_metrics import (
 )
 from retriever.components import Components
 from retriever.metrics import percentile
-from retriever.question import Question
+from retriever.question import AnswerMode, Question
 from retriever.search import Mode
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from retriever.answer import Answer, AnswerMode
+from retriever.answer import Answer
+from retriever.question import AnswerMode
 from retriever.search import Mode
 from server.common import check_question
 from server.contract import Invalid, absent
