@@ -135,7 +135,7 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error(smollm2: LlamaCppGene
 def test_the_draft_is_what_followed_the_latest_match_of_the_longest_tail() -> None:
     #            0  1  2  3  4  5  6  7  8  9 10 11
     context = [1, 2, 3, 4, 5, 9, 2, 3, 7, 8, 1, 2]
-    lookup = PromptLookup(context, ngrams=(3, 2))
+    lookup = PromptLookup(context, ngrams=(3, 2), min_run=0)
     # The tail (1, 2) occurred once before, at 0: what followed it.
     assert lookup.draft(3) == [3, 4, 5]
     lookup.add(3)  # tail (1, 2, 3): the 3-gram at 0 wins over the later 2-gram (2, 3) at 6
@@ -144,13 +144,28 @@ def test_the_draft_is_what_followed_the_latest_match_of_the_longest_tail() -> No
     assert lookup.draft(50) == [4, 5, 9, 2, 3, 7, 8, 1, 2, 3]
     assert lookup.draft(0) == []
     # (2, 3) occurred at 1 and 6: the latest, 6, is the one drafted from.
-    lookup = PromptLookup([2, 3, 4, 0, 2, 3, 5, 6], ngrams=(2,))
+    lookup = PromptLookup([2, 3, 4, 0, 2, 3, 5, 6], ngrams=(2,), min_run=0)
     lookup.add(2)
     lookup.add(3)
     assert lookup.draft(3) == [5, 6, 2]
     # Nothing drafts when the tail never occurred, and single tokens are not matched.
-    assert PromptLookup([1, 2, 3, 4], ngrams=(2,)).draft(4) == []
-    assert PromptLookup([5, 6, 7, 5], ngrams=(3, 2)).draft(2) == []
+    assert PromptLookup([1, 2, 3, 4], ngrams=(2,), min_run=0).draft(4) == []
+    assert PromptLookup([5, 6, 7, 5], ngrams=(3, 2), min_run=0).draft(2) == []
+
+
+def test_a_draft_is_made_only_inside_a_run_of_copied_tokens() -> None:
+    # The source: 10 11 12 13 14 15 16 17 18 19, then an answer copying it from 12 on.
+    source = list(range(10, 20))
+    lookup = PromptLookup([*source, 99, 12, 13, 14], ngrams=(3, 2), min_run=5)
+    assert lookup.draft(4) == []  # (12, 13, 14) matches, but only 3 tokens of it
+    lookup.add(15)
+    assert lookup.draft(4) == []  # 4 copied tokens
+    lookup.add(16)
+    assert lookup.draft(4) == [17, 18, 19, 99]  # 5 copied tokens: a run, drafted
+    # A recurring phrase after different words is no run, however often it recurs.
+    phrase = PromptLookup([1, 7, 8, 9, 2, 7, 8, 9, 3, 4, 7, 8, 9], ngrams=(3, 2), min_run=5)
+    assert phrase.draft(3) == []
+    assert PromptLookup([1, 7, 8, 9, 2, 7, 8, 9], ngrams=(3, 2), min_run=3).draft(3) == [2, 7, 8]
 
 
 class FakeModel:
@@ -178,7 +193,7 @@ class FakeModel:
     ) -> tuple[list[int], int]:
         """The drafting loop's order of work: pick, draft from the context, verify the batch."""
         out = [pick_token(self.logits(prompt), [], penalty, 0.0, RNG)]
-        lookup = PromptLookup([*prompt, out[0]], ngrams=(2, 1))
+        lookup = PromptLookup([*prompt, out[0]], ngrams=(2, 1), min_run=0)
         accepted = 0
         while len(out) < steps:
             draft = lookup.draft(min(size, steps - len(out)))
