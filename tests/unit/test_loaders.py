@@ -10,6 +10,7 @@ import pytest
 from ingest.loaders import (
     LoadError,
     UnsupportedFileError,
+    clean_text,
     is_ignored,
     load_document,
     sniff_mismatch,
@@ -67,6 +68,27 @@ def test_csv_rows_read_with_their_header(tmp_path: Path) -> None:
     csv = write(tmp_path / "plans.csv", "code,name,price\nA-1,Basic,10\nB-2,Pro,25\n")
     rows = [e.text for e in load_document(csv).elements]
     assert any("code: B-2" in r and "price: 25" in r for r in rows)
+
+
+def test_mojibake_is_repaired_and_the_documents_own_characters_kept() -> None:
+    # UTF-8 read as Latin-1 (C1 controls kept) and as Windows-1252, in one text.
+    assert clean_text("the country\u00e2\u0080\u0099s GDP \u00e2\u0080\u0094 10%") == (
+        "the country\u2019s GDP \u2014 10%"
+    )
+    assert clean_text("Ã©tÃ© in ZÃ¼rich") == "été in Zürich"
+    assert clean_text("the \ufb01rst \ufb02oor") == "the first floor"  # PDF ligatures
+    # Correct text is left as written: accents, curly quotes, entities, other scripts.
+    kept = "Café naïve “quoted” &amp; Straße Ελληνικά 日本語 £5"
+    assert clean_text(kept) == kept
+    assert clean_text("  two\n\nlines\t here ") == "two lines here"
+
+
+def test_a_text_file_with_mojibake_is_indexed_readable(tmp_path: Path) -> None:
+    # The text a UTF-8 file becomes when some tool on its way read it as Latin-1.
+    text = "Uruguay’s beef is sold as “Uruguay Natural”.\n".encode().decode("latin-1")
+    path = tmp_path / "uruguay.txt"
+    path.write_text(text, encoding="utf-8")
+    assert _texts(path) == "Uruguay’s beef is sold as “Uruguay Natural”."
 
 
 def test_table_rows_as_text() -> None:
