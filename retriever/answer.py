@@ -358,10 +358,73 @@ _OPENERS = frozenset(
 )
 
 
+# Adverbs that say nothing at the edge of a short answer ("ears ... are also" -> "ears").
+_EDGE_ADVERBS = frozenset(
+    [
+        "also",
+        "very",
+        "often",
+        "usually",
+        "still",
+        "just",
+        "even",
+        "too",
+        "thus",
+        "however",
+        "mainly",
+        "generally",
+        "always",
+        "now",
+        "currently",
+        "therefore",
+        "indeed",
+        "actually",
+        "already",
+        "typically",
+        "largely",
+        "mostly",
+        "then",
+    ]
+)
+
+
 def _filler(token: str, asked: set[str]) -> bool:
-    """A word of an answer sentence that only restates the question (or a stop word)."""
+    """A word of an answer sentence that only restates the question (or a stop word, or an
+    adverb that says nothing at the answer's edge)."""
     parts = re.findall(r"\w+", token.lower())
-    return all(p in STOPWORDS or p in asked for p in (_stem_all(parts))) if parts else True
+    if not parts:
+        return True
+    return all(p in STOPWORDS or p in _EDGE_ADVERBS or p in asked for p in _stem_all(parts))
+
+
+# Pairs that a cut can break (not \u2019, which is also the apostrophe of "Lincoln\u2019s").
+_OPENING = "([{\u201c"
+_CLOSING = ")]}\u201d"
+
+
+def _tidy_edges(phrase: str) -> str:
+    """A cut-out phrase without the punctuation its cut left dangling: separators and empty
+    brackets at its ends, an opening bracket or quote whose closing one was cut off, a
+    closing one whose opening was ("sound (" -> "sound", "( ), is a country" -> "is a
+    country")."""
+    previous = None
+    while phrase != previous:
+        previous = phrase
+        phrase = re.sub(r"^\W*?[(\[{]\s*[)\]}]|[(\[{]\s*[)\]}]\W*?$", "", phrase)
+        phrase = phrase.strip(" ,;:-\u2013\u2014")
+        if phrase[-1:] and phrase[-1] in _OPENING:
+            phrase = phrase[:-1]
+        elif phrase[:1] and phrase[0] in _CLOSING:
+            phrase = phrase[1:]
+        elif phrase[-1:] in _CLOSING and phrase[-1:]:
+            pair = _OPENING[_CLOSING.index(phrase[-1])]
+            if phrase.count(pair) < phrase.count(phrase[-1]):
+                phrase = phrase[:-1]
+        if phrase[:1] and phrase[0] in _OPENING:
+            pair = _CLOSING[_OPENING.index(phrase[0])]
+            if phrase.count(pair) < phrase.count(phrase[0]):
+                phrase = phrase[1:]
+    return phrase
 
 
 def _stop(token: str) -> bool:
@@ -502,7 +565,7 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
                 name = _name_in(tokens[start:end], asked, head, place)
                 if name is not None:
                     return name
-    short = " ".join(tokens[start:end]).strip(" ,;:-\u2013\u2014")
+    short = _tidy_edges(" ".join(tokens[start:end]))
     if not re.search(r"\w", short) or len(short.split()) > max_words:
         return text
     return short

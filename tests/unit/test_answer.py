@@ -248,6 +248,41 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
     )
 
 
+def test_a_direct_answer_leaves_no_dangling_words_or_brackets() -> None:
+    from retriever.answer import direct_answer
+
+    # An adverb left at the cut ("are also") goes with the words restating the question.
+    assert (
+        direct_answer(
+            "What part of a lynx is very important for hearing?",
+            "The long tufted ears of a lynx are also very important for hearing.",
+        )
+        == "long tufted ears"
+    )
+    # A bracket the cut opened or closed goes; a whole one stays.
+    assert (
+        direct_answer(
+            "What does the pump run on?",
+            "The pump runs on diesel fuel (also called gas oil) in winter.",
+        )
+        == "diesel fuel (also called gas oil) in winter"
+    )
+    assert direct_answer("What is Varnia?", "Varnia ( ), is a small island state.") == (
+        "small island state"
+    )
+    assert (
+        direct_answer(
+            "How do whales call over long distances?",
+            "Over long distances whales call with low sounds (",
+        )
+        == "low sounds"
+    )
+    # An apostrophe is no quote to balance.
+    assert direct_answer(
+        "Whose bikes were stolen?", "The bikes stolen were the students\u2019."
+    ).endswith("students\u2019")
+
+
 def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
     from retriever.answer import with_evidence
 
