@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -284,15 +284,50 @@ def load_cpu_backends() -> None:
     """Load llama.cpp's CPU backends if it was built with `GGML_BACKEND_DL` (the portable
     build of docs/deployment.md: one library per instruction-set level, the best one for this
     CPU picked at run time). llama-cpp-python does not load them, and without one llama.cpp
-    loads no model. A default (native) build has its CPU backend built in: nothing to do."""
+    loads no model. A default (native) build has its CPU backend built in: nothing to do.
+
+    Two snags of llama-cpp-python 0.3.36's wheel: it puts the variants
+    (`libggml-cpu-<level>.so`) in a `bin/` folder beside the `llama_cpp` package, not in
+    `llama_cpp/lib`; and its `lib` folder holds copies, not links, of `libggml.so` and
+    `libggml.so.0`, so `llama_cpp._ggml`'s `libggml.so` is a second instance beside the one
+    libllama uses, and backends registered there are not seen by libllama."""
     import ctypes
 
-    from llama_cpp._ggml import libggml, libggml_base_path
+    from llama_cpp._ggml import libggml_base_path
 
+    libggml = _libggml_in_use()
     libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+    libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    folders = [Path(libggml_base_path), Path(libggml_base_path).parent.parent / "bin"]
+    for folder in folders:
+        if libggml.ggml_backend_reg_count() > 0:
+            return
+        if any(folder.glob("libggml-cpu-*")):
+            libggml.ggml_backend_load_all_from_path(str(folder).encode())
     if libggml.ggml_backend_reg_count() == 0:
-        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        libggml.ggml_backend_load_all_from_path(str(libggml_base_path).encode())
+        raise GenerationError(
+            "llama.cpp was built with GGML_BACKEND_DL but no CPU backend library "
+            f"(libggml-cpu-*.so) was found in {' or '.join(map(str, folders))}; rebuild it "
+            "as docs/deployment.md says"
+        )
+
+
+def _libggml_in_use() -> Any:
+    """The libggml that libllama was linked with: the one mapped in this process under its
+    soname (`libggml.so.0`, what libllama's NEEDED entry names) once llama_cpp is imported;
+    else llama_cpp's own handle (a build whose `libggml.so` is a link, or no /proc)."""
+    import ctypes
+
+    import llama_cpp.llama_cpp  # noqa: F401  (loads libllama and the libggml it needs)
+    from llama_cpp._ggml import libggml
+
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps}
+    except OSError:  # no /proc: not Linux
+        return libggml
+    by_soname = sorted(p for p in paths if re.search(r"/libggml\.so\.\d+$", p))
+    return ctypes.CDLL(by_soname[0]) if by_soname else libggml
 
 
 @contextmanager

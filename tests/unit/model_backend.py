@@ -2,8 +2,9 @@
 (`ModelSpec("tests.unit.model_backend:ScriptedModel", ...)`), replies as `FakeGenerator`, and
 does what the test wrote in its script file before the question: `crash-after N` (N pieces,
 then SIGSEGV, as llama.cpp's AMX kernels do), `hang-after N` (N pieces, then stuck in
-"native code": no Python runs, so a cancel is never read) or `slow` (a long reply, 20 ms a
-piece). Every piece it hands out and how each reply ended is appended to the record file."""
+"native code": no Python runs, so a cancel is never read), `slow` (a long reply, 20 ms a
+piece) or `burst` (the same reply, as fast as it can). Every piece it hands out and how
+each reply ended is appended to the record file."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class ScriptedModel(FakeGenerator):
         action, limit = (
             (command[0], int(command[1]) if len(command) > 1 else 0) if command else ("", 0)
         )
-        if action == "slow":
+        if action in ("slow", "burst"):
             self.enqueue(" ".join(f"word{i}" for i in range(200)))
         n = 0
         try:

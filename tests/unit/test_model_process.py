@@ -95,7 +95,10 @@ def test_a_crash_while_streaming_is_an_sse_error_event(
     assert response.status_code == 200
     events = sse_json(response.get_data(as_text=True))
     names = [name for name, _ in events]
-    assert names == ["sources", "token", "token", "token", "error"]
+    # What was written before the crash, then the error (the child sends pieces written in
+    # the same 30 ms together, so the last ones may die with it).
+    assert names[0] == "sources" and names[-1] == "error"
+    assert names[1:-1] and set(names[1:-1]) == {"token"}
     assert events[-1][1]["error"]["code"] == "model_unavailable"
     assert "SIGSEGV" in events[-1][1]["error"]["message"]
 
@@ -147,6 +150,20 @@ def test_client_disconnect_stops_the_generation_in_the_child(
     script(tmp_path, "")
     assert client.post("/api/v1/ask", json={"question": QUESTION}).status_code == 200
     assert model.pid == child and model.restarts == 0
+
+
+def test_pieces_written_faster_than_they_are_read_arrive_together_and_whole(
+    model: ModelProcessGenerator, tmp_path: Path
+) -> None:
+    script(tmp_path, "burst")
+    reply = " ".join(f"word{i}" for i in range(200))
+    messages = [{"role": "user", "content": "go"}]
+    arrived = list(model.stream(messages, GenerationParams(max_tokens=300)))
+    assert "".join(arrived) == reply
+    assert arrived[0] == "word0"  # the first piece is not held back (time to first token)
+    # A message per PIECE_INTERVAL_S at most after the first, not one per piece.
+    assert len(arrived) < 20
+    assert [line for line in record(tmp_path) if line.startswith("ended")] == ["ended after 200"]
 
 
 def test_the_replacement_child_is_primed_with_the_system_prompt(tmp_path: Path) -> None:
@@ -285,6 +302,25 @@ def test_a_self_test_that_passes_keeps_the_fast_settings(tmp_path: Path) -> None
     assert made == [("fast", False)]
 
 
+def test_a_rebuilt_llama_cpp_is_tested_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import llama_cpp
+
+    # A llama_cpp package whose libllama is a file of ours: rebuilding it changes the key.
+    package = tmp_path / "site" / "llama_cpp"
+    (package / "lib").mkdir(parents=True)
+    library = package / "lib" / "libllama.so"
+    library.write_bytes(b"native build")
+    monkeypatch.setattr(llama_cpp, "__file__", str(package / "__init__.py"))
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    native, parts = verdict_key(model)
+    assert parts["llama_cpp_build"]["size"] == len(b"native build")
+    library.write_bytes(b"portable build, all variants")
+    assert verdict_key(model)[0] != native
+
+
 def test_a_changed_model_file_is_tested_again(tmp_path: Path) -> None:
     made: list[tuple[str, bool]] = []
     _start(tmp_path, "auto", made).close()
@@ -338,10 +374,11 @@ def test_the_bundled_slm_falls_back_to_safe_settings_and_keeps_its_prompt_cache(
         model.call("perf_counters", True)
         story = {"role": "user", "content": "Write a long story about a cat."}
         stream = model.stream([story], GenerationParams(max_tokens=200))
-        for _ in range(3):
-            next(stream)
+        received = "".join(next(stream) for _ in range(3))
         stream.close()
-        assert model.call("perf_counters")["n_eval"] <= 5 and model.pid == child
+        # What was shown, plus the token or two written while the cancel was on its way.
+        written = model.count_tokens(received)
+        assert model.call("perf_counters")["n_eval"] <= written + 3 and model.pid == child
     finally:
         model.close()
 
