@@ -171,9 +171,12 @@ def identifiers(text: str) -> set[str]:
 
 def is_fragment(sentence: str) -> bool:
     """A sentence that says nothing by itself: a list marker or number alone, punctuation,
-    only stop words, or a short heading ("Level 1:")."""
+    only stop words, a short heading ("Level 1:"), or an aside in brackets that the sentence
+    splitter cut off its sentence ("(July 4 1872 - January 5 1933).")."""
     core = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip()
     core = core.strip(" .!?;,\"'\u201c\u201d")
+    if re.fullmatch(r"\([^()]*\)|\[[^\[\]]*\]", core):
+        return True
     words = _WORD.findall(core)
     lettered = [w for w in words if any(c.isalpha() for c in w)]
     if not any(w.lower() not in STOPWORDS for w in lettered):

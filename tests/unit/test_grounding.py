@@ -119,7 +119,12 @@ QUESTION = "What is the escalation procedure for a severity 1 incident?"
 def test_fragments_are_told_from_statements() -> None:
     for fragment in ("1 [1].", "3.", "42", "- ", "Level 1:", "Escalation procedure:", "the of"):
         assert is_fragment(fragment), fragment
+    # An aside in brackets, cut off the sentence it belonged to.
+    for fragment in ("(July 4 1872 - January 5 1933) [3].", "(see below).", "[Note 2]"):
+        assert is_fragment(fragment), fragment
     for statement in ("OnWatch [1].", "90 seconds.", "ALM-4471", "Level 1: NOC engineer first."):
+        assert not is_fragment(statement), statement
+    for statement in ("(a) The NOC calls the duty manager.", "The pump (P-7) starts [1]."):
         assert not is_fragment(statement), statement
 
 
