@@ -13,7 +13,7 @@ from config.settings import Settings
 from retriever.abstention import AbstentionThresholds
 from retriever.answer import AnswerService
 from retriever.audit import AuditLog
-from retriever.batching import CoalescingEmbedder
+from retriever.batching import question_embedder
 from retriever.embedder import Embedder, embedder_identity, load_embedder
 from retriever.escalation import Escalation, EscalationRefused, check_policy
 from retriever.generation import (
@@ -136,7 +136,7 @@ class Components:
         s = self.settings
         reranker = self.reranker_for(embedder)
         searcher = HybridSearcher(
-            CoalescingEmbedder(embedder),  # concurrent questions share forward passes
+            question_embedder(embedder),
             store,
             self.keyword,
             candidates_k=s.candidates_k,

@@ -102,7 +102,13 @@ def load_embedder(
         return SentenceTransformerEmbedder(path, batch_size=batch_size)
     if backend not in BACKENDS:
         raise ValueError(f"unknown embed_backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    onnx_file = export_onnx(path, model_id(path), cache_dir, quantize=backend == "onnx-int8")
+    quantized = backend == "onnx-int8"
+    onnx_file = export_onnx(path, model_id(path), cache_dir, quantize=quantized)
     return OnnxEmbedder(
-        path, onnx_file, embedder_identity(path, backend), batch_size=batch_size, threads=threads
+        path,
+        onnx_file,
+        embedder_identity(path, backend),
+        batch_size=batch_size,
+        threads=threads,
+        batch_invariant=not quantized,
     )

@@ -83,3 +83,29 @@ def test_a_failure_reaches_every_caller_of_that_batch_and_then_recovers() -> Non
     with pytest.raises(RuntimeError):
         embedder.embed(["boom"])
     np.testing.assert_array_equal(embedder.embed(["ok"]), [[2, ord("o")]])
+
+
+def test_question_time_vectors_of_an_int8_embedder_do_not_depend_on_their_batch() -> None:
+    import os
+    from pathlib import Path
+
+    from retriever.batching import UnbatchedEmbedder, question_embedder
+    from retriever.embedder import load_embedder
+    from retriever.models import bundled_embedder_path
+
+    cache = Path(os.environ["ENCLAVE_EMBED_CACHE_DIR"])
+    int8 = load_embedder(bundled_embedder_path(), "onnx-int8", 32, cache)
+    fp32 = load_embedder(bundled_embedder_path(), "onnx", 32, cache)
+    a = "The large flapping ears of an elephant are very important for temperature regulation."
+    b = "Lincoln was born in a one-room log cabin in Hardin County, Kentucky, in 1809. " * 3
+    # Why: int8 quantizes each forward pass with one activation scale, so `a` moves with `b`.
+    assert not np.array_equal(int8.embed([a])[0], int8.embed([a, b])[0])
+    np.testing.assert_array_equal(fp32.embed([a])[0], fp32.embed([a, b])[0])
+
+    question_time = question_embedder(int8)
+    assert isinstance(question_time, UnbatchedEmbedder)
+    alone = question_time.embed([a])[0]
+    np.testing.assert_array_equal(question_time.embed([b, a])[1], alone)
+    assert question_time.embed([]).shape == (0, int8.dimension)
+    # A batch-invariant embedder keeps sharing forward passes between concurrent questions.
+    assert isinstance(question_embedder(fp32), CoalescingEmbedder)
