@@ -134,9 +134,11 @@ class Components:
         """A serving index over this embedder and its collection (and the one keyword
         index), with a searcher configured from the settings."""
         s = self.settings
-        reranker = self.reranker_for(embedder)
+        # Question time (queries, reranking, evidence checks) embeds through one embedder.
+        question = question_embedder(embedder)
+        reranker = self.reranker_for(question)
         searcher = HybridSearcher(
-            question_embedder(embedder),
+            question,
             store,
             self.keyword,
             candidates_k=s.candidates_k,
@@ -175,7 +177,7 @@ class Components:
         if s.reranker == "cross-encoder":
             return self.cross_encoder
         if s.reranker == "bi-encoder":
-            return BiEncoderReranker(embedder)  # the serving embedder's own vectors
+            return BiEncoderReranker(embedder)  # the serving embedder's, at question time
         return None
 
     @cached_property
