@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from config.auth import API_KEY_ENV
 from config.settings import Settings
 
 
@@ -27,9 +28,6 @@ def _multipart(path: Path, collection: str | None = None) -> tuple[bytes, str]:
     ).encode()
     body = head + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
-
-
-API_KEY_ENV = "ENCLAVE_API_KEY"
 
 
 def auth_headers() -> dict[str, str]:

@@ -9,6 +9,10 @@ from pydantic import ConfigDict, Field, field_validator
 
 from config.section import Section, comma_separated
 
+# The environment variable a client process (`enclave ingest`'s hand-off to a running server,
+# `enclave mcp`) reads its API key from.
+API_KEY_ENV = "ENCLAVE_API_KEY"
+
 
 class AuthSettings(Section):
     model_config = ConfigDict(title="Authentication and permissions")

@@ -22,11 +22,11 @@ from typing import Any
 import anyio
 from flask import Flask
 
+from config.auth import API_KEY_ENV
 from config.settings import Settings
 from server.access import Principal
 from server.errors import ApiError
 
-API_KEY_ENV = "ENCLAVE_API_KEY"
 READ_ONLY_TOOLS = ("search", "ask", "list_documents", "get_document")
 log = logging.getLogger(__name__)
 

@@ -352,7 +352,8 @@ def test_cli_hand_off_sends_the_key_from_the_environment(
 
     from werkzeug.serving import make_server
 
-    from cli.handoff import API_KEY_ENV, upload_files
+    from cli.handoff import upload_files
+    from config.auth import API_KEY_ENV
 
     header = add_user(app, "loader", role="admin")  # the default collection is unmapped: admins
     server = make_server("127.0.0.1", 0, app, threaded=True)

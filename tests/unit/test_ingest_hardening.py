@@ -264,8 +264,8 @@ def test_finding_4_hand_off_leaves_inbox_files_to_the_server(
 
     from werkzeug.serving import make_server
 
-    from cli.handoff import API_KEY_ENV
     from cli.main import main
+    from config.auth import API_KEY_ENV
     from ingest.lock import DataDirLock
 
     settings = app.extensions["enclave"].settings
