@@ -73,24 +73,32 @@ def batch_costs(generator: LlamaCppGenerator, prompt: list[int], largest: int) -
 
 
 def replay(
-    answers: list[Answer], cost: list[float], drafts: Callable[[list[int], list[int]], int]
+    answers: list[Answer],
+    cost: list[float],
+    min_run: int,
+    size: int,
+    share: Callable[[int], int] | None = None,
 ) -> float:
-    """Plain decoding's time over drafted decoding's, replaying the plain answers: at each step
-    `drafts(context, rest of the answer)` says how many tokens to draft (0: none), the lookup
-    drafts them, and the batch confirms what the answer keeps plus one token."""
+    """Plain decoding's time over drafted decoding's, replaying the plain answers with one
+    `PromptLookup(min_run=min_run)` per answer: at each step it drafts up to `size` tokens,
+    the batch pays for all of them, and confirms what the answer keeps plus one token.
+    `share(kept)`, where given, drafts only that many of them instead (a drafter that knows
+    how many the answer will keep)."""
     plain = drafted = 0.0
     for prompt, answer in answers:
         plain += cost[1] * len(answer)
         drafted += cost[1]  # the first token, from the prompt's own decode
-        lookup = PromptLookup([*prompt, answer[0]], min_run=0)
+        lookup = PromptLookup([*prompt, answer[0]], min_run=min_run)
         i = 0
         while i < len(answer) - 1:
             rest = answer[i + 1 :]
-            proposal = lookup.draft(drafts(lookup.tokens, rest))
+            proposal = lookup.draft(min(size, len(rest)))
             kept = 0
             while kept < len(proposal) and rest[kept] == proposal[kept]:
                 kept += 1
-            drafted += cost[1 + len(proposal)]
+            used = len(proposal) if share is None else share(kept)
+            kept = min(kept, used)
+            drafted += cost[1 + used]
             for token in rest[: kept + 1]:
                 lookup.add(token)
             i += 1 + kept
@@ -98,26 +106,17 @@ def replay(
 
 
 def policies(answers: list[Answer], cost: list[float], draft: int) -> dict[str, float]:
-    """The replayed speed-ups of the shipped rule, of drafting at every match, and the bound."""
+    """The replayed speed-ups of the shipped rule, of drafting at every match, and the bound:
+    the longest draft the batch costs allow, of which exactly the cheapest-per-token share of
+    what the answer keeps is drafted."""
 
-    def shipped(min_run: int) -> Callable[[list[int], list[int]], int]:
-        def step(context: list[int], rest: list[int]) -> int:
-            return len(PromptLookup(context, min_run=min_run).draft(min(draft, len(rest))))
-
-        return step
-
-    def perfect(context: list[int], rest: list[int]) -> int:
-        """Knows how much of the longest draft the answer keeps; drafts the cheapest share."""
-        proposal = PromptLookup(context, min_run=0).draft(min(len(cost) - 2, len(rest)))
-        kept = 0
-        while kept < len(proposal) and rest[kept] == proposal[kept]:
-            kept += 1
+    def cheapest(kept: int) -> int:
         return min(range(kept + 1), key=lambda k: cost[1 + k] / (1 + k))
 
     return {
-        "speedup_as_shipped": round(replay(answers, cost, shipped(DRAFT_MIN_RUN)), 3),
-        "speedup_every_match": round(replay(answers, cost, shipped(0)), 3),
-        "speedup_perfect_drafter": round(replay(answers, cost, perfect), 3),
+        "speedup_as_shipped": round(replay(answers, cost, DRAFT_MIN_RUN, draft), 3),
+        "speedup_every_match": round(replay(answers, cost, 0, draft), 3),
+        "speedup_perfect_drafter": round(replay(answers, cost, 0, len(cost) - 2, cheapest), 3),
     }
 
 
