@@ -398,8 +398,14 @@ def _filler(token: str, asked: set[str]) -> bool:
 
 
 # Pairs that a cut can break (not \u2019, which is also the apostrophe of "Lincoln\u2019s").
-_OPENING = "([{\u201c"
-_CLOSING = ")]}\u201d"
+_PAIRS = {"(": ")", "[": "]", "{": "}", "\u201c": "\u201d"}
+_PARTNER = {**_PAIRS, **{close: open_ for open_, close in _PAIRS.items()}}
+_EMPTY_BRACKETS = re.compile(r"^\W*?[(\[{]\s*[)\]}]|[(\[{]\s*[)\]}]\W*?$")
+
+
+def _unmatched(phrase: str, mark: str) -> bool:
+    """`mark` (a bracket or quote) occurs in `phrase` more often than its partner."""
+    return phrase.count(mark) > phrase.count(_PARTNER[mark])
 
 
 def _tidy_edges(phrase: str) -> str:
@@ -410,20 +416,16 @@ def _tidy_edges(phrase: str) -> str:
     previous = None
     while phrase != previous:
         previous = phrase
-        phrase = re.sub(r"^\W*?[(\[{]\s*[)\]}]|[(\[{]\s*[)\]}]\W*?$", "", phrase)
-        phrase = phrase.strip(" ,;:-\u2013\u2014")
-        if phrase[-1:] and phrase[-1] in _OPENING:
+        phrase = _EMPTY_BRACKETS.sub("", phrase).strip(" ,;:-\u2013\u2014")
+        first, last = phrase[:1], phrase[-1:]
+        if last in _PAIRS:
             phrase = phrase[:-1]
-        elif phrase[:1] and phrase[0] in _CLOSING:
+        elif first and first in _PAIRS.values():
             phrase = phrase[1:]
-        elif phrase[-1:] in _CLOSING and phrase[-1:]:
-            pair = _OPENING[_CLOSING.index(phrase[-1])]
-            if phrase.count(pair) < phrase.count(phrase[-1]):
-                phrase = phrase[:-1]
-        if phrase[:1] and phrase[0] in _OPENING:
-            pair = _CLOSING[_OPENING.index(phrase[0])]
-            if phrase.count(pair) < phrase.count(phrase[0]):
-                phrase = phrase[1:]
+        elif last and last in _PAIRS.values() and _unmatched(phrase, last):
+            phrase = phrase[:-1]
+        if phrase[:1] in _PAIRS and _unmatched(phrase, phrase[0]):
+            phrase = phrase[1:]
     return phrase
 
 
