@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,19 @@ class GatedGenerator(FakeGenerator):
     def release(self) -> None:
         self.hold_after = None
         self.gate.set()
+
+    def reached_hold(self, timeout: float = 30) -> bool:
+        """Whether the model reached the held word within `timeout` seconds; when it did not,
+        the failure shows where every thread of the server was (a waiting slot, a lock)."""
+        if self.holding.wait(timeout):
+            return True
+        stacks = "\n".join(
+            f"--- thread {ident}\n" + "".join(traceback.format_stack(frame))
+            for ident, frame in sys._current_frames().items()
+        )
+        pytest.fail(
+            f"the model did not reach word {self.hold_after}; calls: {len(self.history)}\n{stacks}"
+        )
 
     def stream(self, messages: list[Message], params: GenerationParams) -> Iterator[str]:
         # Like the plain fake, quote source [1]'s first sentence, but cite it the way models

@@ -49,7 +49,7 @@ def test_answer_streams_then_cites_and_the_source_is_highlighted(
     answer = last_answer(page)
     # Mid-stream: raw text is there, the stop button replaces send, no citation yet.
     expect(answer.locator(".answer-text")).not_to_be_empty()
-    assert live_app.model.holding.wait(30)
+    assert live_app.model.reached_hold()
     streamed = answer.locator(".answer-text").inner_text()
     # The server holds back the last word until the next piece: it may still become a URL.
     assert len(streamed.split()) == 3, streamed
@@ -110,7 +110,7 @@ def test_stop_keeps_what_was_written(page: Page, live_app: LiveApp) -> None:
     page.goto("/")
     live_app.model.hold(3)
     ask(page, DEMO_QUESTION)
-    assert live_app.model.holding.wait(30)
+    assert live_app.model.reached_hold()
     answer = last_answer(page)
     expect(answer.locator(".answer-text")).not_to_be_empty()
     page.get_by_role("button", name="Stop generating").click()
@@ -345,7 +345,7 @@ def test_an_injected_image_in_an_answer_is_shown_as_text(page: Page, live_app: L
     live_app.model.hold(5)  # the image and the word after it (which shows it is complete)
     ask(page, DEMO_QUESTION)
     answer = last_answer(page)
-    assert live_app.model.holding.wait(30)
+    assert live_app.model.reached_hold()
     expect(answer.locator(".answer-text")).to_contain_text("[image: logo]")
     assert "attacker" not in answer.inner_text()
     expect(answer.locator("img")).to_have_count(0)
