@@ -49,8 +49,13 @@ class EventStream:
     def close(self) -> None:
         if not self._finished:
             log.info("event stream closed before its end (client gone): generation stopped")
-        self._chunks.close()
-        self._source.close()
+        try:
+            self._chunks.close()
+        finally:
+            # Even when closing the body failed (storing a stopped answer, say), the model
+            # stops and its generation slot is freed now, not whenever the garbage collector
+            # gets to the generator.
+            self._source.close()
 
 
 def event_stream_response(body: EventStream) -> Response:

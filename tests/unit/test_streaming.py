@@ -126,6 +126,34 @@ def test_client_disconnect_stops_generation_and_frees_the_slot(
     assert client.post("/api/v1/ask", json={"question": QUESTION}).status_code == 200
 
 
+def test_a_stopped_answer_that_cannot_be_stored_still_frees_the_slot(
+    app: Flask, components: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the stream stores the answer as far as it got; when that fails (a locked
+    database, say), the model is still stopped and its slot freed at once."""
+    client = app.test_client()
+    store = app.extensions["enclave"].conversations
+    conversation = client.post("/api/v1/conversations", json={}).get_json()["id"]
+    fake = fake_model(components)
+    fake.enqueue(" ".join(f"word{i}" for i in range(100)))
+    response = client.post(
+        "/api/v1/ask",
+        json={"question": QUESTION, "stream": True, "conversation_id": conversation},
+        buffered=False,
+    )
+    chunks = iter(response.response)
+    [next(chunks) for _ in range(4)]  # sources + 3 tokens
+
+    def locked(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store, "add_message", locked)
+    with pytest.raises(RuntimeError, match="locked"):
+        response.close()
+    assert fake.stopped_early == 1
+    assert components.slots.stats()["active"] == 0
+
+
 def test_busy_model_answers_429_with_retry_after(
     settings: Settings, embedder: SentenceTransformerEmbedder
 ) -> None:
