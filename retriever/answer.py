@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc
+import itertools
 import logging
 import re
 import time
@@ -24,6 +25,7 @@ from retriever.grounding import (
     LIST_MARKER,
     NUMBER_WORDS,
     QUESTION_SCAFFOLD,
+    RankedSentence,
     Similarity,
     Support,
     content_words,
@@ -35,6 +37,7 @@ from retriever.grounding import (
     is_list_marker,
     is_name_word,
     key_terms,
+    rank_sentences,
     split_sentences,
     support_for,
 )
@@ -337,6 +340,9 @@ def verify(
         line = f"{sentence.rstrip('.!?').rstrip()} [{found.n}]{end}"
         kept.append(f"\n{sum(k.startswith(chr(10)) for k in kept) + 1}. {line}" if item else line)
         supports.append(found)
+    items = [i for i, line in enumerate(kept) if line.startswith("\n")]
+    if len(items) == 1:  # one item left of a list is a sentence, not a list
+        kept[items[0]] = LIST_MARKER.sub("", kept[items[0]].lstrip("\n"))
     return " ".join(kept).replace(" \n", "\n").strip(), supports, dropped
 
 
@@ -517,13 +523,19 @@ def _asked_cell(text: str, asked: set[str]) -> str | None:
     return found
 
 
+def _bare(sentence: str) -> str:
+    """A sentence without its list marker, citations and final stop: what `direct_answer`
+    returns when it finds no shorter phrase."""
+    return LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
+
+
 def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
     """The short part of an answer sentence that answers: the phrase the question asks for (a
     date for "when", a quantity for "how many/long", a name for "who/where/which county"),
     else the sentence without the words at its ends that restate the question ("The hold time
     on BGP sessions is 90 seconds" -> "90 seconds"). The whole sentence when that leaves
     nothing, or more than `max_words`."""
-    text = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
+    text = _bare(sentence)
     asked = content_words(question) | identifiers(question)
     tokens = text.split()
     start, end = 0, len(tokens)
@@ -541,9 +553,26 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             return date
     if ASKS_NUMBER.match(asks):
         # "How long ...?" is answered by the quantity: from its number (and a unit before it).
-        digits = [i for i in range(start, end) if _is_number(tokens[i])]
+        digits = [
+            i
+            for i in range(start, end)
+            if _is_number(tokens[i])
+            and not (content_words(tokens[i]) | identifiers(tokens[i])) & asked
+        ]
         if digits:
-            first = digits[0]
+            # Of several numbers, the one in the clause holding most of the words the question
+            # uses, then the nearest them ("taken at 01:15, and all systems are available again
+            # by 02:00" for "by what time are all systems available again?").
+            used = [j for j, t in enumerate(tokens) if j not in digits and content_words(t) & asked]
+            clause = list(
+                itertools.accumulate([0] + [int(t.endswith((",", ";", ":"))) for t in tokens[:-1]])
+            )
+
+            def nearness(i: int) -> tuple[int, int, int]:
+                same_clause = sum(clause[j] == clause[i] for j in used)
+                return (-same_clause, min((abs(i - j) for j in used), default=0), i)
+
+            first = min(digits, key=nearness)
             before = tokens[first - 1] if first > start else ""
             start = first - 1 if re.fullmatch(r"[A-Z]{2,4}|[$\u20ac\u00a3]", before) else first
             unit = first + 1  # and the words after it up to a stop word ("25 working days")
@@ -579,6 +608,7 @@ def with_evidence(
     supports: Sequence[Support],
     sources: Sequence[str],
     similarity: Similarity | None = None,
+    ranked: Sequence[RankedSentence] | None = None,
 ) -> tuple[str, str, list[Support]]:
     """Answer first, then the evidence: the short direct answer of a one-sentence answer with
     the source sentence backing it ("90 seconds - External BGP sessions use a hold time of 90
@@ -587,11 +617,19 @@ def with_evidence(
     unless already shown. Returns the text, the direct answer and the supports shown."""
     first = split_sentences(checked)[0].text if checked else ""
     direct = direct_answer(question, first)
+    if supports and direct == _bare(first):
+        # The model's words hold no short phrase: the sentence they rest on may ("The pumapard
+        # is a hybrid ..." -> "pumapard"), in the documents' own words.
+        backing_phrase = direct_answer(question, supports[0].span.text)
+        if backing_phrase != _bare(supports[0].span.text) and (
+            content_words(backing_phrase) & content_words(first)
+        ):
+            direct = backing_phrase
     shown: list[Support] = []
     if len(supports) == 1:
         backing = supports[0]
         said = content_words(direct) | identifiers(direct)
-        if direct != LIST_MARKER.sub("", CITATION.sub("", first)).strip().rstrip(".!?") and (
+        if direct != _bare(first) and (
             said <= content_words(backing.span.text) | identifiers(backing.span.text)
         ):
             text = f"{direct} \u2013 {quote([backing])}"
@@ -604,12 +642,32 @@ def with_evidence(
         text = checked
         shown.extend(supports)
     places = {(s.n, s.span.start) for s in shown}
-    best = extract_answer(question, sources, similarity=similarity)
+    best = extract_answer(question, sources, similarity=similarity, ranked=ranked)
     extra = [s for s in best if (s.n, s.span.start) not in places]
     if extra:
         text = f"{text} {quote(extra)}"
         shown.extend(extra)
     return text, direct, shown
+
+
+# What the model leads with must answer the question at least this well, as a share of the
+# best source sentence's score (`rank_sentences`): a supported sentence about something else
+# in the passages ("Where is Adams buried?" -> another president's grave) is not an answer.
+ANSWERS_AS_WELL = 0.7
+
+
+def answers_as_well(lead: Support, ranked: Sequence[RankedSentence]) -> bool:
+    """Whether the source sentence backing the answer's first sentence scores, as an answer to
+    the question, at least `ANSWERS_AS_WELL` of the best one. A backing sentence the ranking
+    leaves out (too short to quote, a heading) is not judged."""
+    if not ranked or ranked[0].score <= 0:
+        return True
+    mine = [
+        r.score
+        for r in ranked
+        if r.n == lead.n and r.span.start < lead.span.end and lead.span.start < r.span.end
+    ]
+    return not mine or max(mine) >= ANSWERS_AS_WELL * ranked[0].score
 
 
 def normalize_sentence(text: str) -> str:
@@ -956,9 +1014,10 @@ class AnswerService:
                 [source_label(h) for h in prompt.hits],
             )
         )
-        if supports:
+        ranked = rank_sentences(question, texts, self._similarity)
+        if supports and answers_as_well(supports[0], ranked):
             answer_text, direct, shown = with_evidence(
-                question, checked, supports, texts, self._similarity
+                question, checked, supports, texts, ranked=ranked
             )
             return Answer(
                 answer_text,
@@ -971,17 +1030,24 @@ class AnswerService:
                 mode="generative",
                 direct_answer=direct,
             )
-        # Nothing the model wrote is backed by the sources: quote them instead.
-        fallback = self._extractive(question, prompt.hits, timings)
+        # Nothing the model wrote is backed by the sources, or what it leads with answers the
+        # question worse than the best source sentence: quote the sources instead.
+        fallback = self._extractive(question, prompt.hits, timings, ranked)
         fallback.dropped = dropped
         fallback.mode = "extractive_fallback"
         return fallback
 
-    def _extractive(self, question: str, hits: Sequence[Hit], timings: dict[str, float]) -> Answer:
+    def _extractive(
+        self,
+        question: str,
+        hits: Sequence[Hit],
+        timings: dict[str, float],
+        ranked: Sequence[RankedSentence] | None = None,
+    ) -> Answer:
         hits = list(hits)
         sources = [Source.from_hit(i, h) for i, h in enumerate(hits, start=1)]
         supports = extract_answer(
-            question, [h.chunk.text for h in hits], similarity=self._similarity
+            question, [h.chunk.text for h in hits], similarity=self._similarity, ranked=ranked
         )
         timings.setdefault("generate_ms", 0.0)
         timings.setdefault("tokens", 0)

@@ -28,9 +28,11 @@ _IDENTIFIER = re.compile(r"\w+\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
 
 
 # Questions answered by a quantity, a date or a time.
+# A preposition may come first: "At what time ...?", "By how much ...?".
+_LEADING_PREPOSITION = r"(?:(?:at|by|in|on|until|till|from|to|for|after|before|within)\s+)?"
 ASKS_NUMBER = re.compile(
-    r"(?i)(how (many|much|long|often|old|far|big|large|high|fast|quickly|soon)|when|"
-    r"what (time|year|date|day|percentage|number))\b"
+    rf"(?i){_LEADING_PREPOSITION}(how (many|much|long|often|old|far|big|large|high|fast|"
+    r"quickly|soon)|when|what (time|year|date|day|percentage|number))\b"
 )
 # Questions answered by a date ("When ...?", "In what year ...?").
 ASKS_DATE = re.compile(
@@ -248,16 +250,24 @@ COSINE_WEIGHT = 0.5
 Similarity = Callable[[str, list[str]], list[float]]
 
 
-def extract_answer(
-    question: str,
-    sources: Sequence[str],
-    max_sentences: int = 2,
-    similarity: Similarity | None = None,
-) -> list[Support]:
-    """Source sentences that answer the question best: those sharing the most (IDF-weighted)
-    words with it, more so when they hold the kind of phrase it asks for (a date for "when",
-    a number for "how many", a name for "who"), plus `COSINE_WEIGHT` times their embedding
-    cosine with the question when a `similarity` (question, sentences -> cosines) is given."""
+@dataclass(frozen=True)
+class RankedSentence:
+    """A source sentence scored as an answer to a question (`rank_sentences`)."""
+
+    n: int
+    span: Span
+    score: float
+    overlap: float  # the IDF-weighted share of the question's words it holds
+
+
+def rank_sentences(
+    question: str, sources: Sequence[str], similarity: Similarity | None = None
+) -> list[RankedSentence]:
+    """Every source sentence that could answer, best first: those sharing the most
+    (IDF-weighted) words with the question, more so when they hold the kind of phrase it asks
+    for (a date for "when", a number for "how many", a name for "who"), plus `COSINE_WEIGHT`
+    times their embedding cosine with the question when a `similarity` (question, sentences
+    -> cosines) is given. Fragments and headings are left out."""
     asked = content_words(question)
     if not asked:
         return []
@@ -284,25 +294,40 @@ def extract_answer(
         if similarity is not None
         else [0.0] * len(candidates)
     )
-    scored = []
+    ranked = []
     for rank, ((n, span), bag) in enumerate(zip(candidates, bags, strict=True)):
         overlap = sum(weight[w] for w in asked & bag) / top
         score = overlap + COSINE_WEIGHT * cosines[rank]
         if kind is not None and overlap > 0 and holds_kind(kind, span.text, question):
             score += KIND_BONUS * overlap
         # A small prior for better-ranked sources and earlier sentences breaks ties.
-        scored.append((score - 0.01 * n - 0.0001 * rank, n, span, overlap))
-    scored.sort(key=lambda item: -item[0])
+        ranked.append(RankedSentence(n, span, score - 0.01 * n - 0.0001 * rank, overlap))
+    ranked.sort(key=lambda r: -r.score)
+    return ranked
+
+
+def extract_answer(
+    question: str,
+    sources: Sequence[str],
+    max_sentences: int = 2,
+    similarity: Similarity | None = None,
+    ranked: Sequence[RankedSentence] | None = None,
+) -> list[Support]:
+    """The `max_sentences` source sentences that answer the question best (`rank_sentences`,
+    or the given `ranked` sentences of the same sources), in source order; one that opens
+    with a pronoun comes with the sentence before it."""
+    if ranked is None:
+        ranked = rank_sentences(question, sources, similarity)
     chosen: list[Support] = []
     seen: set[str] = set()
-    for score, n, span, overlap in scored:
-        if len(chosen) == max_sentences or overlap <= 0:
+    for r in ranked:
+        if len(chosen) == max_sentences or r.overlap <= 0:
             break
-        said = " ".join(span.text.lower().split())
+        said = " ".join(r.span.text.lower().split())
         if said in seen:  # the same sentence in two passages is quoted once
             continue
         seen.add(said)
-        chosen.append(Support(n, _with_antecedent(sources[n - 1], span), round(score, 4)))
+        chosen.append(Support(r.n, _with_antecedent(sources[r.n - 1], r.span), round(r.score, 4)))
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from retriever.answer import clean_answer, says_not_found, verify
+from retriever.answer import Answer, clean_answer, says_not_found, verify
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
@@ -62,6 +62,18 @@ def _index(components: Components, text: str, path: str = "/hr/leave.md") -> Non
 LEAVE = "Parental leave lasts 16 weeks at full pay. It may be split into two blocks."
 
 
+def _model(components: Components) -> FakeGenerator:
+    fake = components.generator
+    assert isinstance(fake, FakeGenerator)
+    return fake
+
+
+def _answer_with(components: Components, reply: str, question: str) -> Answer:
+    """The checked answer when the fake model writes `reply` to `question`."""
+    _model(components).enqueue(reply)
+    return components.answers.ask(question)
+
+
 def test_answer_service_with_fake_model(components: Components) -> None:
     _index(components, LEAVE)
     answer = components.answers.ask("How long is parental leave?")
@@ -74,8 +86,7 @@ def test_answer_service_with_fake_model(components: Components) -> None:
     assert answer.sources[0].path == "/hr/leave.md"
     assert set(answer.timings) >= {"retrieve_ms", "generate_ms", "tokens", "tokens_per_s"}
     # The model saw the numbered source and the grounding instruction.
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
+    fake = _model(components)
     assert "[1] Leave policy" in fake.history[-1][-1]["content"]
     assert "only the numbered sources" in fake.history[-1][0]["content"]
 
@@ -83,20 +94,18 @@ def test_answer_service_with_fake_model(components: Components) -> None:
 def test_model_saying_not_found_gets_the_best_extract(components: Components) -> None:
     # The passage passed the evidence checks: the model's "not found" is a failed answer.
     _index(components, "The canteen opens at 08:00.", "/facilities.txt")
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
-    fake.enqueue("I could not find the answer in the documents.")
-    answer = components.answers.ask("When does the canteen open?")
+    answer = _answer_with(
+        components, "I could not find the answer in the documents.", "When does the canteen open?"
+    )
     assert not answer.abstained and answer.mode == "extractive_fallback"
     assert answer.answer == "The canteen opens at 08:00 [1]." and answer.direct_answer == "08:00"
 
 
 def test_model_saying_not_found_abstains_when_no_extract_fits(components: Components) -> None:
     _index(components, "Canteen:\n1.\n2.", "/facilities.txt")
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
-    fake.enqueue("I could not find the answer in the documents.")
-    answer = components.answers.ask("When does the canteen open?")
+    answer = _answer_with(
+        components, "I could not find the answer in the documents.", "When does the canteen open?"
+    )
     assert answer.abstained and answer.answer == NOT_FOUND
     assert answer.sources  # the nearest sources are still shown
 
@@ -104,8 +113,7 @@ def test_model_saying_not_found_abstains_when_no_extract_fits(components: Compon
 def test_empty_index_abstains_without_calling_the_model(components: Components) -> None:
     answer = components.answers.ask("Anything at all?")
     assert answer.abstained and answer.sources == []
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator) and fake.history == []
+    assert _model(components).history == []
 
 
 def test_extractive_mode_quotes_without_the_model(components: Components) -> None:
@@ -117,16 +125,16 @@ def test_extractive_mode_quotes_without_the_model(components: Components) -> Non
     assert answer.mode == "extractive" and answer.citations == [1]
     span = answer.supports[0].span
     assert answer.sources[0].text[span.start : span.end].startswith("Parental leave lasts")
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator) and fake.history == []
+    assert _model(components).history == []
 
 
 def test_unsupported_generation_falls_back_to_quoting(components: Components) -> None:
     _index(components, LEAVE)
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
-    fake.enqueue("Parental leave lasts 52 weeks and includes a company car [1].")
-    answer = components.answers.ask("How long is parental leave?")
+    answer = _answer_with(
+        components,
+        "Parental leave lasts 52 weeks and includes a company car [1].",
+        "How long is parental leave?",
+    )
     assert "52" not in answer.answer and "16 weeks" in answer.answer
     assert answer.mode == "extractive_fallback" and answer.dropped == 1
     assert not answer.abstained
@@ -142,10 +150,9 @@ def test_verify_closes_the_gap_a_mid_sentence_citation_leaves() -> None:
 
 def test_a_model_writing_fragments_gets_the_best_extract(components: Components) -> None:
     _index(components, LEAVE)
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
-    fake.enqueue("1 [1]. 16 [1]. Parental leave: [1]. - [1].")
-    answer = components.answers.ask("How long is parental leave?")
+    answer = _answer_with(
+        components, "1 [1]. 16 [1]. Parental leave: [1]. - [1].", "How long is parental leave?"
+    )
     assert answer.mode == "extractive_fallback" and answer.dropped == 4
     assert answer.answer == "Parental leave lasts 16 weeks at full pay [1]."
     assert answer.direct_answer == "16 weeks"
@@ -153,19 +160,47 @@ def test_a_model_writing_fragments_gets_the_best_extract(components: Components)
 
 def test_a_model_restating_the_question_gets_the_best_extract(components: Components) -> None:
     _index(components, LEAVE)
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
-    fake.enqueue("Parental leave is as long as the parental leave [1].")
-    answer = components.answers.ask("How long is parental leave?")
+    answer = _answer_with(
+        components,
+        "Parental leave is as long as the parental leave [1].",
+        "How long is parental leave?",
+    )
     assert answer.mode == "extractive_fallback"
+
+
+def test_a_supported_answer_about_something_else_gets_the_best_extract(
+    components: Components,
+) -> None:
+    """Every word of the model's sentence is in the passage, but about another man's grave: the
+    sentence that answers the question is quoted instead."""
+    _index(
+        components,
+        "Grover Cleveland died at his home in Princeton in 1908. He is buried in the Princeton "
+        "Cemetery of the Nassau Presbyterian Church. John Adams is buried in a family crypt "
+        "beneath the United First Parish Church in Quincy.",
+        "/history/presidents.md",
+    )
+    answer = _answer_with(
+        components,
+        "He is buried in the Princeton Cemetery of the Nassau Presbyterian Church [1].",
+        "Where is John Adams buried?",
+    )
+    assert answer.mode == "extractive_fallback"
+    assert "John Adams is buried in a family crypt" in answer.answer
+    assert answer.direct_answer == "Quincy"
+
+
+def test_an_answer_from_the_best_sentence_is_kept(components: Components) -> None:
+    _index(components, LEAVE)
+    answer = _answer_with(
+        components, "Parental leave lasts 16 weeks [1].", "How long is parental leave?"
+    )
+    assert answer.mode == "generative" and answer.direct_answer == "16 weeks"
 
 
 def test_nothing_that_fits_abstains(components: Components) -> None:
     _index(components, "Parental leave:\n1.\n2.\n3.")
-    fake = components.generator
-    assert isinstance(fake, FakeGenerator)
-    fake.enqueue("1 [1]. 2 [1].")
-    answer = components.answers.ask("How long is parental leave?")
+    answer = _answer_with(components, "1 [1]. 2 [1].", "How long is parental leave?")
     assert answer.abstained and answer.answer == NOT_FOUND
 
 
@@ -301,6 +336,51 @@ def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
         and "the first paper currency in United States history [1]." in text
     )
     assert [s.n for s in shown] == [1] and shown[0].span.text.startswith("The Legal Tender Act")
+
+
+def test_without_a_short_phrase_in_the_model_words_the_direct_answer_is_the_sources() -> None:
+    """The model restated the whole sentence (one word changed): the direct answer is the
+    phrase of the source sentence it rests on, and that sentence is what is quoted."""
+    from retriever.answer import with_evidence
+
+    source = ["The zorse is a hybrid animal resulting from a union between a zebra and a horse."]
+    question = "What is a hybrid animal resulting from a union between a zebra and a horse?"
+    said = "The zorse is a hybrid animal resulting from a union between a zebra and a pony [1]."
+    checked, supports, _ = verify(said, source, 0.6, question)
+    assert checked
+    text, direct, _ = with_evidence(question, checked, supports, source)
+    assert direct == "zorse"
+    assert text == f"zorse \u2013 {source[0][:-1]} [1]."
+
+
+def test_one_item_left_of_a_list_is_a_sentence() -> None:
+    source = ["The basic course took about 18 months of schooling in total."]
+    checked, _, _ = verify(
+        "1. The basic course took about 18 months of schooling [1].\n2. It was hard.",
+        source,
+        0.6,
+        "How long was the basic course?",
+    )
+    assert checked == "The basic course took about 18 months of schooling [1]."
+
+
+def test_a_number_asked_after_a_preposition_is_the_one_nearest_the_question() -> None:
+    from retriever.answer import direct_answer
+
+    said = (
+        "The go/no-go decision for a rollback is taken at 01:15, and all systems are "
+        "available again by 02:00."
+    )
+    assert direct_answer("At what time is the go/no-go decision for a rollback?", said) == "01:15"
+    assert direct_answer("By what time are all systems available again?", said) == "02:00"
+    # A number the question names (the code "P1") is not the answer.
+    assert (
+        direct_answer(
+            "How long after a P1 must the review be published?",
+            "For a P1 the review must be published within 10 business days.",
+        )
+        == "10 business days"
+    )
 
 
 def test_a_preamble_is_not_part_of_the_answer() -> None:
