@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from flask import g, request
 
@@ -20,13 +19,6 @@ from server.state import state
 from service.untrusted import neutralize_links
 
 log = logging.getLogger(__name__)
-
-
-def json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    return body
 
 
 def require_ready() -> None:
@@ -45,13 +37,6 @@ def check_question(question: str) -> str:
     if len(question) > limit:
         raise ApiError(400, "question_too_long", f"the question is longer than {limit} characters")
     return question
-
-
-def optional_bool(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"invalid_{name}", f"'{name}' must be true or false")
-    return value
 
 
 def actor() -> str:

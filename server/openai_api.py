@@ -21,10 +21,11 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from retriever.answer import Answer, AnswerStream, DoneEvent, SourcesEvent
 from retriever.question import Question
@@ -35,12 +36,10 @@ from server.common import (
     answer_finisher,
     check_question,
     first_event,
-    json_body,
-    optional_bool,
     require_ready,
     stream_failure,
 )
-from server.contract import route
+from server.contract import Invalid, absent, route
 from server.errors import ApiError
 from server.sse import KEEP_ALIVE, EventStream, event_stream_response, sse
 from server.state import state
@@ -83,13 +82,88 @@ def get_model(model_id: str) -> ResponseReturnValue:
     return jsonify(_model())
 
 
-@route(openai_api, "/chat/completions", "POST", scope="ask", rate_limited=True)
-def chat_completions() -> ResponseReturnValue:
-    body = json_body()
-    question = check_question(_last_user_message(body.get("messages")))
-    stream = optional_bool(body, "stream")
-    include_usage = _include_usage(body.get("stream_options"))
-    max_tokens = _max_tokens(body)
+class _ContentPart(BaseModel):
+    """One part of a message's content; only `text` parts are read."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    type: str
+    text: str | None = None
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")  # name, tool_calls...: not read
+    role: str
+    content: str | list[_ContentPart] | None = None
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+    include_usage: bool = False
+
+
+_TokenLimit = Annotated[
+    int,
+    Field(ge=1, description="Lowers the configured `llm_max_tokens` for this answer."),
+]
+
+
+class ChatCompletionRequest(BaseModel):
+    """The Chat Completions fields a grounded answer honours. `model`, `temperature` and the
+    other sampling fields are accepted and ignored."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    messages: Annotated[
+        list[_Message],
+        Field(description="The question is the last message with role user."),
+        Invalid("'messages' must be a list of message objects with text content"),
+    ]
+    stream: Annotated[
+        bool,
+        Field(description="Server-sent chunks: the sources first, then the checked answer."),
+        Invalid("'stream' must be true or false"),
+    ] = False
+    stream_options: Annotated[
+        _StreamOptions | None,
+        Invalid("'stream_options' must be an object with a boolean 'include_usage'"),
+    ] = None
+    max_completion_tokens: Annotated[
+        _TokenLimit, Invalid("'max_completion_tokens' must be a positive integer")
+    ] = absent()
+    max_tokens: Annotated[
+        _TokenLimit,
+        Invalid("'max_tokens' must be a positive integer (or use max_completion_tokens)"),
+    ] = absent()
+
+    def question(self) -> str:
+        # Single-turn for now: only the last user message is asked; earlier turns are ignored.
+        users = [m for m in self.messages if m.role == "user"]
+        if not users:
+            raise ApiError(
+                400, "missing_user_message", "'messages' holds no message with role user"
+            )
+        content = users[-1].content
+        if isinstance(content, list):
+            texts = [p.text for p in content if p.type == "text" and p.text is not None]
+            content = "\n".join(texts) if texts else None
+        if content is None:
+            raise ApiError(400, "invalid_messages", "the user message's content must be text")
+        return check_question(content)
+
+
+@route(
+    openai_api,
+    "/chat/completions",
+    "POST",
+    scope="ask",
+    rate_limited=True,
+    body=ChatCompletionRequest,
+)
+def chat_completions(body: ChatCompletionRequest) -> ResponseReturnValue:
+    question = body.question()
+    stream = body.stream
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+    max_tokens = body.max_completion_tokens or body.max_tokens
     require_ready()
     answers = state().components.answers
     limit = min(max_tokens or answers.params.max_tokens, answers.params.max_tokens)
@@ -109,42 +183,6 @@ def chat_completions() -> ResponseReturnValue:
             _chunks(completion, first, events, include_usage, answer_finisher("openai")), events
         )
     )
-
-
-def _last_user_message(messages: Any) -> str:
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise ApiError(400, "invalid_messages", "'messages' must be a list of message objects")
-    # Single-turn for now: only the last user message is asked; earlier turns are ignored.
-    users = [m for m in messages if m.get("role") == "user"]
-    if not users:
-        raise ApiError(400, "missing_user_message", "'messages' holds no message with role user")
-    content = users[-1].get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
-        texts = [p.get("text") for p in content if p.get("type") == "text"]
-        if texts and all(isinstance(t, str) for t in texts):
-            return "\n".join(str(t) for t in texts)
-    raise ApiError(400, "invalid_messages", "the user message's content must be text")
-
-
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ApiError(400, "invalid_max_tokens", f"'{name}' must be a positive integer")
-        return value
-    return None
-
-
-def _include_usage(options: Any) -> bool:
-    if options is None:
-        return False
-    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
-        raise ApiError(400, "invalid_stream_options", "'stream_options' must be an object")
-    return bool(options.get("include_usage", False))
 
 
 @dataclass

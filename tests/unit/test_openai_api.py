@@ -155,6 +155,25 @@ def test_chat_completion_stream_without_usage_ends_with_finish(client: FlaskClie
             {"messages": [{"role": "user", "content": "hi"}], "stream_options": 1},
             "invalid_stream_options",
         ),
+        (
+            {
+                "messages": [{"role": "user", "content": "hi"}],
+                "stream_options": {"include_usage": "yes"},
+            },
+            "invalid_stream_options",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": "9"},
+            "invalid_max_completion_tokens",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+                ]
+            },
+            "invalid_messages",
+        ),
     ],
 )
 def test_chat_completion_errors_use_openai_shape(
