@@ -14,11 +14,14 @@ import click
 
 import retriever.privacy  # noqa: F401  (offline switches before heavy imports)
 from config.settings import SettingsError, load_settings
+from retriever.question import ANSWER_MODES as ANSWER_MODE_NAMES
+from retriever.question import MODES
+from service.identity import SCOPES
 
 Command = Callable[..., int]
-RETRIEVAL_MODES = click.Choice(["hybrid", "dense", "bm25"])
-ANSWER_MODES = click.Choice(["generative", "extractive"])
-ROLES = click.Choice(["ask", "ingest", "admin"])
+RETRIEVAL_MODES = click.Choice(MODES)
+ANSWER_MODES = click.Choice(ANSWER_MODE_NAMES)
+ROLES = click.Choice(SCOPES)
 
 
 def path_type(**kwargs: Any) -> click.Path:

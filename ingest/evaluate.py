@@ -16,7 +16,7 @@ from ingest.pipeline import build_pipeline
 from retriever.answer_metrics import is_yes_no
 from retriever.components import Components
 from retriever.metrics import mrr_at_k, ndcg_at_k, percentile, recall_at_k
-from retriever.search import Mode
+from retriever.question import Mode
 
 BATCH_DOCS = 512  # documents chunked and embedded per batch while indexing
 RANK_DEPTH = 100  # documents ranked per query (Recall@100)

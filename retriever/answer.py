@@ -43,8 +43,8 @@ from retriever.grounding import (
 )
 from retriever.keyword import STOPWORDS
 from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt, source_label
-from retriever.question import AnswerMode, Question
-from retriever.search import HybridSearcher, Mode, SearchResult
+from retriever.question import AnswerMode, Mode, Question
+from retriever.search import HybridSearcher, SearchResult
 from retriever.serving import IndexSlot, ServingIndex
 from retriever.slots import GenerationSlots
 from retriever.types import Hit

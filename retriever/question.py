@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from retriever.search import MODES, Mode
-
+# How passages are found: both indexes fused, meaning only, or exact words only.
+Mode = Literal["hybrid", "dense", "bm25"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 AnswerMode = Literal["generative", "extractive"]
 ANSWER_MODES: tuple[AnswerMode, ...] = get_args(AnswerMode)
 

@@ -6,16 +6,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
 
 from retriever.embedder import Embedder
 from retriever.keyword import KeywordIndex
+from retriever.question import MODES, Mode
 from retriever.rerank import Reranker
 from retriever.store import ChromaStore
 from retriever.types import Chunk, Hit
-
-Mode = Literal["hybrid", "dense", "bm25"]
-MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
 
 
 @dataclass

@@ -23,8 +23,7 @@ from retriever.answer_metrics import (
 )
 from retriever.components import Components
 from retriever.metrics import percentile
-from retriever.question import AnswerMode, Question
-from retriever.search import Mode
+from retriever.question import AnswerMode, Mode, Question
 
 
 def _golds(row: dict[str, Any]) -> list[str] | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from config.settings import Settings
 from retriever.components import Components
-from retriever.search import Mode
+from retriever.question import Mode
 from retriever.store import chunk_from_record
 from retriever.tuning.pairs import (
     Pair,

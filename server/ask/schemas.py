@@ -9,8 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from retriever.answer import Answer
-from retriever.question import AnswerMode
-from retriever.search import Mode
+from retriever.question import AnswerMode, Mode
 from server.common import check_question
 from server.contract import Invalid, absent
 

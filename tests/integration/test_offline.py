@@ -69,10 +69,8 @@ def test_ingest_and_ask_with_no_network(tmp_path: Path) -> None:
         [
             "(ip link set lo up 2>/dev/null || true)",
             f"{py} -c {shlex.quote(PROBE)}",
-            f"{py} -m cli ingest {shlex.quote(str(docs))} --data {shlex.quote(str(data))}"
-            " --json",
-            f"{py} -m cli ask {shlex.quote(QUESTION)} --data {shlex.quote(str(data))}"
-            " --json",
+            f"{py} -m cli ingest {shlex.quote(str(docs))} --data {shlex.quote(str(data))} --json",
+            f"{py} -m cli ask {shlex.quote(QUESTION)} --data {shlex.quote(str(data))} --json",
             f"{py} -c {shlex.quote(MCP_CLIENT)} {shlex.quote(str(data))} {shlex.quote(QUESTION)}",
         ]
     )

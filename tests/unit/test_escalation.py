@@ -95,9 +95,7 @@ def test_abstention_escalates_to_an_allowed_on_premises_model(
         components = _on_premises(tmp_path, embedder, larger.url, ["127.0.0.1"])
         answer = components.answers.ask(Question(QUESTION, actor="alice"))
     assert not answer.abstained
-    assert answer.answer == (
-        "16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1]."
-    )
+    assert answer.answer == ("16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1].")
     assert answer.escalated == {
         "endpoint": larger.url,
         "model": "stub-large",

@@ -50,9 +50,7 @@ def test_ask_stream_sends_sources_then_tokens_then_the_checked_answer(
     assert "".join(data["text"] for name, data in events if name == "token") == raw
     # ... and `done` is the checked answer: the unsupported sentence is gone.
     done = events[-1][1]
-    assert done["answer"] == (
-        "16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1]."
-    )
+    assert done["answer"] == ("16 weeks \u2013 Parental leave lasts 16 weeks at full pay [1].")
     assert done["unsupported_sentences_removed"] == 1
     assert done["sources"] == sources
     assert done["timings"]["queue_ms"] >= 0 and done["timings"]["tokens"] > 0
