@@ -737,13 +737,12 @@ class AnswerService:
             made = self._evidence = (index, check)
         return made[1]
 
-    def ask(self, question: Question | str) -> Answer:
-        """The whole answer (the last event of `stream`). A plain string is a question
-        with every option at its default."""
+    def ask(self, question: Question) -> Answer:
+        """The whole answer (the last event of `stream`)."""
         with closing(self.stream(question)) as events:
             return final_answer(events)
 
-    def stream(self, question: Question | str) -> AnswerStream:
+    def stream(self, asked: Question) -> AnswerStream:
         """`SourcesEvent`, then a `TokenEvent` per piece the model writes, then `DoneEvent`
         with the checked answer (which may differ from the raw tokens: unsupported sentences
         are removed, or the answer becomes an abstention or a quotation).
@@ -757,7 +756,6 @@ class AnswerService:
         no model (abstention, extractive mode) take no slot and have no token events. An
         abstention or an answer that failed the support check goes to the escalation model
         when the policy allows one (`actor` is recorded in the audit log)."""
-        asked = Question(question) if isinstance(question, str) else question
         question, actor = asked.text, asked.actor
         timings: dict[str, float] = {}
         limit = self.timeout_s if asked.timeout_s is None else min(asked.timeout_s, self.timeout_s)

@@ -15,6 +15,7 @@ from config.settings import Settings
 from ingest.pipeline import build_pipeline
 from retriever.components import Components
 from retriever.generation import GenerationError
+from retriever.question import Question
 from tests.conftest import DEMO, write
 from tests.integration.live import enclave, live_server
 
@@ -41,7 +42,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Components]:
 def test_demo_questions_retrieve_their_source_and_get_an_answer(demo: Components) -> None:
     assert len(BY_FORMAT) >= 5
     for suffix, q in BY_FORMAT.items():
-        answer = demo.answers.ask(q["question"])
+        answer = demo.answers.ask(Question(q["question"]))
         top3 = [Path(s.path).name for s in answer.sources[:3]]
         assert q["source"] in top3, (suffix, q["question"], top3)
         assert answer.answer.strip(), q["question"]
@@ -52,7 +53,7 @@ def test_scanned_demo_document_answers_its_questions(demo: Components) -> None:
     asked = [q for q in QUESTIONS if q["source"] == SCANNED]
     assert len(asked) >= 2
     for q in asked:
-        answer = demo.answers.ask(q["question"])
+        answer = demo.answers.ask(Question(q["question"]))
         top = answer.sources[0]
         assert (Path(top.path).name, top.page) == (SCANNED, 1), q["question"]
         assert answer.answer.strip() and not answer.abstained, q["question"]

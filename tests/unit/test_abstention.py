@@ -7,6 +7,7 @@ import numpy as np
 
 from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.components import Components
+from retriever.question import Question
 from retriever.types import Chunk, chunk_id
 
 PASSAGES = {
@@ -70,7 +71,7 @@ def test_checks_that_are_off_never_refuse(components: Components) -> None:
 
 def test_the_answer_says_why_it_abstained(components: Components) -> None:
     _index(components)
-    answer = components.answers.ask("What is the CEO's annual salary?")
+    answer = components.answers.ask(Question("What is the CEO's annual salary?"))
     assert answer.abstained
     assert answer.to_dict()["abstention_reason"]
 

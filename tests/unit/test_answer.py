@@ -71,12 +71,12 @@ def _model(components: Components) -> FakeGenerator:
 def _answer_with(components: Components, reply: str, question: str) -> Answer:
     """The checked answer when the fake model writes `reply` to `question`."""
     _model(components).enqueue(reply)
-    return components.answers.ask(question)
+    return components.answers.ask(Question(question))
 
 
 def test_answer_service_with_fake_model(components: Components) -> None:
     _index(components, LEAVE)
-    answer = components.answers.ask("How long is parental leave?")
+    answer = components.answers.ask(Question("How long is parental leave?"))
     assert not answer.abstained
     # Answer first (the quantity asked for), then the source sentence backing it.
     assert answer.direct_answer == "16 weeks"
@@ -111,7 +111,7 @@ def test_model_saying_not_found_abstains_when_no_extract_fits(components: Compon
 
 
 def test_empty_index_abstains_without_calling_the_model(components: Components) -> None:
-    answer = components.answers.ask("Anything at all?")
+    answer = components.answers.ask(Question("Anything at all?"))
     assert answer.abstained and answer.sources == []
     assert _model(components).history == []
 

@@ -117,7 +117,7 @@ def test_on_premises_policy_never_sends_to_an_unlisted_host(
 ) -> None:
     with stub_model_server() as larger:
         components = _on_premises(tmp_path, embedder, larger.url, ["models.internal"])
-        answer = components.answers.ask(QUESTION)
+        answer = components.answers.ask(Question(QUESTION))
     assert answer.mode == "extractive_fallback" and answer.escalated is None
     assert larger.requests == []
     assert components.audit.tail(action=ESCALATION_ACTION) == []
@@ -128,7 +128,7 @@ def test_a_supported_local_answer_is_not_escalated(
 ) -> None:
     with stub_model_server() as larger:
         components = _always(tmp_path, embedder, larger.url, FakeGenerator())  # quotes [1]
-        answer = components.answers.ask(QUESTION)
+        answer = components.answers.ask(Question(QUESTION))
     assert not answer.abstained and answer.escalated is None
     assert larger.requests == []
 
@@ -139,7 +139,7 @@ def test_the_escalated_answer_is_checked_like_a_local_one(
     with stub_model_server() as larger:
         larger.reply = lambda messages: "Parental leave is paid by the moon council for 99 years."
         components = _always(tmp_path, embedder, larger.url)
-        answer = components.answers.ask(QUESTION)
+        answer = components.answers.ask(Question(QUESTION))
     # Unsupported by the source: removed, and the source is quoted instead.
     assert answer.escalated is not None
     assert "moon" not in answer.answer
@@ -152,7 +152,7 @@ def test_a_failing_escalation_keeps_the_local_answer(
     with stub_model_server() as larger:
         larger.status = 500
         components = _always(tmp_path, embedder, larger.url)
-        answer = components.answers.ask(QUESTION)
+        answer = components.answers.ask(Question(QUESTION))
     assert answer.mode == "extractive_fallback" and answer.escalated is None
     # The attempt is still on record: the documents were sent.
     assert len(components.audit.tail(action=ESCALATION_ACTION)) == 1

@@ -69,13 +69,6 @@ def test_invalid_fields_are_refused_where_the_question_is_built(
         Question(**values)  # type: ignore[arg-type]
 
 
-def test_a_plain_string_is_the_question_with_defaults(components: Components) -> None:
-    _index(components, LEAVE, "/hr/leave.md", "hr")
-    plain = components.answers.ask("How long is parental leave?")
-    built = components.answers.ask(Question("How long is parental leave?"))
-    assert plain.answer == built.answer and not plain.abstained
-
-
 def test_collections_limit_what_is_found(components: Components) -> None:
     _index(components, LEAVE, "/hr/leave.md", "hr")
     _index(components, BACKUPS, "/eng/backups.md", "eng")
