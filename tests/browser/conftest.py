@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from config.settings import Settings
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.generation import FakeGenerator, GenerationParams, Message
+from retriever.slots import GenerationSlots
 from server.app import create_app
 from tests.conftest import DEMO
 
@@ -89,10 +91,20 @@ class LiveApp:
     base: str
     model: GatedGenerator
     settings: Settings
+    slots: GenerationSlots
     requests: list[str] = field(default_factory=list)
 
     def url(self, path: str = "/") -> str:
         return self.base + path
+
+    def wait_until_idle(self, timeout: float = 30) -> None:
+        """Every answer a test started has given back its generation slot: the next test
+        starts with the model free (a slot still held here is the test's own failure)."""
+        deadline = time.monotonic() + timeout
+        while (stats := self.slots.stats())["active"] or stats["waiting"]:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the model was still busy after the test: {stats}")
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +131,7 @@ def live_app(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield LiveApp(f"http://127.0.0.1:{server.server_port}", model, settings)
+        yield LiveApp(f"http://127.0.0.1:{server.server_port}", model, settings, components.slots)
     finally:
         model.release()
         server.shutdown()
@@ -155,6 +167,7 @@ def page(browser: object, live_app: LiveApp) -> Iterator[object]:
     yield page
     context.close()
     live_app.model.release()
+    live_app.wait_until_idle()
     assert errors == [], f"script errors in the page: {errors}"
 
 
@@ -166,6 +179,7 @@ def phone(browser: object, live_app: LiveApp) -> Iterator[object]:
     page = context.new_page()
     yield page
     context.close()
+    live_app.wait_until_idle()
 
 
 @pytest.fixture(autouse=True)
