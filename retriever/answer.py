@@ -524,9 +524,10 @@ def _asked_cell(text: str, asked: set[str]) -> str | None:
 
 
 def _bare(sentence: str) -> str:
-    """A sentence without its list marker, citations and final stop: what `direct_answer`
-    returns when it finds no shorter phrase."""
-    return LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
+    """A sentence without its list marker, citations and final stop (a list quoted whole: one
+    item a line): what `direct_answer` returns when it finds no shorter phrase."""
+    text = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
@@ -675,12 +676,17 @@ def normalize_sentence(text: str) -> str:
 
 
 def quote(supports: Sequence[Support]) -> str:
-    quoted = []
+    """The supports' source text, each cited; a list quoted whole keeps one item a line and
+    stands on lines of its own."""
+    parts = []
     for s in supports:
-        text = s.span.text
-        end = text[-1] if text[-1] in ".!?" else "."
-        quoted.append(f"{text.rstrip('.!?').rstrip()} [{s.n}]{end}")
-    return " ".join(quoted)
+        said = "\n".join(line.strip() for line in s.span.text.splitlines() if line.strip())
+        end = said[-1] if said[-1] in ".!?" else "."
+        parts.append(f"{said.rstrip('.!?').rstrip()} [{s.n}]{end}")
+    text = parts[0] if parts else ""
+    for before, part in itertools.pairwise(parts):
+        text += ("\n" if "\n" in before or "\n" in part else " ") + part
+    return text
 
 
 class AnswerService:

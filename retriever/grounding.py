@@ -327,8 +327,60 @@ def extract_answer(
         if said in seen:  # the same sentence in two passages is quoted once
             continue
         seen.add(said)
-        chosen.append(Support(r.n, _with_antecedent(sources[r.n - 1], r.span), round(r.score, 4)))
+        source = sources[r.n - 1]
+        whole = _whole_list(source, r.span) if ASKS_SEQUENCE.search(question) else None
+        span = whole or _with_antecedent(source, r.span)
+        chosen.append(Support(r.n, span, round(r.score, 4)))
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
+
+
+# Questions whose answer is a sequence of steps or levels: one item of it answers part.
+ASKS_SEQUENCE = re.compile(
+    r"(?i)\b(?:procedures?|process(?:es)?|steps?|stages?|levels?|phases?|sequence|workflow|"
+    r"escalation (?:path|chain|matrix))\b"
+)
+# The label a list item opens with: "1.", "b)", "-", "•", or a word and its number ("Level 2:",
+# "Step 3 -"). Items of one list share the shape (`_label_shape`).
+_ITEM_LABEL = re.compile(
+    r"^(?:(\d{1,2}|[a-z])[.)]|[-*\u2022]|([A-Z][a-z]+)\s+(\d{1,2})\s*[:.)\u2013-])\s"
+)
+MAX_LIST_ITEMS = 12
+
+
+def _label_shape(line: str) -> str | None:
+    found = _ITEM_LABEL.match(line)
+    if found is None:
+        return None
+    if found.group(2):
+        return found.group(2)  # "Level", "Step", ...
+    if found.group(1):
+        return "number" if found.group(1).isdigit() else "letter"
+    return found.group(0)[:1]  # the bullet
+
+
+def _whole_list(source: str, span: Span) -> Span | None:
+    """The whole list `span` is one item of (lines opening with labels of one shape, blank
+    lines between them allowed), when it has 3 to `MAX_LIST_ITEMS` items; else None."""
+    lines = []  # (start, end, text) of each non-blank line
+    offset = 0
+    for raw in source.splitlines(keepends=True):
+        text = raw.strip()
+        if text:
+            start = offset + raw.index(text)
+            lines.append((start, start + len(text), text))
+        offset += len(raw)
+    here = next((i for i, (s, e, _) in enumerate(lines) if s <= span.start < e), None)
+    if here is None or (shape := _label_shape(lines[here][2])) is None:
+        return None
+    first = last = here
+    while first > 0 and _label_shape(lines[first - 1][2]) == shape:
+        first -= 1
+    while last + 1 < len(lines) and _label_shape(lines[last + 1][2]) == shape:
+        last += 1
+    if not 3 <= last - first + 1 <= MAX_LIST_ITEMS:
+        return None
+    start, end = lines[first][0], lines[last][1]
+    return Span(start, end, source[start:end])
 
 
 # A sentence opening with one of these leans on the one before it for what it is about.

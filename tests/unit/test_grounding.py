@@ -307,3 +307,37 @@ def test_the_same_sentence_in_two_sources_is_quoted_once() -> None:
     supports = extract_answer("What was the national unemployment rate in October 2007?", sources)
     texts = [s.span.text for s in supports]
     assert texts.count(sentence) == 1 and len(supports) == 2
+
+
+ESCALATION = (
+    "Support levels\n\n"
+    "Level 1: service desk agent – first diagnosis, known fixes, ticket.\n\n"
+    "Level 2: duty manager – coordination, incident declaration, priority.\n\n"
+    "Level 3: platform specialist on call (network, storage, identity).\n\n"
+    "Customers are told of every change of level by e-mail."
+)
+
+
+def test_a_procedure_is_quoted_whole_one_item_a_line() -> None:
+    """Asked for a procedure, one level of it is part of the answer: the extract is the whole
+    list, its items in order, each on its own line."""
+    from retriever.answer import quote
+
+    question = "What is the escalation procedure for a severity 1 incident?"
+    supports = extract_answer(question, [ESCALATION], max_sentences=1)
+    assert len(supports) == 1
+    text = quote(supports)
+    assert text.splitlines() == [
+        "Level 1: service desk agent – first diagnosis, known fixes, ticket.",
+        "Level 2: duty manager – coordination, incident declaration, priority.",
+        "Level 3: platform specialist on call (network, storage, identity) [1].",
+    ]
+    span = supports[0].span
+    assert ESCALATION[span.start : span.end] == span.text  # the source panel marks all of it
+
+
+def test_a_question_about_one_item_gets_that_item() -> None:
+    supports = extract_answer("Who is the duty manager responsible for?", [ESCALATION], 1)
+    assert [s.span.text for s in supports] == [
+        "Level 2: duty manager – coordination, incident declaration, priority."
+    ]
