@@ -523,6 +523,14 @@ def _asked_cell(text: str, asked: set[str]) -> str | None:
     return found
 
 
+_ASKS_DURATION = re.compile(r"(?i)^\W*(?:for\s+)?how\s+(?:long|soon|quickly)\b")
+_TIME_UNITS = frozenset(
+    f"{unit}{plural}"
+    for unit in ("second", "minute", "hour", "day", "week", "month", "year", "night", "shift")
+    for plural in ("", "s")
+) | {"min", "mins", "h", "hrs", "business", "working", "calendar"}
+
+
 def _bare(sentence: str) -> str:
     """A sentence without its list marker, citations and final stop (a list quoted whole: one
     item a line): what `direct_answer` returns when it finds no shorter phrase."""
@@ -569,9 +577,15 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
                 itertools.accumulate([0] + [int(t.endswith((",", ";", ":"))) for t in tokens[:-1]])
             )
 
-            def nearness(i: int) -> tuple[int, int, int]:
+            wants_time = bool(_ASKS_DURATION.match(asks))
+
+            def nearness(i: int) -> tuple[bool, int, int, int]:
+                # A number with the unit asked for first: "how long" wants a span of time
+                # ("two interruptions of about 20 minutes each" -> 20 minutes).
+                after = {w.lower().strip(".,;:()") for w in tokens[i + 1 : i + 3]}
+                unit = bool(after & _TIME_UNITS) if wants_time else False
                 same_clause = sum(clause[j] == clause[i] for j in used)
-                return (-same_clause, min((abs(i - j) for j in used), default=0), i)
+                return (not unit, -same_clause, min((abs(i - j) for j in used), default=0), i)
 
             first = min(digits, key=nearness)
             before = tokens[first - 1] if first > start else ""

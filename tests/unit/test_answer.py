@@ -373,6 +373,14 @@ def test_a_number_asked_after_a_preposition_is_the_one_nearest_the_question() ->
     )
     assert direct_answer("At what time is the go/no-go decision for a rollback?", said) == "01:15"
     assert direct_answer("By what time are all systems available again?", said) == "02:00"
+    # "How long" wants a span of time, not the count before it.
+    assert (
+        direct_answer(
+            "How long will each VPN interruption last?",
+            "VPN: two short interruptions of about 20 minutes each, around 22:30 and 01:00.",
+        )
+        == "20 minutes each"
+    )
     # A number the question names (the code "P1") is not the answer.
     assert (
         direct_answer(
