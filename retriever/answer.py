@@ -583,7 +583,7 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
                 # A number with the unit asked for first: "how long" wants a span of time
                 # ("two interruptions of about 20 minutes each" -> 20 minutes).
                 after = {w.lower().strip(".,;:()") for w in tokens[i + 1 : i + 3]}
-                unit = bool(after & _TIME_UNITS) if wants_time else False
+                unit = wants_time and bool(after & _TIME_UNITS)
                 same_clause = sum(clause[j] == clause[i] for j in used)
                 return (not unit, -same_clause, min((abs(i - j) for j in used), default=0), i)
 
