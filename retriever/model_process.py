@@ -371,7 +371,12 @@ class ModelProcessGenerator:
         """Replace the child (unless not `restart`); raise `ModelUnavailable` saying why."""
         how = child.stop()
         reason = f"the model process {what}" + ("; it was killed" if hung else f" ({how})")
-        self.last_crash = {"reason": reason, "at": time.time(), "profile": self.spec.profile}
+        self.last_crash = {
+            "reason": reason,
+            "at": time.time(),
+            "profile": self.spec.profile,
+            "exitcode": child.process.exitcode,
+        }
         if restart:
             self.restarts += 1
             log.error("%s; starting a new one (restart %d)", reason, self.restarts)
@@ -487,6 +492,17 @@ def start_with_profile(
     return generator
 
 
+# How a process dies when native code faults (the AMX kernels died of SIGSEGV): only these make
+# the self-test's verdict one to keep for this CPU.
+_NATIVE_FAULTS = frozenset(
+    (signal.SIGSEGV, signal.SIGILL, signal.SIGBUS, signal.SIGFPE, signal.SIGABRT)
+)
+
+
+def _native_fault(exitcode: int | None) -> bool:
+    return exitcode is not None and exitcode < 0 and -exitcode in _NATIVE_FAULTS
+
+
 def _self_test(
     specs: dict[Profile, ModelSpec],
     verdicts: Verdicts,
@@ -497,43 +513,76 @@ def _self_test(
     log.info(
         "first start on this CPU: testing the fast CPU settings (%s)", specs["fast"].describe()
     )
-    generator = make(specs["fast"], True)
+    fast = make(specs["fast"], True)
     try:
-        generator.wait_ready(restart=False)
-        profile: Profile = "fast"
-        reason = "the fast settings passed the start-up self-test on this CPU"
+        fast.wait_ready(restart=False)
     except ModelUnavailable as exc:
-        generator.close()
-        crash = (generator.last_crash or {}).get("reason", str(exc))
-        log.warning(
-            "the fast CPU settings crashed the model's self-test: %s; falling back to the safe "
-            "settings (%s)",
-            crash,
-            specs["safe"].describe(),
+        fast.close()
+        crash = fast.last_crash or {}
+        safe = make(specs["safe"], True)
+        return _safe_after(
+            safe,
+            crash.get("reason", str(exc)),
+            _native_fault(crash.get("exitcode")),
+            verdicts,
+            digest,
+            parts,
         )
-        generator = make(specs["safe"], True)
-        profile = "safe"
-        reason = f"the fast settings crashed the start-up self-test on this CPU: {crash}"
-        try:
-            generator.wait_ready()
-        except ModelUnavailable as again:
-            # Nothing to fall back to. The server still serves (retrieval, extractive answers,
-            # ingestion); answers that need the model get 503 until this is fixed, and the
-            # next start tests again (no verdict kept).
-            generator.profile_reason = f"{reason}; the safe settings crashed too: {again}"
-            log.error("the model cannot run on this machine: %s", generator.profile_reason)
-            return generator
+    fast.profile_reason = "the fast settings passed the start-up self-test on this CPU"
+    _remember(verdicts, digest, parts, fast)
+    return fast
+
+
+def _safe_after(
+    safe: ModelProcessGenerator,
+    crash: str,
+    native: bool,
+    verdicts: Verdicts,
+    digest: str,
+    parts: dict[str, Any],
+) -> ModelProcessGenerator:
+    """The safe settings, started after the fast ones failed the self-test with `crash`. Only
+    a fault in native code (`native`) is remembered for this CPU: a load error, a hang or the
+    out-of-memory killer says nothing sure about its kernels, and the next start tests again."""
+    log.warning(
+        "the fast CPU settings crashed the model's self-test: %s; falling back to the safe "
+        "settings (%s)",
+        crash,
+        safe.spec.describe(),
+    )
+    reason = (
+        f"the fast settings crashed the start-up self-test on this CPU: {crash}"
+        if native
+        else f"the fast settings failed the start-up self-test ({crash}), not by a fault in "
+        "native code: the safe settings for this start only"
+    )
+    try:
+        safe.wait_ready()
+    except ModelUnavailable as again:
+        # Nothing to fall back to. The server still serves (retrieval, extractive answers,
+        # ingestion); answers that need the model get 503 until this is fixed, and the next
+        # start tests again (no verdict kept).
+        safe.profile_reason = f"{reason}; the safe settings crashed too: {again}"
+        log.error("the model cannot run on this machine: %s", safe.profile_reason)
+        return safe
+    safe.profile_reason = reason
+    if native:
+        _remember(verdicts, digest, parts, safe)
+    return safe
+
+
+def _remember(
+    verdicts: Verdicts, digest: str, parts: dict[str, Any], generator: ModelProcessGenerator
+) -> None:
     verdicts.put(
         digest,
         {
-            "profile": profile,
-            "reason": reason,
+            "profile": generator.spec.profile,
+            "reason": generator.profile_reason,
             "tested": time.strftime("%Y-%m-%d %H:%M:%S"),
             **parts,
         },
     )
-    generator.profile_reason = reason
-    return generator
 
 
 # -- the production model -------------------------------------------------------------------

@@ -265,6 +265,40 @@ def test_a_self_test_that_crashes_falls_back_to_safe_and_is_remembered(
         again.close()
 
 
+def test_a_self_test_that_fails_without_a_native_fault_is_not_remembered(tmp_path: Path) -> None:
+    """The fast settings fail to load (a Python error, as a wrong model file or a broken
+    install gives): the safe settings serve this start, but nothing is concluded about the
+    CPU, and the next start tests the fast settings again."""
+    safe = scripted_spec(tmp_path, "safe")
+    broken = ModelSpec(safe.factory, {"script": "x"}, "fast")  # a TypeError when loaded
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    made: list[str] = []
+
+    def make(spec: ModelSpec, self_test: bool) -> ModelProcessGenerator:
+        made.append(spec.profile)
+        return ModelProcessGenerator(spec, len, 2048, name=spec.profile, self_test=self_test)
+
+    def start() -> ModelProcessGenerator:
+        return start_with_profile(
+            {"fast": broken, "safe": safe},
+            "auto",
+            Verdicts(tmp_path / "verdicts.json"),
+            verdict_key(tmp_path / "model.gguf"),
+            make,
+        )
+
+    model = start()
+    try:
+        assert model.spec.profile == "safe"
+        assert "not by a fault in native code" in model.profile_reason
+        assert list(model.stream([{"role": "user", "content": "hi"}], GenerationParams()))
+    finally:
+        model.close()
+    assert not (tmp_path / "verdicts.json").exists()
+    start().close()
+    assert made == ["fast", "safe", "fast", "safe"]  # tested again
+
+
 def test_when_both_profiles_crash_the_server_still_starts_and_answers_503(
     settings: Settings,
     embedder: SentenceTransformerEmbedder,
