@@ -511,13 +511,17 @@ def _name_in(
 def _asked_cell(text: str, asked: set[str]) -> str | None:
     """In a table row as ingestion writes it ("Team: NOC desk; Internal extension: 4410"),
     the value under the header the question names ("What is the extension ...?" -> "4410");
-    None for anything else, or when no header names what is asked."""
+    None for anything else, or when no header names what is asked. A word in several headers
+    names each less ("How much data is in the Mobile Plus plan?": `Data allowance`, not `Plan
+    code`, of a row that also has `Plan name`)."""
     cells = [c.partition(":") for c in text.split(";")]
     if len(cells) < 2 or any(not sep or not value.strip() for _, sep, value in cells):
         return None
-    best, found = 0, None
-    for header, _, value in cells:
-        named = len(content_words(header) & asked)
+    headers = [content_words(header) for header, _, _ in cells]
+    spread = collections.Counter(word for words in headers for word in words)
+    best, found = 0.0, None
+    for words, (_, _, value) in zip(headers, cells, strict=True):
+        named = sum(1 / spread[word] for word in words & asked)
         if named > best and not content_words(value) <= asked:
             best, found = named, value.strip()
     return found

@@ -274,6 +274,10 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
     row = "Priority: P2 - High; Response time: 30 minutes; Resolution target: 8 hours"
     assert direct_answer("What is the response time for a P2 incident?", row) == "30 minutes"
     assert direct_answer("What is the resolution target for P2?", row) == "8 hours"
+    # A word in several headers ("plan") names each less than one in a single header ("data").
+    plan = "Plan code: KT-M; Plan name: Mobile Plus; Monthly price: 19; Data allowance: 30 GB"
+    assert direct_answer("How much data is included in the Mobile Plus plan?", plan) == "30 GB"
+    assert direct_answer("What is the plan code of Mobile Plus?", plan) == "KT-M"
     # "how many" -> a number written as a word counts too.
     assert direct_answer("How many depots are there?", "There are three depots.") == "three depots"
     # A question asking for no name or date keeps the trimmed sentence.
