@@ -26,7 +26,6 @@ from retriever.grounding import (
     NUMBER_WORDS,
     QUESTION_SCAFFOLD,
     RankedSentence,
-    Similarity,
     Support,
     content_words,
     extract_answer,
@@ -535,11 +534,16 @@ _TIME_UNITS = frozenset(
 ) | {"min", "mins", "h", "hrs", "business", "working", "calendar"}
 
 
+def _one_item_a_line(text: str) -> str:
+    """`text` without blank lines or the spaces around its lines: a list quoted whole keeps
+    one item a line."""
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def _bare(sentence: str) -> str:
     """A sentence without its list marker, citations and final stop (a list quoted whole: one
     item a line): what `direct_answer` returns when it finds no shorter phrase."""
-    text = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?").strip()
-    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+    return _one_item_a_line(LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().rstrip(".!?"))
 
 
 def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
@@ -626,7 +630,6 @@ def with_evidence(
     checked: str,
     supports: Sequence[Support],
     sources: Sequence[str],
-    similarity: Similarity | None = None,
     ranked: Sequence[RankedSentence] | None = None,
 ) -> tuple[str, str, list[Support]]:
     """Answer first, then the evidence: the short direct answer of a one-sentence answer with
@@ -661,7 +664,7 @@ def with_evidence(
         text = checked
         shown.extend(supports)
     places = {(s.n, s.span.start) for s in shown}
-    best = extract_answer(question, sources, similarity=similarity, ranked=ranked)
+    best = extract_answer(question, sources, ranked=ranked)
     extra = [s for s in best if (s.n, s.span.start) not in places]
     if extra:
         text = f"{text} {quote(extra)}"
@@ -698,7 +701,7 @@ def quote(supports: Sequence[Support]) -> str:
     stands on lines of its own."""
     parts = []
     for s in supports:
-        said = "\n".join(line.strip() for line in s.span.text.splitlines() if line.strip())
+        said = _one_item_a_line(s.span.text)
         end = said[-1] if said[-1] in ".!?" else "."
         parts.append(f"{said.rstrip('.!?').rstrip()} [{s.n}]{end}")
     text = parts[0] if parts else ""

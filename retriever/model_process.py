@@ -513,6 +513,18 @@ def _self_test(
     log.info(
         "first start on this CPU: testing the fast CPU settings (%s)", specs["fast"].describe()
     )
+
+    def remember(generator: ModelProcessGenerator) -> None:
+        verdicts.put(
+            digest,
+            {
+                "profile": generator.spec.profile,
+                "reason": generator.profile_reason,
+                "tested": time.strftime("%Y-%m-%d %H:%M:%S"),
+                **parts,
+            },
+        )
+
     fast = make(specs["fast"], True)
     try:
         fast.wait_ready(restart=False)
@@ -520,30 +532,22 @@ def _self_test(
         fast.close()
         crash = fast.last_crash or {}
         safe = make(specs["safe"], True)
-        return _safe_after(
-            safe,
-            crash.get("reason", str(exc)),
-            _native_fault(crash.get("exitcode")),
-            verdicts,
-            digest,
-            parts,
-        )
+        native = _native_fault(crash.get("exitcode"))
+        return _safe_after(safe, crash.get("reason", str(exc)), remember if native else None)
     fast.profile_reason = "the fast settings passed the start-up self-test on this CPU"
-    _remember(verdicts, digest, parts, fast)
+    remember(fast)
     return fast
 
 
 def _safe_after(
     safe: ModelProcessGenerator,
     crash: str,
-    native: bool,
-    verdicts: Verdicts,
-    digest: str,
-    parts: dict[str, Any],
+    remember: Callable[[ModelProcessGenerator], None] | None,
 ) -> ModelProcessGenerator:
     """The safe settings, started after the fast ones failed the self-test with `crash`. Only
-    a fault in native code (`native`) is remembered for this CPU: a load error, a hang or the
-    out-of-memory killer says nothing sure about its kernels, and the next start tests again."""
+    a fault in native code is remembered for this CPU (`remember` is given): a load error, a
+    hang or the out-of-memory killer says nothing sure about its kernels, and the next start
+    tests again."""
     log.warning(
         "the fast CPU settings crashed the model's self-test: %s; falling back to the safe "
         "settings (%s)",
@@ -552,7 +556,7 @@ def _safe_after(
     )
     reason = (
         f"the fast settings crashed the start-up self-test on this CPU: {crash}"
-        if native
+        if remember
         else f"the fast settings failed the start-up self-test ({crash}), not by a fault in "
         "native code: the safe settings for this start only"
     )
@@ -566,23 +570,9 @@ def _safe_after(
         log.error("the model cannot run on this machine: %s", safe.profile_reason)
         return safe
     safe.profile_reason = reason
-    if native:
-        _remember(verdicts, digest, parts, safe)
+    if remember:
+        remember(safe)
     return safe
-
-
-def _remember(
-    verdicts: Verdicts, digest: str, parts: dict[str, Any], generator: ModelProcessGenerator
-) -> None:
-    verdicts.put(
-        digest,
-        {
-            "profile": generator.spec.profile,
-            "reason": generator.profile_reason,
-            "tested": time.strftime("%Y-%m-%d %H:%M:%S"),
-            **parts,
-        },
-    )
 
 
 # -- the production model -------------------------------------------------------------------
