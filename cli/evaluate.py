@@ -95,6 +95,12 @@ def retrieval(
 @click.option("--mode", type=ANSWER_MODES, help="answer mode")
 @click.option("--retrieval", type=RETRIEVAL_MODES)
 @click.option("--limit", type=int, default=0, help="evaluate only the first N questions")
+@click.option(
+    "--skip",
+    type=click.IntRange(min=0),
+    default=0,
+    help="leave out the first N questions (held-out questions after a tuning set)",
+)
 @click.option("--json", "as_json", is_flag=True, help=ONE_JSON_LINE)
 @click.option("--details", type=path_type(), help="write each question's answer to this JSONL file")
 def answers(
@@ -103,6 +109,7 @@ def answers(
     mode: Any,
     retrieval: Any,
     limit: int,
+    skip: int,
     as_json: bool,
     details: Path | None,
 ) -> int:
@@ -120,7 +127,9 @@ def answers(
 
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(details.open("w")) if details else None
-        result = evaluate_answers(settings, qa, mode, retrieval, limit, progress, asked, out)
+        result = evaluate_answers(
+            settings, qa, mode, retrieval, limit, progress, asked, out, skip=skip
+        )
     questions.close()
     progress.close()
     return _report(result, as_json)

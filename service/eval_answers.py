@@ -85,10 +85,13 @@ def evaluate_answers(
     progress: Progress | None = None,
     asked: Progress | None = None,
     details: TextIO | None = None,
+    skip: int = 0,
 ) -> dict[str, Any]:
     """`progress` follows indexing (documents), `asked` the questions; `details` receives one
-    JSON line per question (question, gold answers, answer, abstained, sources)."""
+    JSON line per question (question, gold answers, answer, abstained, sources). `skip` leaves out
+    the first questions, so a set tuned on its first N can be checked on the questions after."""
     components, rows = load_question_set(settings, path, progress)
+    rows = rows[skip:]
     if limit:
         rows = rows[:limit]
     service = components.answers

@@ -87,6 +87,14 @@ def test_evaluate_answers_on_a_demo_like_folder(settings: Settings, tmp_path: Pa
         assert key in result
 
 
+def test_evaluate_answers_skips_the_first_questions(settings: Settings, tmp_path: Path) -> None:
+    folder = _demo_like(tmp_path / "set")
+    result = evaluate_answers(settings, folder, "extractive", skip=1, limit=1)
+    assert result["questions"] == 1 and result["answerable"] == 1  # parental leave
+    rest = evaluate_answers(settings, folder, "extractive", skip=2)
+    assert rest["questions"] == 1 and rest["answerable"] == 0  # the CEO's salary
+
+
 def test_evaluate_answers_rejects_a_folder_without_questions(
     settings: Settings, tmp_path: Path
 ) -> None:
