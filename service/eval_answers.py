@@ -124,6 +124,7 @@ def evaluate_answers(
                 "golds": golds,
                 "answer": answer.answer,
                 "abstained": answer.abstained,
+                "abstention_reason": answer.abstention_reason,
                 "answer_mode": answer.mode,
                 "direct_answer": answer.direct_answer,
                 "sources": [s.path for s in answer.sources],

@@ -339,7 +339,8 @@ def test_eval_retrieval_and_answers_on_a_qa_folder(data: Path, tmp_path: Path) -
     assert isinstance(body, dict) and (body["questions"], body["mode"]) == (1, "extractive")
     assert body["contains_gold"] == 1.0
     (line,) = details.read_text().splitlines()
-    assert "16 weeks" in json.loads(line)["answer"]
+    record = json.loads(line)
+    assert "16 weeks" in record["answer"] and record["abstention_reason"] is None
 
 
 def test_eval_of_a_folder_without_the_files_fails_with_1(data: Path, tmp_path: Path) -> None:
