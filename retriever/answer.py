@@ -27,6 +27,7 @@ from retriever.grounding import (
     QUESTION_SCAFFOLD,
     RankedSentence,
     Support,
+    asking_clause,
     content_words,
     extract_answer,
     focus,
@@ -507,26 +508,59 @@ def _name_in(
     return " ".join(min(fresh, key=distance)[0])
 
 
-def _asked_cell(text: str, asked: set[str]) -> str | None:
+def _asked_cell(text: str, asked: set[str], wants_number: bool = False) -> str | None:
     """In a table row as ingestion writes it ("Team: NOC desk; Internal extension: 4410"),
     the value under the header the question names ("What is the extension ...?" -> "4410");
     None for anything else, or when no header names what is asked. A word in several headers
     names each less ("How much data is in the Mobile Plus plan?": `Data allowance`, not `Plan
-    code`, of a row that also has `Plan name`)."""
+    code`, of a row that also has `Plan name`). A question asking for a quantity takes a named
+    value holding one before one without ("How quickly must a Major alarm be acknowledged in
+    Skywatch?": `Acknowledge within: 15 minutes`, not `Colour in Skywatch: Orange`)."""
     cells = [c.partition(":") for c in text.split(";")]
     if len(cells) < 2 or any(not sep or not value.strip() for _, sep, value in cells):
         return None
     headers = [content_words(header) for header, _, _ in cells]
     spread = collections.Counter(word for words in headers for word in words)
-    best, found = 0.0, None
+    best: tuple[bool, float] = (False, 0.0)
+    found = None
     for words, (_, _, value) in zip(headers, cells, strict=True):
         named = sum(1 / spread[word] for word in words & asked)
-        if named > best and not content_words(value) <= asked:
-            best, found = named, value.strip()
+        if not named or content_words(value) <= asked:
+            continue
+        rank = (wants_number and _holds_number(value), named)
+        if rank > best:
+            best, found = rank, value.strip()
     return found
 
 
-_ASKS_DURATION = re.compile(r"(?i)^\W*(?:for\s+)?how\s+(?:long|soon|quickly)\b")
+def _holds_number(text: str, asked: set[str] | frozenset[str] = frozenset()) -> bool:
+    """`text` holds a number the question did not name itself ("severity 1")."""
+    return any(
+        _is_number(token) and not (content_words(token) | identifiers(token)) & asked
+        for token in text.split()
+    )
+
+
+def _answering_support(question: str, supports: Sequence[Support]) -> Support:
+    """The quoted sentence the direct answer is cut from: the best scored, except that a
+    question asking for a quantity takes the best one holding a quantity (a span of time for
+    "how long/often") when there is one: the best sentence may only restate the question."""
+    ranked = sorted(supports, key=lambda s: -s.score)
+    asks = asking_clause(question)
+    if ASKS_NUMBER.match(asks):
+        asked = content_words(question) | identifiers(question)
+        numeric = [s for s in ranked if _holds_number(_bare(s.span.text), asked)]
+        if _ASKS_DURATION.match(asks):
+            numeric = [
+                s for s in numeric if _TIME_UNITS & set(re.findall(r"\w+", s.span.text.lower()))
+            ] or numeric
+        if numeric:
+            return numeric[0]
+    return ranked[0]
+
+
+# Questions answered by a span of time or a frequency ("every 90 days").
+_ASKS_DURATION = re.compile(r"(?i)^\W*(?:for\s+)?how\s+(?:long|soon|quickly|often)\b")
 _TIME_UNITS = frozenset(
     f"{unit}{plural}"
     for unit in ("second", "minute", "hour", "day", "week", "month", "year", "night", "shift")
@@ -560,8 +594,8 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
         start += 1
     while end > start and _filler(tokens[end - 1], asked):
         end -= 1
-    asks = question.strip()
-    cell = _asked_cell(text, asked)
+    asks = asking_clause(question)
+    cell = _asked_cell(text, asked, wants_number=bool(ASKS_NUMBER.match(asks)))
     if cell is not None:
         return cell
     if ASKS_DATE.match(asks):
@@ -1079,7 +1113,7 @@ class AnswerService:
         timings.setdefault("tokens_per_s", 0.0)
         if not supports:
             return Answer(NOT_FOUND, True, sources, [], timings, mode="extractive")
-        best = max(supports, key=lambda s: s.score)
+        best = _answering_support(question, supports)
         return Answer(
             quote(supports),
             False,

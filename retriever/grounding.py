@@ -3,6 +3,8 @@ which source sentences answer the question best (the extractive answer)."""
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import re
 from collections import Counter
@@ -64,10 +66,30 @@ _ASKS_PLACE = re.compile(r"(?i)^\W*where\b")
 AnswerKind = Literal["number", "date", "name"]
 
 
+_QUESTION_WORD = re.compile(r"(?i)\b(?:how|what|when|which|who|whom|whose|where|why)\b")
+_OPENS_WITH_QUESTION_WORD = re.compile(
+    rf"(?i){_LEADING_PREPOSITION}(?:how|what|when|which|who|whom|whose|where|why)\b"
+)
+
+
+def asking_clause(question: str) -> str:
+    """The part of a question that asks: from its question word on when a clause setting the
+    scene comes first ("Before maintenance on a core router, how long do I wait?" -> "how long
+    do I wait?"), else the whole question."""
+    asks = question.strip()
+    for comma in re.finditer(",", asks):
+        head, rest = asks[: comma.start()], asks[comma.end() :].lstrip()
+        if _QUESTION_WORD.search(head):
+            break
+        if _OPENS_WITH_QUESTION_WORD.match(rest):
+            return rest
+    return asks
+
+
 def asked_kind(question: str) -> AnswerKind | None:
     """What kind of phrase a question asks for: a quantity ("how many/long ...?"), a date
     ("when ...?"), a name ("who/where ...?"), or None (anything else)."""
-    asks = question.strip()
+    asks = asking_clause(question)
     if ASKS_DATE.match(asks):
         return "date"
     if ASKS_NUMBER.match(asks):
@@ -131,12 +153,33 @@ def split_sentences(text: str) -> list[Span]:
     return spans
 
 
+# A doubled final consonant that an -ing or -ed doubled ("running", "stopped"), not one the
+# word has anyway ("fall", "miss", "buzz").
+_DOUBLED = re.compile(r"([b-df-hj-km-np-rtv-y])\1$")
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def _stem(word: str) -> str:
+    """The part the forms of a word share, without a dictionary: "insulate", "insulates",
+    "insulated", "insulating" -> "insulat"; "policies", "policy" -> "policy"; "stopped",
+    "stop" -> "stop". Collisions ("care", "car") cost less than forms that fail to meet."""
+    if word.endswith(("ies", "ied")):
+        # "policies" -> "policy"; a short one keeps its "ie": "died", "dies" -> "die"
+        return word[:-3] + "y" if len(word) > 4 else word[:-1]
     if word.endswith(("ses", "xes", "zes", "ches", "shes")) and len(word) > 5:
-        return word[:-2]  # "classes", "boxes"; "procedures" loses only its "s"
-    for suffix in ("ing", "ed", "s"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            return word[: -len(suffix)]
+        word = word[:-2]  # "classes", "boxes"; "procedures" loses only its "s"
+    elif word.endswith(("ss", "us", "is")):
+        pass  # "class", "status", "analysis": no plural "s" to take off
+    else:
+        for suffix in ("ing", "ed"):
+            if len(word) > len(suffix) + 2 and word.endswith(suffix):
+                # The "e" these took is already gone: "agreed" -> "agre", as "agree" below.
+                stem = word[: -len(suffix)]
+                return _DOUBLED.sub(r"\1", stem) if len(stem) > 3 else stem
+        if len(word) > 3 and word.endswith("s"):
+            word = word[:-1]
+    if len(word) > 3 and word.endswith("e") and word.isalpha():
+        word = word[:-1]
     return word
 
 
@@ -425,6 +468,9 @@ QUESTION_SCAFFOLD = frozenset(
 )
 
 
+_SCAFFOLD_STEMS = frozenset(_stem(w) for w in QUESTION_SCAFFOLD)
+
+
 def key_terms(question: str) -> dict[str, str]:
     """The words a question is about, stem -> word as written (lower case). An identifier
     (`POL-OPS-007`, `deflateInit()`) is one term, not its pieces."""
@@ -435,6 +481,7 @@ def key_terms(question: str) -> dict[str, str]:
         for w in _WORD.findall(question.lower())
         if w not in STOPWORDS
         and w not in QUESTION_SCAFFOLD
+        and _stem(w) not in _SCAFFOLD_STEMS  # "happened", "named" as "happen", "name"
         and w not in pieces
         and not (len(w) == 1 and w.isalpha())
     }
@@ -458,9 +505,37 @@ def key_term_coverage(
     total = sum(weight_of[w] for w in terms.values()) or 1.0
     best = 0.0
     for passage in passages:
-        found = terms.keys() & (content_words(passage) | identifiers(passage))
+        words = content_words(passage)
+        found = terms.keys() & (words | identifiers(passage))
+        found |= {t for t in terms.keys() - found if _variant_in(t, words)}
         best = max(best, sum(weight_of[terms[t]] for t in found) / total)
     return best
+
+
+# How alike a question's word and a passage's must be to count as one misspelt ("tobaggan",
+# "toboggan"): difflib's ratio, for words long enough that one slip leaves most letters.
+_MISSPELT_RATIO = 0.85
+_VARIANT_MIN_LETTERS = 6
+
+
+def _variant_in(stem: str, words: set[str]) -> bool:
+    """Whether `words` hold another form of `stem`: a derived one that begins with it
+    ("extinct", "extinction") or one with a letter or two wrong. A person typing a question
+    words it differently from the document, or misspells the rare word it is about; the
+    embedder still finds the passage, and the passage must not be judged to miss the word."""
+    if len(stem) < _VARIANT_MIN_LETTERS or not stem.isalpha():
+        return False
+    for word in words:
+        if word[0] != stem[0] or len(word) < _VARIANT_MIN_LETTERS:
+            continue
+        if word.startswith(stem) or stem.startswith(word):
+            return True
+        if (
+            abs(len(word) - len(stem)) <= 2
+            and difflib.SequenceMatcher(None, stem, word).ratio() >= _MISSPELT_RATIO
+        ):
+            return True
+    return False
 
 
 def focus(question: str, text: str, keep: int) -> str:

@@ -278,6 +278,19 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
     plan = "Plan code: KT-M; Plan name: Mobile Plus; Monthly price: 19; Data allowance: 30 GB"
     assert direct_answer("How much data is included in the Mobile Plus plan?", plan) == "30 GB"
     assert direct_answer("What is the plan code of Mobile Plus?", plan) == "KT-M"
+    # Of two values the question names, a quantity question takes the one holding a quantity.
+    alarm = "Severity: Major; Colour in Skywatch: Orange; Acknowledge within: 15 minutes"
+    asked = "How quickly does a Major alarm have to be acknowledged in Skywatch?"
+    assert direct_answer(asked, alarm) == "15 minutes"
+    assert direct_answer("What colour is a Major alarm in Skywatch?", alarm) == "Orange"
+    # A clause setting the scene before the question word does not hide what is asked.
+    assert (
+        direct_answer(
+            "Before maintenance on a router, how long do I wait after setting the bit?",
+            "After the work, clear the bit, wait another 180 seconds and verify the traffic.",
+        )
+        == "180 seconds"
+    )
     # "how many" -> a number written as a word counts too.
     assert direct_answer("How many depots are there?", "There are three depots.") == "three depots"
     # A question asking for no name or date keeps the trimmed sentence.
@@ -400,3 +413,20 @@ def test_a_preamble_is_not_part_of_the_answer() -> None:
         "It is 25 days [1]."
     )
     assert clean_answer("Answer: 90 seconds [1].", 1)[0] == "90 seconds [1]."
+
+
+def test_a_quantity_is_answered_from_the_best_sentence_holding_one() -> None:
+    from retriever.answer import _answering_support
+    from retriever.grounding import Span, Support
+
+    def support(text: str, score: float) -> Support:
+        return Support(1, Span(0, len(text), text), score)
+
+    restates = support("Set the overload bit on the router under maintenance.", 0.9)
+    counts = support("Wait 180 seconds after the work on the router.", 0.6)
+    timed = [restates, support("The router has 2 line cards.", 0.8), counts]
+    assert _answering_support("How long do I wait on the router?", timed) is counts
+    assert _answering_support("How many line cards has the router?", timed).score == 0.8
+    # Anything else, or no sentence holding a number: the best scored one.
+    assert _answering_support("What is set on the router?", timed) is restates
+    assert _answering_support("How long do I wait?", [restates]) is restates

@@ -5,6 +5,8 @@ import pytest
 from retriever.answer import verify
 from retriever.components import Components
 from retriever.grounding import (
+    asking_clause,
+    content_words,
     extract_answer,
     focus,
     identifiers,
@@ -83,6 +85,54 @@ def test_key_term_coverage_weighs_rare_terms_and_needs_one_passage() -> None:
     assert key_term_coverage("What is the CEO's annual salary?", passages[:1], idf) == 0.1
     assert key_term_coverage("How long is annual leave?", passages, idf) == 1.0
     assert key_term_coverage("How much?", passages, idf) == 1.0  # nothing to look for
+
+
+@pytest.mark.parametrize(
+    "forms",
+    [
+        ("insulate", "insulates", "insulated", "insulating"),
+        ("policy", "policies"),
+        ("stop", "stopped", "stopping"),
+        ("agree", "agreed"),
+        ("class", "classes"),
+        ("status", "statuses"),
+        ("die", "died", "dies"),
+        ("case", "cases"),
+    ],
+)
+def test_the_forms_of_a_word_meet(forms: tuple[str, ...]) -> None:
+    assert len({frozenset(content_words(form)) for form in forms}) == 1, forms
+
+
+def test_pronouns_and_scaffold_forms_are_no_key_terms() -> None:
+    assert set(key_terms("How do sea otters insulate themselves?").values()) == {
+        "sea",
+        "otters",
+        "insulate",
+    }
+    assert set(key_terms("What happened in 1865?").values()) == {"1865"}
+
+
+def test_another_form_or_a_misspelling_of_a_key_term_counts_as_found() -> None:
+    def idf(words: list[str]) -> dict[str, float]:
+        return dict.fromkeys(words, 1.0)
+
+    passages = ["Sea otters were hunted almost to extinction for their fur."]
+    assert key_term_coverage("Why are sea otters extinct?", passages, idf) == 1.0
+    penguins = ["Penguins slide on their bellies, a movement called tobogganing."]
+    assert key_term_coverage("Why do penguins tobaggan?", penguins, idf) == 1.0
+    # A different word of the same length is not a misspelling of it.
+    assert key_term_coverage("Why do penguins migrate?", penguins, idf) == 0.5
+    assert key_term_coverage("Why do penguins tremble?", penguins, idf) == 0.5
+
+
+def test_the_asking_clause_follows_a_clause_that_sets_the_scene() -> None:
+    assert asking_clause("Before maintenance on a router, how long do I wait?") == (
+        "how long do I wait?"
+    )
+    assert asking_clause("In Skywatch, at what time is it sent?") == "at what time is it sent?"
+    assert asking_clause("How long, in days, is leave?") == "How long, in days, is leave?"
+    assert asking_clause("Paris, France: what is it?") == "Paris, France: what is it?"
 
 
 def test_term_weights_follow_the_index(components: Components) -> None:
