@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
 from config.collection_names import is_collection_name
-from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
+from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, sniff_mismatch
 from ingest.registry import DocumentRecord
 from server.access import can_read_collection, current, readable, readable_document
 from server.common import require_ready
@@ -100,6 +100,12 @@ def get_document_file(document_id: str) -> ResponseReturnValue:
     path = Path(record.path)
     if path.is_symlink() or not path.is_file():
         raise ApiError(410, "file_gone", f"the file of document '{document_id}' is no longer there")
+    try:  # a folder on the way swapped for a link into another collection since indexing
+        state().pipeline.check_link(path)
+    except LoadError:
+        raise ApiError(
+            410, "file_gone", f"the file of document '{document_id}' is no longer there"
+        ) from None
     name = document_json(record)["name"]
     inline = _INLINE_TYPES.get(path.suffix.lower())
     response: Response = send_file(
