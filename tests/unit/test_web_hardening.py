@@ -351,8 +351,18 @@ def test_f16_health_details_need_admin(key_app: Flask) -> None:
     key_app.extensions["enclave"].load_error = "could not load /srv/models/secret.gguf"
     failed = client.get("/api/v1/health")
     assert failed.status_code == 503 and failed.get_json() == {"status": "error"}
-    admin_view = client.get("/api/v1/health", headers=add_user(key_app, "root", "admin"))
+    root = add_user(key_app, "root", "admin")
+    admin_view = client.get("/api/v1/health", headers=root)
     assert "secret.gguf" in admin_view.get_json()["error"]
+    # Review 2: the routes that need the models said it to every caller in their 503.
+    question = {"question": "When does the canteen open?"}
+    chat = {"messages": [{"role": "user", "content": "When does the canteen open?"}]}
+    for url, body in (("/api/v1/ask", question), ("/v1/chat/completions", chat)):
+        refused = client.post(url, json=body, headers=ask)
+        assert refused.status_code == 503, url
+        assert "secret.gguf" not in refused.get_data(as_text=True), url
+        told = client.post(url, json=body, headers=root)
+        assert told.status_code == 503 and "secret.gguf" in told.get_data(as_text=True), url
 
 
 def test_f16_upload_response_has_no_server_path(key_app: Flask) -> None:
