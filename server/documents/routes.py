@@ -25,6 +25,7 @@ documents_api = Blueprint("documents", __name__, url_prefix="/api/v1")
 
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")
+_NAME_CHARS = 200  # of the client's file name (ASCII after secure_filename), suffix kept
 
 
 def document_json(
@@ -156,6 +157,8 @@ def upload_document() -> tuple[Uploaded, int]:
         raise ApiError(400, "missing_file", "send the document as multipart form field 'file'")
     name = secure_filename(upload.filename)
     suffix = Path(name).suffix.lower()
+    if len(name) > _NAME_CHARS:  # the stored name must fit the file system's 255 bytes
+        name = name[: _NAME_CHARS - len(suffix)] + suffix
     if suffix not in SUPPORTED_SUFFIXES:
         raise ApiError(
             415,
