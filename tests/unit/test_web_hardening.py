@@ -174,6 +174,34 @@ def test_f8_login_backs_off_after_failures(key_app: Flask) -> None:
     assert len(failed) == allowed  # refused tries cost no scrypt and no audit row
 
 
+def test_f8_behind_a_proxy_one_attacker_does_not_lock_everyone_out(
+    components: Components, settings: Settings
+) -> None:
+    """Review 2: behind the reverse proxy every sign-in comes from the proxy's address, so
+    the per-address backoff let one anonymous client lock every user out of the pages. The
+    client's address is the one the trusted proxy adds to X-Forwarded-For; from anyone else
+    that header is not believed."""
+    app = _app(components, auth_settings(settings, trusted_proxies=["10.0.0.1"]))
+    app.extensions["enclave"].identity.add_user("ann", "ask", password="correct horse")
+    client = app.test_client()
+    allowed = app.extensions["enclave"].settings.login_failures_allowed
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    for n in range(allowed + 2):
+        _login(client, f"guess{n}", "wrong", headers=attacker, environ_base=PROXY)
+    assert _login(client, "guess", "wrong", headers=attacker, environ_base=PROXY).status_code == 429
+    # Ann, another client behind the same proxy, still signs in.
+    ann = {"X-Forwarded-For": "198.51.100.7"}
+    signed_in = _login(client, "ann", "correct horse", headers=ann, environ_base=PROXY)
+    assert signed_in.status_code == 302
+    # A client that is no proxy cannot pick a fresh address per try.
+    direct = {"REMOTE_ADDR": "10.7.7.7"}
+    for n in range(allowed):
+        spoofed = {"X-Forwarded-For": f"192.0.2.{n}"}
+        _login(client, f"other{n}", "wrong", headers=spoofed, environ_base=direct)
+    spoofed = {"X-Forwarded-For": "192.0.2.200"}
+    assert _login(client, "x", "wrong", headers=spoofed, environ_base=direct).status_code == 429
+
+
 def test_f8_the_wait_doubles_and_a_success_clears_it() -> None:
     from server.auth import LoginThrottle
 
