@@ -27,7 +27,7 @@ class AuthSettings(Section):
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
-        description="Addresses trusted_header and X-Forwarded-Proto/-Host are accepted from.",
+        description="Addresses trusted_header and X-Forwarded-Proto/-Host/-For are accepted from.",
     )
     collection_groups: dict[str, list[str]] = Field(
         default_factory=dict, description="Collection -> groups that may read it."

@@ -25,7 +25,7 @@ from typing import Any
 from config.collection_names import COLLECTION_RULE, is_collection_name
 from config.settings import Settings
 from ingest.chunker import Chunker
-from ingest.guards import Limits, check_file
+from ingest.guards import Limits, check_file, check_location
 from ingest.jobs import FileOutcome, JobLog
 from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, load_document
 from ingest.ocr import OcrOptions
@@ -224,6 +224,12 @@ class IngestPipeline:
     def in_inbox(self, path: Path) -> bool:
         return absolute(path).is_relative_to(self.inbox)
 
+    def check_link(self, path: Path) -> None:
+        """LoadError when a link on the way of this inbox path (the file, or a folder that was
+        swapped for a link after indexing) leads out of its collection's folder: the rule of
+        `guards.check_location`, for everything that opens or moves a document's file."""
+        check_location(path, self.inbox if self.in_inbox(path) else None, self.symlinks)
+
     def collection_for(self, path: Path) -> str:
         """Subfolders of the inbox are collections; anything else is the default one."""
         return collection_of(path, self.inbox, self.default_collection)
@@ -330,11 +336,11 @@ class IngestPipeline:
         if self.stopping.is_set():  # parsed ahead, never used: index_records stops first
             return _Parsed(record, error="not parsed: the process is stopping")
         try:
-            root = self.inbox if self.in_inbox(path) else None
+            self.check_link(path)
             # The zip, PDF and image guards open the file: the parser processes run them,
             # under their limits, when they parse (see ParserPool).
             in_workers = self.parser_pool is not None and self.loader == self.parser_pool.load
-            check_file(path, self.limits, root, self.symlinks, content=not in_workers)
+            check_file(path, self.limits, content=not in_workers)
             doc = self.loader(path, progress=functools.partial(self._page_progress, record, job))
             chunks = self.chunker.chunk(
                 doc.elements, record.id, record.path, doc.title, record.collection
@@ -547,6 +553,10 @@ class IngestPipeline:
         source = Path(record.path)
         if not self.in_inbox(source) or not os.path.lexists(source):
             return None
+        try:
+            self.check_link(source)
+        except LoadError:
+            return None  # another collection's file: not this document's to move
         folder = trash_dir / record.collection
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / source.name

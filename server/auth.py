@@ -240,6 +240,21 @@ def _from_trusted_proxy() -> bool:
     return request.remote_addr in state().settings.trusted_proxies
 
 
+def client_address() -> str:
+    """The client's address: behind a trusted proxy, the last one it added to
+    X-Forwarded-For that is not itself a trusted proxy (what the client wrote before that is
+    not believed); else the peer's."""
+    peer = request.remote_addr or "?"
+    if not _from_trusted_proxy():
+        return peer
+    proxies = state().settings.trusted_proxies
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed(hops):
+        if hop and hop not in proxies:
+            return hop[:64]
+    return peer
+
+
 def _public_origin() -> str:
     """This server's origin as the browser sees it: `public_url` when set; else what a
     trusted proxy says (X-Forwarded-Proto / X-Forwarded-Host); else the request's own."""
@@ -344,7 +359,8 @@ class LoginThrottle:
 
 
 def _login_keys(name: str) -> list[str]:
-    return [f"addr:{request.remote_addr or '?'}", f"user:{name.lower()}"]
+    # Behind a proxy every sign-in comes from its address: the client's is the one counted.
+    return [f"addr:{client_address()}", f"user:{name.lower()}"]
 
 
 @route(auth, "/login", scope=None)
@@ -381,7 +397,7 @@ def login() -> ResponseReturnValue:
     user = st.identity.check_password(name, password) if name and password else None
     if user is None:
         throttle.failed(keys)
-        st.audit.record(name or "?", "login_failed", request.remote_addr or "")
+        st.audit.record(name or "?", "login_failed", client_address())
         page = render_template("login.html", next=target, error="Wrong user name or password.")
         return secure_headers(Response(page, status=401))
     throttle.succeeded(keys)
@@ -390,7 +406,7 @@ def login() -> ResponseReturnValue:
     session["user"] = user.name
     session["epoch"] = st.identity.session_epoch(user.name)
     session["expires"] = time.time() + st.settings.session_hours * 3600
-    st.audit.record(user.name, "login", request.remote_addr or "")
+    st.audit.record(user.name, "login", client_address())
     return redirect(target)
 
 
@@ -399,6 +415,6 @@ def logout() -> ResponseReturnValue:
     principal = current()
     if principal.via == "session":  # every session of this user ends, not only this cookie
         state().identity.bump_session_epoch(principal.name)
-        state().audit.record(principal.name, "logout", request.remote_addr or "")
+        state().audit.record(principal.name, "logout", client_address())
     session.clear()
     return redirect("/login")

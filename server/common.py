@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 def require_ready() -> None:
     st = state()
     if st.load_error:
-        raise ApiError(503, "not_ready", f"the models failed to load: {st.load_error}")
+        # The reason names the server's files: for admins only, as on /api/v1/health.
+        reason = f": {st.load_error}" if current().allows("admin") else "; see the server log"
+        raise ApiError(503, "not_ready", f"the models failed to load{reason}")
     if not st.ready.is_set():
         raise ApiError(503, "not_ready", "the models are still loading; retry in a few seconds")
 

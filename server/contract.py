@@ -119,11 +119,15 @@ def contract_of(app: Flask, endpoint: str | None) -> Contract | None:
 
 
 def _json_body(required: bool) -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    bad = ApiError(400, "bad_json", "the request body must be a JSON object")
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser recurses: not a body we take
+        raise bad from None
     if body is None and not required:
         return {}
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+        raise bad
     return body
 
 

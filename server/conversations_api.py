@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint
@@ -247,7 +248,12 @@ def give_feedback(body: NewFeedback) -> tuple[Feedback, int]:
         entry = state().conversations.set_feedback(message_id, body.rating, body.comment)
     except KeyError:
         raise ApiError(404, "message_not_found", f"no answer with id '{message_id}'") from None
-    return Feedback.model_validate(entry), 201
+    # The answer as the caller may see it now (hidden if it cites what they no longer read).
+    stored = message["answer"] if message else None
+    shown = visible_answer(
+        {"content": entry["answer"], "answer": json.loads(stored) if stored else None}
+    )
+    return Feedback.model_validate({**entry, "answer": shown["content"]}), 201
 
 
 @route(

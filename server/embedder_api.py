@@ -72,11 +72,22 @@ def activate_embedder(body: Activate) -> tuple[EmbedderState, int]:
 
     The index is re-embedded into a new collection in the background while the current one
     keeps answering, then swapped in."""
-    data_dir = state().settings.data_dir.resolve()
+    settings = state().settings
+    data_dir = settings.data_dir.resolve()
     model = Path(body.model).resolve()
-    # The API loads models only from the data dir: a client cannot point it elsewhere.
-    if not model.is_relative_to(data_dir):
-        raise ApiError(400, "invalid_model", f"the model must be a folder under {data_dir}")
+    # The API loads models only from the data dir: a client cannot point it elsewhere. Not
+    # from the folders others fill either (the inbox, uploads, trash, quarantine): a model
+    # folder names the Python classes that load it.
+    others = (settings.inbox_dir, settings.uploads_dir, settings.trash_dir, settings.quarantine_dir)
+    if not model.is_relative_to(data_dir) or any(
+        model.is_relative_to(folder.resolve()) for folder in others
+    ):
+        raise ApiError(
+            400,
+            "invalid_model",
+            f"the model must be a folder under {data_dir}, outside its inbox, uploads, trash "
+            "and quarantine",
+        )
     try:
         model_dir_of(model)
     except GenerationError as exc:

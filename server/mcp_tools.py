@@ -322,6 +322,7 @@ def _dispatch(principal: Principal, name: str, arguments: dict[str, Any]) -> dic
         state().audit.record(principal.actor, "denied", f"mcp:{name}", needed=scope)
     require_scope(scope)
     if name == "search":
+        _rate_limit(principal)  # a search embeds the query too: the same per-caller limit
         return _search(arguments)
     if name == "ask":
         return _ask(principal, arguments)
@@ -409,7 +410,8 @@ def _ask(principal: Principal, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rate_limit(principal: Principal) -> None:
-    """The same per-caller limit as /api/v1/ask (server/auth.py, RATE_LIMITED)."""
+    """The same per-caller limit as /api/v1/ask (server/auth.py, `rate_limited` routes), for
+    the tools that search: `ask` and `search`."""
     if principal.via == "none":
         return
     st = state()

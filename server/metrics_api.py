@@ -43,9 +43,18 @@ def _route() -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
+# Label values come from this list, never from the client: every value a client could choose
+# (an invented HTTP method) would be a new series, kept for the process's life.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method() -> str:
+    return request.method if request.method in _METHODS else "other"
+
+
 def _count(response: Response) -> Response:
     route = _route()
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    REQUESTS.labels(route, _method(), str(response.status_code)).inc()
     started = request_started()
     if started is not None:
         REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)

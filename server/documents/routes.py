@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.utils import secure_filename
 
 from config.collection_names import is_collection_name
-from ingest.loaders import SUPPORTED_SUFFIXES, sniff_mismatch
+from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, sniff_mismatch
 from ingest.registry import DocumentRecord
 from server.access import can_read_collection, current, readable, readable_document
 from server.common import require_ready
@@ -25,6 +25,7 @@ documents_api = Blueprint("documents", __name__, url_prefix="/api/v1")
 
 
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{16}-")
+_NAME_CHARS = 200  # of the client's file name (ASCII after secure_filename), suffix kept
 
 
 def document_json(
@@ -100,6 +101,12 @@ def get_document_file(document_id: str) -> ResponseReturnValue:
     path = Path(record.path)
     if path.is_symlink() or not path.is_file():
         raise ApiError(410, "file_gone", f"the file of document '{document_id}' is no longer there")
+    try:  # a folder on the way swapped for a link into another collection since indexing
+        state().pipeline.check_link(path)
+    except LoadError:
+        raise ApiError(
+            410, "file_gone", f"the file of document '{document_id}' is no longer there"
+        ) from None
     name = document_json(record)["name"]
     inline = _INLINE_TYPES.get(path.suffix.lower())
     response: Response = send_file(
@@ -150,6 +157,8 @@ def upload_document() -> tuple[Uploaded, int]:
         raise ApiError(400, "missing_file", "send the document as multipart form field 'file'")
     name = secure_filename(upload.filename)
     suffix = Path(name).suffix.lower()
+    if len(name) > _NAME_CHARS:  # the stored name must fit the file system's 255 bytes
+        name = name[: _NAME_CHARS - len(suffix)] + suffix
     if suffix not in SUPPORTED_SUFFIXES:
         raise ApiError(
             415,

@@ -38,6 +38,10 @@ def _assert_error(response, status: int, code: str) -> None:  # type: ignore[no-
         ({"data": "{not json", "content_type": "application/json"}, 400, "bad_json"),
         ({"data": "question=hi", "content_type": "text/plain"}, 400, "bad_json"),
         ({"json": ["a list"]}, 400, "bad_json"),
+        # Review 2: nesting deeper than Python's recursion limit was a 500 and a traceback
+        # in the log for every such request.
+        ({"data": "[" * 20000, "content_type": "application/json"}, 400, "bad_json"),
+        ({"data": '{"a":' * 20000, "content_type": "application/json"}, 400, "bad_json"),
         ({"json": {}}, 400, "missing_question"),
         ({"json": {"question": 42}}, 400, "invalid_question"),
         ({"json": {"question": "   "}}, 400, "empty_question"),

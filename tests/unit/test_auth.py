@@ -271,6 +271,11 @@ def test_conversations_are_private_and_history_follows_the_rule(
     history = client.get(f"/api/v1/conversations/{conv}", headers=ann).get_json()
     assert "16 weeks" not in str(history)
     assert history["messages"][-1]["content"] == HIDDEN_ANSWER
+    # Review 2: rating that answer echoed its text back in the feedback response.
+    rated = client.post("/api/v1/feedback", json=feedback, headers=ann)
+    assert rated.status_code == 201
+    assert "16 weeks" not in rated.get_data(as_text=True)
+    assert rated.get_json()["answer"] == HIDDEN_ANSWER
 
 
 def test_audit_records_who_asked_and_which_documents(

@@ -68,6 +68,15 @@ def test_original_file_is_served_by_id_only(client: FlaskClient) -> None:
     assert client.get(f"/api/v1/documents/{doc_id}/file").status_code == 404
 
 
+def test_a_very_long_file_name_is_shortened_not_a_500(client: FlaskClient) -> None:
+    """Review 2: a 300-character name made a stored name over the file system's 255 bytes:
+    an OSError, a 500 and a traceback for every such upload."""
+    doc_id = upload(client, name="a" * 300 + ".txt")
+    name = client.get(f"/api/v1/documents/{doc_id}").get_json()["name"]
+    assert name.endswith(".txt") and name.startswith("aaa") and len(name) <= 200
+    assert client.get(f"/api/v1/documents/{doc_id}/file").get_data(as_text=True) == LEAVE
+
+
 def test_pdf_inline_and_office_files_downloaded(client: FlaskClient) -> None:
     pdf = (DEMO / "it-security-policy.pdf").read_bytes()
     pdf_id = client.post(

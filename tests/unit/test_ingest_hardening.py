@@ -396,3 +396,30 @@ def test_finding_1_a_refused_link_is_not_retried_at_every_scan(
     first = st.pipeline.jobs.list()
     _scan(app)
     assert st.pipeline.jobs.list() == first  # nothing to do: no new job
+
+
+def test_finding_1_a_folder_swapped_for_a_link_neither_serves_nor_trashes_the_other_file(
+    app: Flask, client: FlaskClient
+) -> None:
+    """Review 2: an eng writer indexes `eng/sub/salaries.txt`, then swaps `eng/sub` for a link
+    to HR's folder. Until a scan notices, the eng document's path leads to HR's file: `/file`
+    must not hand it out, nor a delete move it out of HR's folder."""
+    ids = index_into(
+        app,
+        {"hr/salaries.txt": SALARY, "eng/build.txt": ENG, "eng/sub/salaries.txt": "decoy"},
+    )
+    inbox = app.extensions["enclave"].settings.inbox_dir
+    (inbox / "eng" / "sub").rename(inbox / "eng" / "old")
+    (inbox / "eng" / "sub").symlink_to(Path("../hr"))  # a linked folder on the way
+    swapped = ids["eng/sub/salaries.txt"]
+    bob = add_user(app, "bob", "ingest", ("engineers",))
+    response = client.get(f"/api/v1/documents/{swapped}/file", headers=bob)
+    assert response.status_code == 410
+    assert "182,000" not in response.get_data(as_text=True)
+    # Within its own collection a file is served.
+    own = client.get(f"/api/v1/documents/{ids['eng/build.txt']}/file", headers=bob)
+    assert own.status_code == 200 and "nightly" in own.get_data(as_text=True)
+    deleted = client.delete(f"/api/v1/documents/{swapped}", headers=bob)
+    assert deleted.status_code == 200 and deleted.get_json()["file"] == "kept"
+    assert (inbox / "hr" / "salaries.txt").read_text() == SALARY  # still HR's, in HR's folder
+    assert not (app.extensions["enclave"].settings.trash_dir / "eng" / "salaries.txt").exists()

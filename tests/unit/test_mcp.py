@@ -251,3 +251,33 @@ def test_auth_none_answers_loopback_host_names_only(
     remote = client.post("/mcp", json={}, environ_base={"REMOTE_ADDR": "192.0.2.9"})
     assert remote.status_code == 403
     app.extensions["enclave"].shutdown()
+
+
+def test_search_counts_against_the_callers_rate_limit(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    """Review 2: `ask` (REST and MCP) was limited per caller, `search` not: an ask key could
+    keep the embedder busy with as many searches as it could send."""
+    from config.settings import Settings
+    from retriever.components import Components
+    from retriever.generation import FakeGenerator
+    from server.app import create_app
+
+    s = Settings(
+        data_dir=tmp_path / "data",
+        llm_backend="fake",
+        watch="off",
+        parse_workers=0,
+        auth_mode="api_key",
+        rate_limit_per_minute=2,
+        unmapped_collections="everyone",
+    )
+    app = create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
+    try:
+        staff = add_user(app, "sam", "ask")
+        client = app.test_client()
+        results = [call(client, staff, "search", query="parental leave") for _ in range(3)]
+        assert [r["isError"] for r in results] == [False, False, True]
+        assert results[2]["structuredContent"]["error"]["code"] == "rate_limited"
+    finally:
+        app.extensions["enclave"].shutdown()

@@ -151,6 +151,32 @@ def test_who_may_read_the_metrics(world: tuple[Flask, dict[str, dict[str, str]]]
         assert response.get_json()["error"]["code"] in ("unauthorized", "forbidden")
 
 
+def test_an_outsider_cannot_grow_the_label_sets(
+    world: tuple[Flask, dict[str, dict[str, str]]],
+) -> None:
+    """Review 2: labels never come from what a client chose. An anonymous client sending
+    made-up HTTP methods (each a new `method` label, kept for the process's life) must not
+    grow the series without bound."""
+    app, keys = world
+    client = app.test_client()
+    for n in range(50):
+        client.open(f"/nowhere/{n}", method=f"X{n}FOO")
+        client.open("/api/v1/health", method=f"Y{n}BAR")
+    samples = scrape(client, keys["admin"])
+    methods = {
+        dict(labels).get("method")
+        for name, labels in samples
+        if name == "enclave_http_requests_total"
+    }
+    assert not {m for m in methods if m and ("FOO" in m or "BAR" in m)}
+    assert (
+        value(
+            samples, "enclave_http_requests_total", route="unmatched", method="other", status="404"
+        )
+        >= 50
+    )
+
+
 def test_429s_are_counted(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
     s = Settings(
         data_dir=tmp_path / "data",

@@ -162,6 +162,19 @@ def test_the_api_loads_models_only_from_the_data_dir(
     assert client.post("/api/v1/embedder/rollback").status_code == 409
 
 
+def test_the_api_loads_no_model_from_the_folders_others_fill(
+    app: Flask, client: FlaskClient, tuned_model: Path
+) -> None:
+    """Review 2: the inbox (whose collection folders people outside the server may write),
+    uploads, the trash and quarantine are under the data dir, but a model there is theirs."""
+    settings = app.extensions["enclave"].settings
+    for folder in (settings.inbox_dir / "eng", settings.trash_dir, settings.quarantine_dir):
+        model = shutil.copytree(tuned_model, folder / "tuned")
+        response = client.post("/api/v1/embedder/activate", json={"model": str(model)})
+        assert response.status_code == 400, folder
+        assert response.get_json()["error"]["code"] == "invalid_model"
+
+
 def test_cli_activate_rollback_and_cleanup(
     pipeline: IngestPipeline,
     components: Components,

@@ -174,6 +174,34 @@ def test_f8_login_backs_off_after_failures(key_app: Flask) -> None:
     assert len(failed) == allowed  # refused tries cost no scrypt and no audit row
 
 
+def test_f8_behind_a_proxy_one_attacker_does_not_lock_everyone_out(
+    components: Components, settings: Settings
+) -> None:
+    """Review 2: behind the reverse proxy every sign-in comes from the proxy's address, so
+    the per-address backoff let one anonymous client lock every user out of the pages. The
+    client's address is the one the trusted proxy adds to X-Forwarded-For; from anyone else
+    that header is not believed."""
+    app = _app(components, auth_settings(settings, trusted_proxies=["10.0.0.1"]))
+    app.extensions["enclave"].identity.add_user("ann", "ask", password="correct horse")
+    client = app.test_client()
+    allowed = app.extensions["enclave"].settings.login_failures_allowed
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    for n in range(allowed + 2):
+        _login(client, f"guess{n}", "wrong", headers=attacker, environ_base=PROXY)
+    assert _login(client, "guess", "wrong", headers=attacker, environ_base=PROXY).status_code == 429
+    # Ann, another client behind the same proxy, still signs in.
+    ann = {"X-Forwarded-For": "198.51.100.7"}
+    signed_in = _login(client, "ann", "correct horse", headers=ann, environ_base=PROXY)
+    assert signed_in.status_code == 302
+    # A client that is no proxy cannot pick a fresh address per try.
+    direct = {"REMOTE_ADDR": "10.7.7.7"}
+    for n in range(allowed):
+        spoofed = {"X-Forwarded-For": f"192.0.2.{n}"}
+        _login(client, f"other{n}", "wrong", headers=spoofed, environ_base=direct)
+    spoofed = {"X-Forwarded-For": "192.0.2.200"}
+    assert _login(client, "x", "wrong", headers=spoofed, environ_base=direct).status_code == 429
+
+
 def test_f8_the_wait_doubles_and_a_success_clears_it() -> None:
     from server.auth import LoginThrottle
 
@@ -351,8 +379,18 @@ def test_f16_health_details_need_admin(key_app: Flask) -> None:
     key_app.extensions["enclave"].load_error = "could not load /srv/models/secret.gguf"
     failed = client.get("/api/v1/health")
     assert failed.status_code == 503 and failed.get_json() == {"status": "error"}
-    admin_view = client.get("/api/v1/health", headers=add_user(key_app, "root", "admin"))
+    root = add_user(key_app, "root", "admin")
+    admin_view = client.get("/api/v1/health", headers=root)
     assert "secret.gguf" in admin_view.get_json()["error"]
+    # Review 2: the routes that need the models said it to every caller in their 503.
+    question = {"question": "When does the canteen open?"}
+    chat = {"messages": [{"role": "user", "content": "When does the canteen open?"}]}
+    for url, body in (("/api/v1/ask", question), ("/v1/chat/completions", chat)):
+        refused = client.post(url, json=body, headers=ask)
+        assert refused.status_code == 503, url
+        assert "secret.gguf" not in refused.get_data(as_text=True), url
+        told = client.post(url, json=body, headers=root)
+        assert told.status_code == 503 and "secret.gguf" in told.get_data(as_text=True), url
 
 
 def test_f16_upload_response_has_no_server_path(key_app: Flask) -> None:
