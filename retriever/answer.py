@@ -362,6 +362,13 @@ _OPENERS = frozenset(
         "a an the as if when where who whom whose which what why how"
     ).split()
 )
+# Capitalized words that are times, never the person or place a question asks for.
+_CALENDAR = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "january february march april may june july august september october november "
+        "december monday tuesday wednesday thursday friday saturday sunday"
+    ).split()
+)
 
 
 # Adverbs that say nothing at the edge of a short answer ("ears ... are also" -> "ears").
@@ -469,7 +476,7 @@ def _name_in(
         word = token.strip(".,;:()[]\"'\u201c\u201d")
         capital = is_name_word(word)
         # A sentence's first word is capitalized anyway: a name only if not a stop word.
-        if capital and word.lower() not in _OPENERS:
+        if capital and word.lower() not in _OPENERS and word.lower() not in _CALENDAR:
             if not run:
                 starts.append(i)
             run.append(word)

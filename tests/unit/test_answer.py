@@ -259,6 +259,13 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
         direct_answer("Where is the archive kept?", "Since 2004 the archive is kept in Dunmore.")
         == "Dunmore"
     )
+    # A month or a weekday is no person.
+    assert (
+        direct_answer(
+            "Who opened the depot?", "On Monday 4 March the depot was opened by Ana Ruiz."
+        )
+        == "Ana Ruiz"
+    )
     # A code ("P1") is no name; a day and month without a year is a date.
     assert direct_answer(
         "Who chairs the review?", "The review after any P1 is chaired by Ana Ruiz."
