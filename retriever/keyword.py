@@ -3,8 +3,10 @@ or PostgreSQL full-text search (a tsvector column under a GIN index).
 
 Both take the same query: the question's distinct non-stopword words, OR-ed, stemmed by the
 engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer); FTS5 ranks by BM25,
-PostgreSQL by `ts_rank` weighted by each term's BM25 IDF (see `_POSTGRES_SEARCH`). The
-collection filter is part of the query on both.
+PostgreSQL by `ts_rank` weighted by each term's BM25 IDF (see `_POSTGRES_SEARCH`). Every
+statistic a score or a term weight uses is counted over the collections searched only (SQLite:
+a table per collection; PostgreSQL: counts with the collection filter), so what a caller may
+not read never moves their scores.
 """
 
 from __future__ import annotations
