@@ -231,8 +231,7 @@ _FTS5_OLD_ROWS = (
     "WHERE c.collection = ?"
 )
 _FTS5_OLD_COLLECTION = (
-    "UPDATE chunk_keys SET collection_id = ? "
-    "WHERE rowid IN (SELECT rowid FROM chunks WHERE collection = ?)"
+    "UPDATE chunk_keys SET collection_id = ? WHERE rowid IN (SELECT rowid FROM {table})"
 )
 
 
@@ -330,8 +329,9 @@ class KeywordIndex(SQLStore):
             names = [r[0] for r in db.execute("SELECT DISTINCT collection FROM chunks")]
             for name in names:
                 collection_id = self._fts5_collection(db, name)
-                db.execute(_FTS5_OLD_ROWS.format(table=_fts5_table(collection_id)), (name,))
-                db.execute(_FTS5_OLD_COLLECTION, (collection_id, name))
+                table = _fts5_table(collection_id)
+                db.execute(_FTS5_OLD_ROWS.format(table=table), (name,))
+                db.execute(_FTS5_OLD_COLLECTION.format(table=table), (collection_id,))
             db.execute("DELETE FROM chunk_keys WHERE collection_id IS NULL")  # keys of no row
             db.execute("DROP TABLE chunks")
 
