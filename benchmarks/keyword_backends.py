@@ -24,7 +24,7 @@ from common import BEIR, CACHE, machine, print_table, read_jsonl, summary_ms, wr
 from config.settings import Settings
 from ingest.evaluate import open_beir, score_beir
 from retriever.components import Components
-from retriever.keyword import KeywordIndex, query_terms
+from retriever.keyword import KeywordIndex, _fts5_table, query_terms
 from retriever.types import Chunk
 
 MODES = ("bm25", "hybrid")
@@ -56,12 +56,19 @@ class BuiltInRank(KeywordIndex):
 
 
 def fts5_rows(components: Components) -> Iterator[Chunk]:
-    """The chunks of the FTS5 index, as chunks whose embedding text is the indexed body."""
+    """The chunks of the FTS5 index (a table per collection), as chunks whose embedding text
+    is the indexed body."""
+    components.keyword.count()  # opened first: an index of the one-table layout is split
     db = sqlite3.connect(components.settings.keyword_path)
     try:
-        rows = db.execute("SELECT chunk_id, document_id, collection, body FROM chunks")
-        for chunk_id, document_id, collection, body in rows:
-            yield Chunk(chunk_id, document_id, 0, body, "", "", collection)
+        collections = db.execute("SELECT id, name FROM keyword_collections").fetchall()
+        for collection_id, collection in collections:
+            rows = db.execute(
+                f"SELECT t.chunk_id, k.document_id, t.body FROM {_fts5_table(collection_id)} "
+                "AS t JOIN chunk_keys AS k ON k.rowid = t.rowid"
+            )
+            for chunk_id, document_id, body in rows:
+                yield Chunk(chunk_id, document_id, 0, body, "", "", collection)
     finally:
         db.close()
 

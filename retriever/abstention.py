@@ -23,7 +23,9 @@ from retriever.grounding import (
 from retriever.search import SearchResult
 from retriever.types import Hit
 
-TermWeights = Callable[[list[str]], dict[str, float]]
+# Words -> their weight (IDF) over the chunks of the collections given (None: all). Only the
+# collections the question was searched in: one it may not read must not move its weights.
+TermWeights = Callable[[list[str], Sequence[str] | None], dict[str, float]]
 # Sentence vectors kept for reuse within and across answers (384 floats each: ~3 MB).
 _REMEMBERED_VECTORS = 2048
 
@@ -86,7 +88,9 @@ class EvidenceCheck:
         if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
             return "most of the question's words occur in no passage"
         if t.min_key_coverage:
-            coverage = key_term_coverage(question, passages, self.term_weights)
+            coverage = key_term_coverage(
+                question, passages, lambda words: self.term_weights(words, result.collections)
+            )
             if coverage < t.min_key_coverage:
                 return f"no passage holds what the question is about ({coverage:.0%} of it)"
         # Last, as it costs an embedding pass.

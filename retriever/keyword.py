@@ -3,8 +3,10 @@ or PostgreSQL full-text search (a tsvector column under a GIN index).
 
 Both take the same query: the question's distinct non-stopword words, OR-ed, stemmed by the
 engine (FTS5's Porter stemmer, PostgreSQL's English Snowball stemmer); FTS5 ranks by BM25,
-PostgreSQL by `ts_rank` weighted by each term's BM25 IDF (see `_POSTGRES_SEARCH`). The
-collection filter is part of the query on both.
+PostgreSQL by `ts_rank` weighted by each term's BM25 IDF (see `_POSTGRES_SEARCH`). Every
+statistic a score or a term weight uses is counted over the collections searched only (SQLite:
+a table per collection; PostgreSQL: counts with the collection filter), so what a caller may
+not read never moves their scores.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
-from retriever.database import SQLStore, StoreTarget
+from retriever.database import Connection, SQLStore, StoreTarget
 from retriever.types import Chunk
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -172,28 +175,73 @@ def _lexeme(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-_FTS5_SCHEMA = f"""
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(
-    body, chunk_id UNINDEXED, document_id UNINDEXED, collection UNINDEXED,
-    tokenize='{_FTS5_TOKENIZER}');
+# SQLite: one FTS5 table per collection, so that BM25's statistics (rows, document frequencies,
+# average length) are that collection's alone: with one table for all, a reader's scores moved
+# when a collection they cannot read held the query's words. A table is named from the
+# collection's id in `keyword_collections` (`_fts5_table`), never from its name (user input).
+# `chunk_keys` holds each FTS row's rowid (unique over all the tables) under its chunk,
+# document and collection ids.
+_FTS5_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keyword_collections (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS chunk_keys (
     rowid INTEGER PRIMARY KEY,
     chunk_id TEXT NOT NULL UNIQUE,
-    document_id TEXT NOT NULL);
+    document_id TEXT NOT NULL,
+    collection_id INTEGER);
 CREATE INDEX IF NOT EXISTS chunk_keys_document ON chunk_keys (document_id);
 """
-# FTS5 cannot index its UNINDEXED columns: a `WHERE chunk_id = ?` reads every row. So the
-# FTS row's rowid is kept in `chunk_keys` under its chunk and document ids, and updates go
-# by rowid. (Adding 2,048 chunks to a 47k-chunk index took 20 s of table scans without it.)
+# After `_fts5_migrate`: an index written before has `chunk_keys` without the column.
+_FTS5_KEYS_BY_COLLECTION = (
+    "CREATE INDEX IF NOT EXISTS chunk_keys_collection ON chunk_keys (collection_id)"
+)
+_FTS5_TABLE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5("
+    f"body, chunk_id UNINDEXED, tokenize='{_FTS5_TOKENIZER}')"
+)
+# FTS5 cannot index its UNINDEXED columns: a `WHERE chunk_id = ?` reads every row. So updates
+# find rows by rowid through `chunk_keys`. (Adding 2,048 chunks to a 47k-chunk index took 20 s
+# of table scans without it.) `{keys}` is `chunk_id = ?` or `document_id = ?`.
 _FTS5_ROWIDS_OF_CHUNK = "SELECT rowid FROM chunk_keys WHERE chunk_id = ?"
-_FTS5_ROWIDS_OF_DOCUMENT = "SELECT rowid FROM chunk_keys WHERE document_id = ?"
-# Indexes written before `chunk_keys` existed get their keys once, at open.
-_FTS5_FILL_KEYS = """
-INSERT OR IGNORE INTO chunk_keys (rowid, chunk_id, document_id)
-    SELECT rowid, chunk_id, document_id FROM chunks;
-DELETE FROM chunks WHERE rowid NOT IN (SELECT rowid FROM chunk_keys);
-"""
-# The same columns; the body's lexemes are computed by PostgreSQL into a GIN-indexed column.
+_FTS5_TABLES_HOLDING = "SELECT DISTINCT collection_id FROM chunk_keys WHERE {keys}"
+_FTS5_DELETE = "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM chunk_keys WHERE {keys})"
+_FTS5_MOVE = (
+    "INSERT INTO {target}(rowid, body, chunk_id) SELECT rowid, body, chunk_id FROM {source} "
+    "WHERE rowid IN (SELECT rowid FROM chunk_keys WHERE document_id = ?)"
+)
+_FTS5_SEARCH = (
+    "SELECT chunk_id, -bm25({table}) AS score FROM {table} WHERE {table} MATCH ? "
+    "ORDER BY bm25({table}) LIMIT ?"
+)
+_FTS5_FREQUENCY = "SELECT count(*) FROM {table} WHERE {table} MATCH ?"
+_FTS5_ROWS = (
+    "SELECT c.name, count(*) FROM keyword_collections AS c "
+    "JOIN chunk_keys AS k ON k.collection_id = c.id GROUP BY c.name"
+)
+# The layout before, one FTS5 table `chunks` with a `collection` column, is split once at open.
+# (Rows of an index older still, without `chunk_keys`, get their keys here too.)
+_FTS5_OLD_KEYS = (
+    "INSERT OR IGNORE INTO chunk_keys (rowid, chunk_id, document_id) "
+    "SELECT rowid, chunk_id, document_id FROM chunks"
+)
+_FTS5_OLD_ROWS = (
+    "INSERT INTO {table}(rowid, body, chunk_id) SELECT c.rowid, c.body, c.chunk_id "
+    "FROM chunks AS c JOIN chunk_keys AS k ON k.rowid = c.rowid AND k.chunk_id = c.chunk_id "
+    "WHERE c.collection = ?"
+)
+_FTS5_OLD_COLLECTION = (
+    "UPDATE chunk_keys SET collection_id = ? WHERE rowid IN (SELECT rowid FROM {table})"
+)
+
+
+def _fts5_table(collection_id: int) -> str:
+    """The FTS5 table of a collection: named from its integer id only."""
+    return f"chunks_in_{int(collection_id)}"
+
+
+# PostgreSQL: one table; the statistics are counted with the collection filter instead. The
+# body's lexemes are computed by PostgreSQL into a GIN-indexed column.
 _POSTGRES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id TEXT PRIMARY KEY,
@@ -205,17 +253,12 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_lexemes ON chunks USING gin (lexemes);
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id);
 """
-# The searches; `{filter}` is where the collection filter goes.
-_FTS5_SEARCH = (
-    "SELECT chunk_id, -bm25(chunks) AS score FROM chunks WHERE chunks MATCH ?{filter} "
-    "ORDER BY bm25(chunks) LIMIT ?"
-)
 # PostgreSQL has no BM25, and its rankers ignore how rare a term is (`ts_rank_cd` scores 0.41
 # nDCG@10 on SciFact where FTS5's BM25 scores 0.69). So each query lexeme's `ts_rank` (its
 # frequency in the chunk with diminishing returns, over 1 + log of the chunk's length) is
-# weighted by its BM25 IDF (given: lexemes and weights are the two arrays), and summed over the
-# lexemes a chunk holds. The OR query (third parameter) picks the candidates through the GIN
-# index.
+# weighted by its BM25 IDF over the searched collections (given: lexemes and weights are the
+# two arrays), and summed over the lexemes a chunk holds. The OR query (third parameter) picks
+# the candidates through the GIN index; `{filter}` is where the collection filter goes.
 _POSTGRES_SEARCH = """
 WITH t AS (
     SELECT lexeme, idf, quote_literal(lexeme)::tsquery AS one
@@ -226,24 +269,31 @@ FROM chunks JOIN t ON chunks.lexemes @@ t.one
 WHERE chunks.lexemes @@ ?::tsquery{filter}
 GROUP BY chunks.chunk_id ORDER BY score DESC LIMIT ?
 """
-# The query's words as PostgreSQL stems them (its stopwords dropped), and how many chunks hold
-# each of a list of lexemes (GIN index).
+# The query's words as PostgreSQL stems them (its stopwords dropped); how many chunks of each
+# of a list of collections hold each of a list of lexemes (GIN index), or a word; the rows of
+# each collection.
 _POSTGRES_LEXEMES = "SELECT lexeme FROM unnest(to_tsvector('english', ?))"
-_POSTGRES_LEXEME_FREQUENCIES = (
-    "SELECT u.lexeme, "
-    "(SELECT count(*) FROM chunks WHERE lexemes @@ quote_literal(u.lexeme)::tsquery) "
-    "FROM unnest(?::text[]) AS u(lexeme)"
+_POSTGRES_LEXEME_FREQUENCIES = """
+SELECT u.lexeme, f.collection, f.n FROM unnest(?::text[]) AS u(lexeme),
+LATERAL (
+    SELECT collection, count(*) AS n FROM chunks
+    WHERE lexemes @@ quote_literal(u.lexeme)::tsquery AND collection = ANY(?::text[])
+    GROUP BY collection
+) AS f
+"""
+_POSTGRES_STOPWORD = "SELECT numnode(to_tsquery('english', ?)) = 0"
+_POSTGRES_WORD_FREQUENCIES = (
+    "SELECT collection, count(*) FROM chunks "
+    "WHERE lexemes @@ to_tsquery('english', ?) AND collection = ANY(?::text[]) "
+    "GROUP BY collection"
 )
-_FREQUENCY = {
-    "sqlite": "SELECT count(*) FROM chunks WHERE chunks MATCH ?",
-    # A stopword (not indexed by PostgreSQL) counts as in every chunk, as FTS5 would find it.
-    "postgresql": "SELECT CASE WHEN numnode(q) = 0 THEN (SELECT count(*) FROM chunks) "
-    "ELSE (SELECT count(*) FROM chunks WHERE lexemes @@ q) END "
-    "FROM to_tsquery('english', ?) AS q",
-}
-# Document frequencies are cached. Other processes may write too: SQLite's data_version says
-# when one did; on PostgreSQL the cache expires instead.
+_POSTGRES_ROWS = "SELECT collection, count(*) FROM chunks GROUP BY collection"
+# Document frequencies are cached, per collection: a caller's statistics are sums over the
+# collections it reads, so no caller's counts can reach another's. Other processes may write
+# too: SQLite's data_version says when one did; on PostgreSQL the cache expires instead.
 _FREQUENCIES_TTL_S = 60.0
+# Counts per (collection, word or lexeme).
+_Counts = dict[tuple[str, str], int]
 
 
 class KeywordIndex(SQLStore):
@@ -251,54 +301,91 @@ class KeywordIndex(SQLStore):
         super().__init__(target)
         if self.dialect == "sqlite":
             self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.create_schema(_FTS5_SCHEMA if self.dialect == "sqlite" else _POSTGRES_SCHEMA)
-        # Where a chunk's or a document's rows are, and which table lists the ids.
-        if self.dialect == "sqlite":
-            self._fill_keys()
-            self._of_chunk = f"rowid IN ({_FTS5_ROWIDS_OF_CHUNK})"
-            self._of_document = f"rowid IN ({_FTS5_ROWIDS_OF_DOCUMENT})"
+            self._db.create_schema(_FTS5_SCHEMA)
+            self._fts5_migrate()
+            self._db.execute(_FTS5_KEYS_BY_COLLECTION)
             self._ids_table = "chunk_keys"
         else:
-            self._of_chunk, self._of_document = "chunk_id = ?", "document_id = ?"
+            self._db.create_schema(_POSTGRES_SCHEMA)
             self._ids_table = "chunks"
-        # Document frequencies for `term_weights`, dropped whenever the index changes.
-        self._df: dict[str, int] = {}
-        self._lexeme_df: dict[str, int] = {}  # PostgreSQL lexemes, for the search's IDF
-        self._total: int | None = None
+        # Statistics for `term_weights` and PostgreSQL's IDF, dropped whenever the index changes.
+        self._rows: dict[str, int] | None = None  # chunks per collection
+        self._df: _Counts = {}  # words, for `term_weights`
+        self._lexeme_df: _Counts = {}  # PostgreSQL lexemes, for the search's IDF
         self._counted_at = 0.0
         self._version: int | None = None  # SQLite's data_version when the counts were taken
 
-    def _fill_keys(self) -> None:
+    # -- SQLite's tables -------------------------------------------------------------------
+
+    def _fts5_migrate(self) -> None:
+        """Split an index of the one-table layout into a table per collection, once."""
         with self._tx() as db:
-            keys = db.execute("SELECT count(*) FROM chunk_keys").fetchone()[0]
-            if keys == 0 and db.execute("SELECT count(*) FROM chunks").fetchone()[0]:
-                for statement in _FTS5_FILL_KEYS.strip().split(";\n"):
-                    db.execute(statement)
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks'").fetchone():
+                return
+            columns = {r[1] for r in db.execute("PRAGMA table_info(chunk_keys)")}
+            if "collection_id" not in columns:
+                db.execute("ALTER TABLE chunk_keys ADD COLUMN collection_id INTEGER")
+            db.execute(_FTS5_OLD_KEYS)
+            names = [r[0] for r in db.execute("SELECT DISTINCT collection FROM chunks")]
+            for name in names:
+                collection_id = self._fts5_collection(db, name)
+                table = _fts5_table(collection_id)
+                db.execute(_FTS5_OLD_ROWS.format(table=table), (name,))
+                db.execute(_FTS5_OLD_COLLECTION.format(table=table), (collection_id,))
+            db.execute("DELETE FROM chunk_keys WHERE collection_id IS NULL")  # keys of no row
+            db.execute("DROP TABLE chunks")
 
-    def _quote(self, word: str) -> str:
-        return f'"{word}"' if self.dialect == "sqlite" else _lexeme(word)
+    @staticmethod
+    def _fts5_collection(db: Connection, name: str) -> int:
+        """The id of a collection, its table created on first use (inside the caller's
+        transaction)."""
+        db.execute("INSERT OR IGNORE INTO keyword_collections (name) VALUES (?)", (name,))
+        row = db.execute("SELECT id FROM keyword_collections WHERE name = ?", (name,)).fetchone()
+        db.execute(_FTS5_TABLE.format(table=_fts5_table(row[0])))
+        return int(row[0])
 
-    def term_weights(self, words: Iterable[str]) -> dict[str, float]:
-        """Inverse document frequency of each word over the indexed chunks (stemmed as the
-        index stems), ln(1 + N / (1 + df)): a word no chunk holds weighs the most."""
-        with self._lock:
-            total = self._total_chunks()
-            weights = {}
-            for word in words:
-                if word not in self._df:
-                    row = self._db.execute(
-                        _FREQUENCY[self.dialect], (self._quote(word),)
-                    ).fetchone()
-                    self._df[word] = int(row[0])
-                weights[word] = math.log(1 + total / (1 + self._df[word]))
-        return weights
+    def _fts5_tables(self, collections: Sequence[str] | None) -> dict[str, str]:
+        """The table of each of `collections` that has one (all when None), by name."""
+        sql, params = (
+            "SELECT name, id FROM keyword_collections",
+            list(dict.fromkeys(collections or ())),
+        )
+        if collections is not None:
+            sql += f" WHERE name IN ({','.join('?' * len(params))})"
+        return {r[0]: _fts5_table(r[1]) for r in self._db.execute(sql, params)}
+
+    def _fts5_remove(self, db: Connection, keys: str, values: Sequence[str]) -> None:
+        """Delete the rows whose `keys` (`chunk_id = ?`, `document_id = ?`) match, by rowid."""
+        params = [(v,) for v in values]
+        tables: set[int] = set()
+        for param in params:
+            tables.update(r[0] for r in db.execute(_FTS5_TABLES_HOLDING.format(keys=keys), param))
+        for collection_id in tables:
+            db.executemany(_FTS5_DELETE.format(table=_fts5_table(collection_id), keys=keys), params)
+        db.executemany(f"DELETE FROM chunk_keys WHERE {keys}", params)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read of several SQLite tables sees one state: a table another process drops
+        (`clear`) cannot vanish between finding it and reading it."""
+        if self.dialect != "sqlite":
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    # -- Statistics ------------------------------------------------------------------------
 
     def _changed(self) -> None:
+        self._rows = None
         self._df.clear()
         self._lexeme_df.clear()
-        self._total = None
 
-    def _total_chunks(self) -> int:
+    def _collection_rows(self) -> dict[str, int]:
+        """Chunks per collection (cached; stale caches dropped first)."""
         if self.dialect == "sqlite":
             # Another process (a Celery worker) committed since: the counts are stale.
             version = self._db.execute("PRAGMA data_version").fetchone()[0]
@@ -307,73 +394,164 @@ class KeywordIndex(SQLStore):
                 self._changed()
         elif time.monotonic() - self._counted_at > _FREQUENCIES_TTL_S:
             self._changed()
-        if self._total is None:
-            self._total = int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+        if self._rows is None:
+            sql = _FTS5_ROWS if self.dialect == "sqlite" else _POSTGRES_ROWS
+            self._rows = {str(r[0]): int(r[1]) for r in self._db.execute(sql)}
             self._counted_at = time.monotonic()
-        return self._total
+        return self._rows
 
-    def _postgres_search(self, query: str) -> tuple[str, list[object]] | None:
-        """The PostgreSQL search's parameters (lexemes, their IDF, the OR query), or None when
-        the query has no word PostgreSQL indexes."""
+    def _readable(self, collections: Sequence[str] | None) -> list[str]:
+        """The collections the statistics are counted over: those of `collections` that hold
+        chunks (all of them when None)."""
+        rows = self._collection_rows()
+        return (
+            list(rows)
+            if collections is None
+            else [c for c in dict.fromkeys(collections) if c in rows]
+        )
+
+    def _frequencies(
+        self,
+        cache: _Counts,
+        items: list[str],
+        collections: list[str],
+        count: Callable[[list[str], list[str]], _Counts],
+    ) -> dict[str, int]:
+        """How many chunks of `collections` hold each item: the sum of its per-collection
+        counts, those not cached yet got by `count(items, collections)` (absent: none)."""
+        missing = [x for x in items if any((c, x) not in cache for c in collections)]
+        if missing:
+            counted = count(missing, collections)
+            cache.update({(c, x): counted.get((c, x), 0) for x in missing for c in collections})
+        return {x: sum(cache[c, x] for c in collections) for x in items}
+
+    def _count_words(self, words: list[str], collections: list[str]) -> _Counts:
+        counts: _Counts = {}
+        if self.dialect == "sqlite":
+            tables = self._fts5_tables(collections)
+            for word in words:
+                for name, table in tables.items():
+                    sql = _FTS5_FREQUENCY.format(table=table)
+                    counts[name, word] = int(self._db.execute(sql, (f'"{word}"',)).fetchone()[0])
+            return counts
+        rows = self._collection_rows()
+        for word in words:
+            quoted = _lexeme(word)
+            # A stopword (not indexed by PostgreSQL) counts as in every chunk, as FTS5 would
+            # find it.
+            if self._db.execute(_POSTGRES_STOPWORD, (quoted,)).fetchone()[0]:
+                counts.update({(c, word): rows[c] for c in collections})
+                continue
+            found = self._db.execute(_POSTGRES_WORD_FREQUENCIES, (quoted, collections))
+            counts.update({(str(r[0]), word): int(r[1]) for r in found})
+        return counts
+
+    def _count_lexemes(self, lexemes: list[str], collections: list[str]) -> _Counts:
+        found = self._db.execute(_POSTGRES_LEXEME_FREQUENCIES, (lexemes, collections))
+        return {(str(r[1]), str(r[0])): int(r[2]) for r in found}
+
+    def term_weights(
+        self, words: Iterable[str], collections: Sequence[str] | None = None
+    ) -> dict[str, float]:
+        """Inverse document frequency of each word over the chunks of `collections` (None:
+        all), stemmed as the index stems, ln(1 + N / (1 + df)): a word no chunk holds weighs
+        the most."""
+        words = list(words)
+        with self._lock, self._snapshot():
+            readable = self._readable(collections)
+            total = sum(self._collection_rows()[c] for c in readable)
+            df = self._frequencies(self._df, words, readable, self._count_words)
+        return {word: math.log(1 + total / (1 + df[word])) for word in words}
+
+    def _postgres_search(
+        self, query: str, collections: Sequence[str] | None
+    ) -> tuple[str, list[object]] | None:
+        """The PostgreSQL search's parameters (lexemes, their IDF over `collections`, the OR
+        query), or None when the query has no word PostgreSQL indexes."""
         rows = self._db.execute(_POSTGRES_LEXEMES, (" ".join(query_terms(query)),)).fetchall()
         lexemes = [str(r[0]) for r in rows]
         if not lexemes:
             return None
-        total = self._total_chunks()
-        missing = [lexeme for lexeme in lexemes if lexeme not in self._lexeme_df]
-        if missing:
-            counted = self._db.execute(_POSTGRES_LEXEME_FREQUENCIES, (missing,)).fetchall()
-            self._lexeme_df.update({str(r[0]): int(r[1]) for r in counted})
-        idf = [
-            math.log(1 + (total - self._lexeme_df[x] + 0.5) / (self._lexeme_df[x] + 0.5))
-            for x in lexemes
-        ]
+        readable = self._readable(collections)
+        total = sum(self._collection_rows()[c] for c in readable)
+        df = self._frequencies(self._lexeme_df, lexemes, readable, self._count_lexemes)
+        idf = [math.log(1 + (total - df[x] + 0.5) / (df[x] + 0.5)) for x in lexemes]
         return " | ".join(_lexeme(x) for x in lexemes), [lexemes, idf]
 
+    # -- Writes ----------------------------------------------------------------------------
+
     def add(self, chunks: Iterable[Chunk]) -> None:
-        rows: list[tuple[str, ...]] = [
-            (c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks
-        ]
-        ids = [(r[1],) for r in rows]
-        insert = "INSERT INTO chunks(body, chunk_id, document_id, collection) VALUES (?, ?, ?, ?)"
+        rows = [(c.embedding_text(), c.id, c.document_id, c.collection) for c in chunks]
+        ids = [r[1] for r in rows]
         with self._tx() as db:
             self._changed()
             # Replace semantics: a re-added chunk id never appears twice.
-            db.executemany(f"DELETE FROM chunks WHERE {self._of_chunk}", ids)
-            if self.dialect == "sqlite":
-                db.executemany("DELETE FROM chunk_keys WHERE chunk_id = ?", ids)
+            if self.dialect == "postgresql":
+                db.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(i,) for i in ids])
                 db.executemany(
-                    "INSERT INTO chunk_keys(chunk_id, document_id) VALUES (?, ?)",
-                    [(r[1], r[2]) for r in rows],
+                    "INSERT INTO chunks(body, chunk_id, document_id, collection) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
                 )
-                insert = (
-                    "INSERT INTO chunks(rowid, body, chunk_id, document_id, collection) "
-                    f"VALUES (({_FTS5_ROWIDS_OF_CHUNK}), ?, ?, ?, ?)"
+                return
+            self._fts5_remove(db, "chunk_id = ?", ids)
+            tables = {name: self._fts5_collection(db, name) for name in {r[3] for r in rows}}
+            db.executemany(
+                "INSERT INTO chunk_keys(chunk_id, document_id, collection_id) VALUES (?, ?, ?)",
+                [(r[1], r[2], tables[r[3]]) for r in rows],
+            )
+            for name, collection_id in tables.items():
+                db.executemany(
+                    f"INSERT INTO {_fts5_table(collection_id)}(rowid, body, chunk_id) "
+                    f"VALUES (({_FTS5_ROWIDS_OF_CHUNK}), ?, ?)",
+                    [(r[1], r[0], r[1]) for r in rows if r[3] == name],
                 )
-                rows = [(r[1], *r) for r in rows]
-            db.executemany(insert, rows)
 
     def clear(self) -> None:
         """Drop every chunk (`enclave reindex` rebuilds from the registry and the files)."""
         with self._tx() as db:
             self._changed()
-            db.execute("DELETE FROM chunks")
-            if self.dialect == "sqlite":
-                db.execute("DELETE FROM chunk_keys")
+            if self.dialect == "postgresql":
+                db.execute("DELETE FROM chunks")
+                return
+            for (collection_id,) in db.execute("SELECT id FROM keyword_collections").fetchall():
+                db.execute(f"DROP TABLE IF EXISTS {_fts5_table(collection_id)}")
+            db.execute("DELETE FROM keyword_collections")
+            db.execute("DELETE FROM chunk_keys")
 
     def delete_document(self, document_id: str) -> None:
         with self._tx() as db:
             self._changed()
-            db.execute(f"DELETE FROM chunks WHERE {self._of_document}", (document_id,))
-            if self.dialect == "sqlite":
-                db.execute("DELETE FROM chunk_keys WHERE document_id = ?", (document_id,))
+            if self.dialect == "postgresql":
+                db.execute("DELETE FROM chunks WHERE document_id = ?", (document_id,))
+            else:
+                self._fts5_remove(db, "document_id = ?", [document_id])
 
     def set_collection(self, document_id: str, collection: str) -> None:
-        with self._lock:
-            self._db.execute(
-                f"UPDATE chunks SET collection = ? WHERE {self._of_document}",
-                (collection, document_id),
+        """Move a document's chunks to another collection (on SQLite: to its table)."""
+        with self._tx() as db:
+            self._changed()
+            if self.dialect == "postgresql":
+                db.execute(
+                    "UPDATE chunks SET collection = ? WHERE document_id = ?",
+                    (collection, document_id),
+                )
+                return
+            target = self._fts5_collection(db, collection)
+            holding = _FTS5_TABLES_HOLDING.format(keys="document_id = ?")
+            sources = {r[0] for r in db.execute(holding, (document_id,))} - {target}
+            for source in sources:
+                table = _fts5_table(source)
+                move = _FTS5_MOVE.format(target=_fts5_table(target), source=table)
+                db.execute(move, (document_id,))
+                delete = _FTS5_DELETE.format(table=table, keys="document_id = ?")
+                db.execute(delete, (document_id,))
+            db.execute(
+                "UPDATE chunk_keys SET collection_id = ? WHERE document_id = ?",
+                (target, document_id),
             )
+
+    # -- Reads -----------------------------------------------------------------------------
 
     def ids_for_document(self, document_id: str) -> list[str]:
         with self._lock:
@@ -391,29 +569,42 @@ class KeywordIndex(SQLStore):
 
     def count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+            sql = f"SELECT count(*) FROM {self._ids_table}"
+            return int(self._db.execute(sql).fetchone()[0])
 
     def search(
         self, query: str, k: int, collections: Sequence[str] | None = None
     ) -> list[tuple[str, float]]:
-        """(chunk id, score) best first; higher is better. The filter is in the query."""
+        """(chunk id, score) best first; higher is better. Each score is counted over the
+        searched collections only (on SQLite: over the chunk's own collection)."""
         if not query_terms(query) or (collections is not None and not collections):
             return []
-        where = ""
-        if collections is not None:
-            where = f" AND collection IN ({','.join('?' * len(collections))})"
         with self._lock:
-            params: list[object]
             if self.dialect == "sqlite":
-                sql, params = _FTS5_SEARCH, [match_expression(query)]
+                return self._fts5_search(query, k, collections)
+            found = self._postgres_search(query, collections)
+            if found is None:
+                return []
+            tsquery, params = found
+            where = ""
+            if collections is not None:
+                where = " AND chunks.collection = ANY(?::text[])"
+                params.extend([tsquery, list(collections), k])
             else:
-                found = self._postgres_search(query)
-                if found is None:
-                    return []
-                tsquery, params = found
-                sql = _POSTGRES_SEARCH
-                params.append(tsquery)
-            params.extend(collections or ())
-            params.append(k)
-            rows = self._db.execute(sql.format(filter=where), params).fetchall()
+                params.extend([tsquery, k])
+            rows = self._db.execute(_POSTGRES_SEARCH.format(filter=where), params).fetchall()
         return [(r[0], float(r[1])) for r in rows]
+
+    def _fts5_search(
+        self, query: str, k: int, collections: Sequence[str] | None
+    ) -> list[tuple[str, float]]:
+        """BM25 in each collection's table, merged best first (a stable sort: one
+        collection's ties keep FTS5's order)."""
+        match = match_expression(query)
+        found: list[tuple[str, float]] = []
+        with self._snapshot():
+            for table in self._fts5_tables(collections).values():
+                rows = self._db.execute(_FTS5_SEARCH.format(table=table), (match, k))
+                found.extend((r[0], float(r[1])) for r in rows)
+        found.sort(key=lambda hit: -hit[1])
+        return found[:k]

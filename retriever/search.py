@@ -21,6 +21,9 @@ class SearchResult:
     mode: Mode
     best_dense_similarity: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # What was searched (None: every collection). Whatever weighs these hits against the
+    # corpus (abstention's term weights) counts these collections only.
+    collections: tuple[str, ...] | None = None
 
 
 def reciprocal_rank_fusion(
@@ -156,7 +159,11 @@ class HybridSearcher:
             timings["rerank_ms"] = (time.perf_counter() - start) * 1000
         hits = hits[:k]
         return SearchResult(
-            hits=hits, mode=mode, best_dense_similarity=best_dense, timings_ms=timings
+            hits=hits,
+            mode=mode,
+            best_dense_similarity=best_dense,
+            timings_ms=timings,
+            collections=None if collections is None else tuple(collections),
         )
 
     def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:

@@ -102,7 +102,7 @@ def test_cosines_reuse_the_vectors_of_texts_already_embedded(components: Compone
         def count_tokens(self, text: str) -> int:
             return real.count_tokens(text)
 
-    check = EvidenceCheck(AbstentionThresholds(), Counting(), lambda words: {})
+    check = EvidenceCheck(AbstentionThresholds(), Counting(), lambda words, collections: {})
     question = "How many days of annual leave do employees get?"
     sentences = ["Employees get 25 days of annual leave.", "The canteen opens at 08:00."]
     first = check.cosines(question, sentences)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
 from config.settings import Settings
 from retriever.components import Components
 from retriever.keyword import match_expression
+from retriever.question import Question
 from retriever.search import reciprocal_rank_fusion
 from retriever.types import Chunk, chunk_id
 
@@ -108,3 +111,51 @@ def test_chroma_deletes_several_documents_in_one_call(components: Components) ->
     components.store.delete_documents(["b"])
     components.store.delete_documents([])
     assert components.store.collection.count() == 0
+
+
+def test_a_reader_learns_nothing_from_keyword_statistics_of_what_they_cannot_read(
+    components: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents about Lisbon in `hr` change nothing a reader of `eng` gets: the answer's
+    sources and their scores, whether it abstains, the search's ranks and BM25 scores, and the
+    term weights the abstention check weighed."""
+    weighed: list[tuple[list[str], dict[str, float]]] = []
+    real = components.keyword.term_weights
+
+    def recording(words: list[str], *collections: Sequence[str] | None) -> dict[str, float]:
+        weights = real(words, *collections)
+        weighed.append((sorted(words), weights))
+        return weights
+
+    monkeypatch.setattr(components.keyword, "term_weights", recording)
+    eng = [
+        _chunk("lisbon", 0, "Lisbon office opening hours: the office opens at nine.", "eng"),
+        _chunk("berlin", 0, "The Berlin office has a new espresso machine.", "eng"),
+        _chunk("paris", 0, "Paris office badges are renewed every January.", "eng"),
+        _chunk("vpn", 0, "The VPN certificate expires after ninety days.", "eng"),
+    ]
+    _index(components, eng)
+    question = Question(
+        "When does the Lisbon office open?",
+        collections=("eng",),
+        mode="bm25",
+        answer_mode="extractive",
+    )
+
+    def seen() -> tuple[object, ...]:
+        weighed.clear()
+        answer = components.answers.ask(question)
+        hits = components.searcher.search(question.text, 10, "bm25", ["eng"]).hits
+        sources = [(s.document_id, s.score) for s in answer.sources]
+        return sources, answer.abstained, [(h.chunk.id, h.score) for h in hits], list(weighed)
+
+    before = seen()
+    assert before[0] and not before[1] and before[3]  # answered; the key terms were weighed
+    hr = [
+        _chunk(f"hr{i}", 0, f"Relocation {i} to Lisbon: Lisbon allowance, Lisbon housing.", "hr")
+        for i in range(6)
+    ]
+    _index(components, hr)
+    assert seen() == before
+    admin = components.searcher.search(question.text, 20, "bm25")
+    assert {h.chunk.collection for h in admin.hits} == {"eng", "hr"}

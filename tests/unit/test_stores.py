@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -17,7 +18,13 @@ from ingest.jobs import JobLog
 from ingest.registry import Registry
 from retriever.audit import AuditLog
 from retriever.database import Row, postgres_ddl, postgres_sql
-from retriever.keyword import KeywordIndex
+from retriever.keyword import (
+    _FTS5_DELETE,
+    _FTS5_MOVE,
+    _FTS5_TABLES_HOLDING,
+    KeywordIndex,
+    _fts5_table,
+)
 from retriever.types import Chunk, chunk_id
 from service.conversations import ConversationStore, title_for
 
@@ -233,15 +240,139 @@ def test_fts5_index_finds_rows_by_key_not_by_scanning(tmp_path: Path) -> None:
     assert index.count() == 1 and index.search("alarm", 5) == []
     assert index.all_document_ids() == {"b"}
 
-    db = sqlite3.connect(path)
-    plan = " ".join(
-        str(row[3])
-        for row in db.execute(
-            "EXPLAIN QUERY PLAN DELETE FROM chunks WHERE rowid IN "
-            "(SELECT rowid FROM chunk_keys WHERE chunk_id = ?)",
-            ("x",),
-        )
-    )
-    db.close()
+    # Each statement that finds rows by chunk or document goes through an index of chunk_keys.
+    table = _fts5_table(1)
+    statements = [
+        _FTS5_DELETE.format(table=table, keys="chunk_id = ?"),
+        _FTS5_DELETE.format(table=table, keys="document_id = ?"),
+        _FTS5_TABLES_HOLDING.format(keys="document_id = ?"),
+        _FTS5_MOVE.format(target=table, source=table),
+    ]
     index.close()
-    assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+    db = sqlite3.connect(path)
+    for statement in statements:
+        plan = " ".join(str(r[3]) for r in db.execute(f"EXPLAIN QUERY PLAN {statement}", ("x",)))
+        assert "chunk_keys USING" in plan and "SCAN chunk_keys" not in plan, plan
+    db.close()
+
+
+# A reader of `eng` asks about the Lisbon office; `hr`, which they cannot read, fills with
+# documents about Lisbon. (Four `eng` documents: a word in half of them or more has no BM25 IDF.)
+_ENG = [
+    ("lisbon", "Lisbon office opening hours: nine to six, Monday to Friday."),
+    ("berlin", "The Berlin office has a new espresso machine on the second floor."),
+    ("paris", "Paris office badges are renewed every January."),
+    ("vpn", "The VPN certificate expires after ninety days."),
+]
+_HR = [
+    f"Relocation to Lisbon {i}: Lisbon allowance, Lisbon housing, Lisbon schools." for i in range(5)
+]
+
+
+def _seen(
+    index: KeywordIndex, collections: Sequence[str] | None
+) -> tuple[list[tuple[str, float]], dict[str, float]]:
+    """What a caller reading `collections` learns: keyword scores in order, and term weights."""
+    hits = index.search("Lisbon office", 10, collections)
+    return hits, index.term_weights(["lisbon", "office", "the"], collections)
+
+
+def test_keyword_statistics_are_the_readable_collections_only(
+    database_url: str, tmp_path: Path
+) -> None:
+    index = KeywordIndex(_target(database_url, tmp_path, "keyword"))
+    eng = [_chunk(name, 0, text, "eng") for name, text in _ENG]
+    index.add(eng)
+    before, admin_before = _seen(index, ["eng"]), _seen(index, None)
+    assert before[0][0][0] == eng[0].id and before[0][0][1] > 0
+
+    hr = [_chunk(f"hr{i}", 0, text, "hr") for i, text in enumerate(_HR)]
+    index.add(hr)
+    assert _seen(index, ["eng"]) == before
+    assert _seen(index, ["eng", "nowhere"]) == before  # a collection with no rows adds nothing
+    admin = _seen(index, None)
+    assert admin[1]["lisbon"] < admin_before[1]["lisbon"]  # an admin's weights count hr too
+    if index.dialect == "postgresql":  # one IDF over the searched collections
+        assert dict(admin[0])[eng[0].id] < dict(admin_before[0])[eng[0].id]
+    else:  # one FTS5 table per collection: a chunk's BM25 is its own collection's
+        assert dict(admin[0])[eng[0].id] == dict(before[0])[eng[0].id]
+    assert {h[0] for h in admin[0]} == {eng[0].id, eng[1].id, eng[2].id, *(c.id for c in hr)}
+
+    # Deletes, re-adds and changes in hr leave eng's view alone.
+    index.delete_document("hr0")
+    assert _seen(index, ["eng"]) == before
+    index.add([_chunk("hr0", 0, "Lisbon Lisbon office office.", "hr"), *hr[1:]])
+    assert _seen(index, ["eng"]) == before
+    assert index.count() == 9 and index.ids_for_document("hr1") == [hr[1].id]
+
+    # A move is seen by the collections on both sides, and undone leaves no trace.
+    index.set_collection("hr1", "eng")
+    moved = _seen(index, ["eng"])
+    assert hr[1].id in {h[0] for h in moved[0]} and moved != before
+    assert hr[1].id not in {h[0] for h in index.search("Lisbon", 10, ["hr"])}
+    index.set_collection("hr1", "hr")
+    assert _seen(index, ["eng"]) == before
+    assert hr[1].id in {h[0] for h in index.search("Lisbon", 10, ["hr"])}
+    assert index.count() == 9 and index.all_document_ids() == {n for n, _ in _ENG} | {
+        f"hr{i}" for i in range(5)
+    }
+
+    index.clear()
+    assert index.count() == 0 and index.search("Lisbon", 10) == []
+    assert index.all_document_ids() == set()
+    index.add(eng)
+    assert _seen(index, ["eng"]) == before
+    index.close()
+
+
+# The layout written before the keyword index had one table per collection.
+_ONE_TABLE_LAYOUT = """
+CREATE VIRTUAL TABLE chunks USING fts5(
+    body, chunk_id UNINDEXED, document_id UNINDEXED, collection UNINDEXED,
+    tokenize='porter unicode61 remove_diacritics 2');
+CREATE TABLE chunk_keys (
+    rowid INTEGER PRIMARY KEY,
+    chunk_id TEXT NOT NULL UNIQUE,
+    document_id TEXT NOT NULL);
+CREATE INDEX chunk_keys_document ON chunk_keys (document_id);
+"""
+
+
+def test_a_one_table_keyword_index_is_split_by_collection_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "keyword.sqlite3"
+    eng = [_chunk(name, 0, text, "eng") for name, text in _ENG]
+    hr = [_chunk(f"hr{i}", 0, text, "hr") for i, text in enumerate(_HR)]
+    fresh = KeywordIndex(tmp_path / "fresh.sqlite3")
+    fresh.add(eng + hr)
+    expected = {c: _seen(fresh, c) for c in (("eng",), ("hr",), None)}
+    fresh.close()
+
+    old = sqlite3.connect(path)
+    old.executescript(_ONE_TABLE_LAYOUT)
+    for rowid, c in enumerate(eng + hr, start=1):
+        old.execute(
+            "INSERT INTO chunk_keys(rowid, chunk_id, document_id) VALUES (?, ?, ?)",
+            (rowid, c.id, c.document_id),
+        )
+        old.execute(
+            "INSERT INTO chunks(rowid, body, chunk_id, document_id, collection) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (rowid, c.embedding_text(), c.id, c.document_id, c.collection),
+        )
+    old.commit()
+    old.close()
+
+    index = KeywordIndex(path)
+    assert {c: _seen(index, c) for c in expected} == expected
+    assert index.count() == len(eng) + len(hr)
+    assert index.ids_for_document("hr2") == [hr[2].id]
+    index.set_collection("hr2", "eng")
+    assert hr[2].id in {h[0] for h in index.search("Lisbon", 10, ["eng"])}
+    index.close()
+    again = KeywordIndex(path)  # migrated once: the old table is gone
+    assert again.count() == len(eng) + len(hr)
+    again.close()
+    db = sqlite3.connect(path)
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    assert "chunks" not in names
