@@ -22,6 +22,7 @@ from retriever.grounding import (
     ASKS_NUMBER,
     CITATION,
     DATE,
+    IDENTIFIER,
     LIST_MARKER,
     NUMBER_WORDS,
     QUESTION_SCAFFOLD,
@@ -515,6 +516,31 @@ def _name_in(
     return " ".join(min(fresh, key=distance)[0])
 
 
+_OPTION = re.compile(r"--?[A-Za-z][\w-]*")
+
+
+def _code_in(tokens: list[str], asked: set[str]) -> str | None:
+    """The name written as code (`ffi_prep_cif_var`, `LIBFFI_TMPDIR`, `deflateInit()`, an
+    option such as `--strict`) among `tokens` that the question does not hold, nearest the
+    words it uses: what "which function/variable/option ...?" asks for in a manual."""
+    found = []
+    for i, token in enumerate(tokens):
+        word = token.strip(".,;:!?\"'`\u201c\u201d")
+        if _OPTION.fullmatch(word) and word not in asked:
+            found.append((i, word))
+            continue
+        for match in IDENTIFIER.finditer(word):
+            code = match.group(0)
+            named = identifiers(code)
+            # Letters alone ("PowerPC", "SharedMIME") are as often a name as code.
+            if named and not named & asked and not code.isalpha():
+                found.append((i, code))
+    if not found:
+        return None
+    used = [j for j, t in enumerate(tokens) if content_words(t) & asked]
+    return min(found, key=lambda f: (min((abs(f[0] - j) for j in used), default=0), f[0]))[1]
+
+
 def _asked_cell(text: str, asked: set[str], wants_number: bool = False) -> str | None:
     """In a table row as ingestion writes it ("Team: NOC desk; Internal extension: 4410"),
     the value under the header the question names ("What is the extension ...?" -> "4410");
@@ -656,6 +682,9 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             if head is None and not re.search(r"(?i)\b(?:who|whom|whose|where)\b", asks):
                 pass  # "what is ...?": no name asked for
             else:
+                code = _code_in(tokens[start:end], asked) if head is not None else None
+                if code is not None:
+                    return code  # "Which function ...?" -> `ffi_prep_cif_var`
                 place = bool(re.search(r"(?i)^\W*where\b", asks))
                 name = _name_in(tokens[start:end], asked, head, place)
                 if name is not None:

@@ -26,7 +26,7 @@ MIN_SENTENCE_CHARS = 12
 # A list item's marker at the start of a sentence: "1.", "2)", "-", "*", "a)".
 LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022\u2013]|\(?[a-z]\))(?:\s+|$)")
 # A token that may be an identifier: letters and digits joined by _ - . / or followed by "()".
-_IDENTIFIER = re.compile(r"\w+\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
+IDENTIFIER = re.compile(r"\w+\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
 
 
 # Questions answered by a quantity, a date or a time.
@@ -196,7 +196,7 @@ def identifiers(text: str) -> set[str]:
     `asn1_der_decoding`, `deflateInit()`, `POL-OPS-007`, `AS64500`. The embedder and the word
     splitter both see them as unknown pieces; matched whole they are the surest key terms."""
     found = set()
-    for match in _IDENTIFIER.finditer(text):
+    for match in IDENTIFIER.finditer(text):
         token = match.group(0)
         core = token.removesuffix("()")
         if not any(c.isalpha() for c in core):

@@ -259,6 +259,21 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
         direct_answer("Where is the archive kept?", "Since 2004 the archive is kept in Dunmore.")
         == "Dunmore"
     )
+    # "Which function/variable/option ...?" in a manual: the name written as code.
+    assert (
+        direct_answer(
+            "Which function must I use instead of ffi_prep_cif for a variadic function?",
+            "If the function is variadic, ffi_prep_cif_var must be used instead of ffi_prep_cif.",
+        )
+        == "ffi_prep_cif_var"
+    )
+    assert (
+        direct_answer(
+            "Which option of asn1Decoding turns on strict decoding?",
+            "Usage: asn1Decoding [OPTION] FILE. -s, --strict use strict DER decoding.",
+        )
+        == "--strict"
+    )
     # A month or a weekday is no person.
     assert (
         direct_answer(
