@@ -372,7 +372,7 @@ def extract_answer(
         seen.add(said)
         source = sources[r.n - 1]
         whole = _whole_list(source, r.span) if ASKS_SEQUENCE.search(question) else None
-        span = whole or _with_antecedent(source, r.span)
+        span = whole or _with_reason(question, source, _with_antecedent(source, r.span))
         chosen.append(Support(r.n, span, round(r.score, 4)))
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
 
@@ -443,6 +443,32 @@ def _with_antecedent(source: str, span: Span) -> Span:
         return span
     start = before[-1].start
     return Span(start, span.end, source[start : span.end])
+
+
+# "Why ...?" asks for a reason: a sentence giving one says so.
+ASKS_REASON = re.compile(r"(?i)^\W*(?:why\b|for what reason\b|what (?:is|was) the reason\b)")
+_GIVES_REASON = re.compile(
+    r"(?i)\b(?:because|due to|owing to|so that|in order to|since|as a result|reason|for|to|"
+    r"allows?|helps?|protects?|prevents?|thus|therefore)\b"
+)
+_THAT_WORDS = frozenset(["this", "that", "it", "these", "those", "such"])
+
+
+def _with_reason(question: str, source: str, span: Span) -> Span:
+    """`span`, with the sentence after it when the question asks why and that sentence gives
+    the reason for it ("All penguins are countershaded ... This is for camouflage."): the
+    sentence restating what the question asks about is ranked first, its reason is not."""
+    if not ASKS_REASON.match(asking_clause(question)) or _GIVES_REASON.search(span.text):
+        return span
+    after = split_sentences(source[span.end :])
+    if not after:
+        return span
+    nxt = after[0]
+    opener = nxt.text.split(maxsplit=1)[0].strip(",;:").lower()
+    if opener not in _THAT_WORDS or not _GIVES_REASON.search(nxt.text):
+        return span
+    end = span.end + nxt.end
+    return Span(span.start, end, source[span.start : end])
 
 
 def question_coverage(question: str, passages: Sequence[str]) -> float:

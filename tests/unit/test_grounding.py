@@ -391,3 +391,18 @@ def test_a_question_about_one_item_gets_that_item() -> None:
     assert [s.span.text for s in supports] == [
         "Level 2: duty manager – coordination, incident declaration, priority."
     ]
+
+
+def test_a_why_question_gets_the_reason_that_follows_the_restated_fact() -> None:
+    source = (
+        "All penguins are countershaded, with a white underside and a dark upperside. "
+        "This is for camouflage. A predator looking up has difficulty seeing them."
+    )
+    (why,) = extract_answer("Why are penguins countershaded?", [source])
+    assert why.span.text.endswith("This is for camouflage.")
+    (what,) = extract_answer("What colour is the underside of penguins?", [source])
+    assert "camouflage" not in what.span.text  # only a why question takes the reason
+    # A sentence that gives its own reason needs no other.
+    reasoned = "Penguins are countershaded because it hides them. This helps them hunt."
+    (own,) = extract_answer("Why are penguins countershaded?", [reasoned])
+    assert own.span.text == "Penguins are countershaded because it hides them."
