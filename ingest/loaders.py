@@ -66,7 +66,38 @@ def clean_text(raw: str) -> str:
         fix_line_breaks=False,
         explain=False,
     )
+    fixed = _LINE_END_HYPHEN.sub(_join_hyphenated, _PDF_NOISE.sub("", fixed))
     return " ".join(fixed.split())
+
+
+# pdfminer's stand-in for a glyph it cannot map ("(cid:13)"), and the pilcrow that HTML
+# documentation generators put after each heading or signature as a link: marks, not text.
+_PDF_NOISE = re.compile(r"\(cid:\d+\)|\u00b6")
+# A word a typeset PDF broke at the end of a line: "ELE-\nMENT", "imple-\nmentation".
+_LINE_END_HYPHEN = re.compile(r"\b([A-Za-z]{2,})-[ \t]*\n\s*([A-Za-z]{2,})")
+
+
+def _join_hyphenated(match: re.Match[str]) -> str:
+    """One word again where both halves have the same case ("ELE-MENT", "imple-mentation");
+    a compound whose second half is capitalized ("Anglo-\nSaxon") keeps its hyphen."""
+    head, tail = match.group(1), match.group(2)
+    if (head.islower() and tail.islower()) or (head.isupper() and tail.isupper()):
+        return head + tail
+    return f"{head}-{tail}"
+
+
+# A documentation page's link bar ("Next: Closure Example, Previous: Multiple ABIs, Up: Using
+# libffi [Index]"): it says where the page sits, not what it says.
+_NAVIGATION_LABEL = re.compile(r"\b(?:Next|Previous|Prev|Up|Contents|Index|Top|Home)\s*:")
+_NAVIGATION_MAX_CHARS = 300
+
+
+def is_navigation(text: str) -> bool:
+    return (
+        len(text) <= _NAVIGATION_MAX_CHARS
+        and len(_NAVIGATION_LABEL.findall(text)) >= 2
+        and bool(_NAVIGATION_LABEL.match(text))
+    )
 
 
 class LoadError(Exception):
@@ -323,7 +354,7 @@ def _elements(raw: list[Any]) -> list[Element]:
         if category in _SKIPPED_CATEGORIES:
             continue
         text = clean_text(str(getattr(item, "text", "")))
-        if not text:
+        if not text or is_navigation(text):
             continue
         meta = getattr(item, "metadata", None)
         page = getattr(meta, "page_number", None)

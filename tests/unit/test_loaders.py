@@ -83,6 +83,31 @@ def test_mojibake_is_repaired_and_the_documents_own_characters_kept() -> None:
     assert clean_text("  two\n\nlines\t here ") == "two lines here"
 
 
+def test_typesetting_marks_go_and_words_broken_at_a_line_end_are_joined() -> None:
+    assert clean_text("if ELE-\nMENT is NULL, the imple-\n  mentation") == (
+        "if ELEMENT is NULL, the implementation"
+    )
+    # A compound keeps its hyphen: a capitalized half, or a hyphen inside a line.
+    assert clean_text("Anglo-\nSaxon self-service") == "Anglo-Saxon self-service"
+    assert clean_text("ffi_prep_cif (ffi_cif *cif) \u00b6\nThis (cid:13)works") == (
+        "ffi_prep_cif (ffi_cif *cif) This works"
+    )
+
+
+def test_a_documentation_pages_link_bar_is_not_indexed(tmp_path: Path) -> None:
+    path = tmp_path / "closures.html"
+    path.write_text(
+        "<html><head><title>The Closure API</title></head><body>"
+        '<div class="nav-panel"><p>Next: <a href="a.html">Closure Example</a>, Previous: '
+        '<a href="b.html">Multiple ABIs</a>, Up: <a href="c.html">Using libffi</a></p></div>'
+        "<h1>The Closure API</h1><p>Closures are allocated with ffi_closure_alloc.</p>"
+        "<p>Next: the closure is prepared with ffi_prep_closure_loc.</p></body></html>"
+    )
+    text = _texts(path)
+    assert "Closure Example" not in text and "Multiple ABIs" not in text
+    assert "ffi_closure_alloc" in text and "ffi_prep_closure_loc" in text  # one label: prose
+
+
 def test_a_text_file_with_mojibake_is_indexed_readable(tmp_path: Path) -> None:
     # The text a UTF-8 file becomes when some tool on its way read it as Latin-1.
     text = "Uruguay’s beef is sold as “Uruguay Natural”.\n".encode().decode("latin-1")
