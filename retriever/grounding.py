@@ -145,10 +145,11 @@ def split_sentences(text: str) -> list[Span]:
     spans = []
     for match in _SENTENCE.finditer(text):
         raw = match.group(0)
-        stripped = raw.strip()
+        # A sentence never opens with the separator a layout left before it (": Sea otters").
+        stripped = raw.lstrip(" \t\n\r:;,").rstrip()
         if len(stripped) < 2:
             continue
-        start = match.start() + (len(raw) - len(raw.lstrip()))
+        start = match.start() + (len(raw) - len(raw.lstrip(" \t\n\r:;,")))
         spans.append(Span(start, start + len(stripped), stripped))
     return spans
 

@@ -25,6 +25,17 @@ SOURCES = [
 ]
 
 
+def test_a_sentence_never_opens_with_a_separator_left_before_it() -> None:
+    text = "Diet\n: Sea otters eat shellfish. ; They use rocks as tools."
+    spans = split_sentences(text)
+    assert [s.text for s in spans] == [
+        "Diet",
+        "Sea otters eat shellfish.",
+        "They use rocks as tools.",
+    ]
+    assert all(text[s.start : s.end] == s.text for s in spans)
+
+
 def test_sentence_spans_point_into_the_text() -> None:
     spans = split_sentences(SOURCES[0])
     assert len(spans) == 3
