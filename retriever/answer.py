@@ -583,13 +583,25 @@ def _answering_support(question: str, supports: Sequence[Support]) -> Support:
     if ASKS_NUMBER.match(asks):
         asked = content_words(question) | identifiers(question)
         numeric = [s for s in ranked if _holds_number(_bare(s.span.text), asked)]
-        if _ASKS_DURATION.match(asks):
-            numeric = [
-                s for s in numeric if _TIME_UNITS & set(re.findall(r"\w+", s.span.text.lower()))
-            ] or numeric
+        if ASKS_DATE.match(asks):
+            # "When ...?" is answered by a date or a time, not any number ("the 5th floor").
+            numeric = [s for s in numeric if _says_when(s.span.text)]
+        elif _ASKS_DURATION.match(asks):
+            numeric = [s for s in numeric if _names_time_unit(s.span.text)] or numeric
         if numeric:
             return numeric[0]
     return ranked[0]
+
+
+_CLOCK = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
+
+
+def _names_time_unit(text: str) -> bool:
+    return bool(_TIME_UNITS & set(re.findall(r"\w+", text.lower())))
+
+
+def _says_when(text: str) -> bool:
+    return bool(DATE.search(text) or _CLOCK.search(text)) or _names_time_unit(text)
 
 
 # Questions answered by a span of time or a frequency ("every 90 days").
@@ -643,6 +655,9 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             if _is_number(tokens[i])
             and not (content_words(tokens[i]) | identifiers(tokens[i])) & asked
         ]
+        if ASKS_DATE.match(asks):
+            # No date was found: of the numbers, only a time answers "when" ("at 11:30").
+            digits = [i for i in digits if _says_when(" ".join(tokens[i : i + 3]))]
         if digits:
             # Of several numbers, the one in the clause holding most of the words the question
             # uses, then the nearest them ("taken at 01:15, and all systems are available again

@@ -274,6 +274,11 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
         )
         == "--strict"
     )
+    # "When ...?" is answered by a time, never by another number ("the 5th floor").
+    perch = "The canteen, called The Perch, is on the 5th floor and has a roof terrace."
+    assert direct_answer("When is lunch served in The Perch?", perch) == perch.rstrip(".")
+    lunch = "Lunch is served in The Perch from 11:30 every weekday."
+    assert direct_answer("When is lunch served in The Perch?", lunch) == "11:30 every weekday"
     # A month or a weekday is no person.
     assert (
         direct_answer(
@@ -449,6 +454,11 @@ def test_a_quantity_is_answered_from_the_best_sentence_holding_one() -> None:
     timed = [restates, support("The router has 2 line cards.", 0.8), counts]
     assert _answering_support("How long do I wait on the router?", timed) is counts
     assert _answering_support("How many line cards has the router?", timed).score == 0.8
+    # "When ...?" takes only a sentence holding a date or a time.
+    floor = support("The canteen is on the 5th floor.", 0.9)
+    hours = support("The canteen opens at 08:00.", 0.5)
+    assert _answering_support("When does the canteen open?", [floor, hours]) is hours
+    assert _answering_support("When does the canteen open?", [floor]) is floor
     # Anything else, or no sentence holding a number: the best scored one.
     assert _answering_support("What is set on the router?", timed) is restates
     assert _answering_support("How long do I wait?", [restates]) is restates
