@@ -372,7 +372,45 @@ def _elements(raw: list[Any]) -> list[Element]:
                 elements.append(Element(clean_text(row), "TableRow", page, headings))
             continue
         elements.append(Element(text, category, page, headings))
-    return elements
+    return _terms_with_their_definitions(elements)
+
+
+# A definition list's term as unstructured reads it ("dialout", then the list item "Full and
+# direct access to serial ports."): a short line with no sentence in it, which unstructured
+# calls uncategorized or narrative text by its own guesses.
+_TERM_MAX_WORDS = 4
+_TERM_MAX_CHARS = 40
+
+
+def _is_term(element: Element) -> bool:
+    text = element.text
+    return (
+        element.category in ("UncategorizedText", "NarrativeText")
+        and len(text) <= _TERM_MAX_CHARS
+        and len(text.split()) <= _TERM_MAX_WORDS
+        and not text.endswith((".", ":", ";", "!", "?", ","))
+    )
+
+
+def _terms_with_their_definitions(elements: list[Element]) -> list[Element]:
+    """A term followed by its definition (a list item) becomes one element, "term:
+    definition": quoted alone, the definition never says what it defines, and a question
+    naming the definition ("Which group gives access to serial ports?") asks for the term."""
+    merged: list[Element] = []
+    for element in elements:
+        term = merged[-1] if merged else None
+        if (
+            term is not None
+            and element.category == "ListItem"
+            and _is_term(term)
+            and (term.page, term.headings) == (element.page, element.headings)
+        ):
+            merged[-1] = Element(
+                f"{term.text}: {element.text}", "ListItem", element.page, element.headings
+            )
+            continue
+        merged.append(element)
+    return merged
 
 
 class _HtmlTitle(HTMLParser):

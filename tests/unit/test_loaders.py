@@ -108,6 +108,20 @@ def test_a_documentation_pages_link_bar_is_not_indexed(tmp_path: Path) -> None:
     assert "ffi_closure_alloc" in text and "ffi_prep_closure_loc" in text  # one label: prose
 
 
+def test_a_definition_list_term_stays_with_its_definition(tmp_path: Path) -> None:
+    path = tmp_path / "groups.html"
+    path.write_text(
+        "<html><head><title>Groups</title></head><body><h1>Groups</h1><dl>"
+        "<dt>dialout</dt><dd><p>Full and direct access to serial ports.</p></dd>"
+        "<dt>cdrom</dt><dd><p>Access to optical drives.</p></dd>"
+        "</dl><p>Other groups have no associated user.</p></body></html>"
+    )
+    text = _texts(path)
+    assert "dialout: Full and direct access to serial ports." in text.splitlines()
+    assert "cdrom: Access to optical drives." in text.splitlines()
+    assert "Other groups have no associated user." in text.splitlines()
+
+
 def test_a_text_file_with_mojibake_is_indexed_readable(tmp_path: Path) -> None:
     # The text a UTF-8 file becomes when some tool on its way read it as Latin-1.
     text = "Uruguay’s beef is sold as “Uruguay Natural”.\n".encode().decode("latin-1")
