@@ -594,6 +594,11 @@ def _answering_support(question: str, supports: Sequence[Support]) -> Support:
 
 
 _CLOCK = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
+# A year of another era or a span of history: "6000 BC", "AD 79", "the 5th century".
+_ERA = re.compile(
+    r"(?i)\b\d{1,5}\s*(?:BC|BCE|AD|CE|B\.C\.|A\.D\.)|\b(?:AD|A\.D\.)\s*\d{1,4}\b|"
+    r"\b(?:century|centuries|decade|decades|millennium|era)\b"
+)
 
 
 def _names_time_unit(text: str) -> bool:
@@ -601,7 +606,9 @@ def _names_time_unit(text: str) -> bool:
 
 
 def _says_when(text: str) -> bool:
-    return bool(DATE.search(text) or _CLOCK.search(text)) or _names_time_unit(text)
+    return bool(DATE.search(text) or _CLOCK.search(text) or _ERA.search(text)) or (
+        _names_time_unit(text)
+    )
 
 
 # Questions answered by a span of time or a frequency ("every 90 days").

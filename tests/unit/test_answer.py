@@ -459,6 +459,9 @@ def test_a_quantity_is_answered_from_the_best_sentence_holding_one() -> None:
     hours = support("The canteen opens at 08:00.", 0.5)
     assert _answering_support("When does the canteen open?", [floor, hours]) is hours
     assert _answering_support("When does the canteen open?", [floor]) is floor
+    farming = support("By about 6000 BC, farming had appeared in the valley.", 0.9)
+    dam = support("The dam was completed in 1971.", 0.6)
+    assert _answering_support("When did farming appear in the valley?", [farming, dam]) is farming
     # Anything else, or no sentence holding a number: the best scored one.
     assert _answering_support("What is set on the router?", timed) is restates
     assert _answering_support("How long do I wait?", [restates]) is restates
