@@ -370,6 +370,8 @@ def extract_answer(
         said = " ".join(r.span.text.lower().split())
         if said in seen:  # the same sentence in two passages is quoted once
             continue
+        if any(c.n == r.n and c.span.start <= r.span.start < c.span.end for c in chosen):
+            continue  # already quoted as the sentence another one leans on
         seen.add(said)
         source = sources[r.n - 1]
         whole = _whole_list(source, r.span) if ASKS_SEQUENCE.search(question) else None
@@ -433,11 +435,20 @@ _LEANS_BACK = frozenset(
 )
 
 
+# "Members of this group can ...": a demonstrative among a sentence's first words points back
+# as a pronoun opening it does.
+_DEMONSTRATIVES = frozenset(["this", "these", "those"])
+_DEMONSTRATIVE_REACH = 4
+
+
 def _with_antecedent(source: str, span: Span) -> Span:
     """`span`, with the sentence before it in its source when it opens with a pronoun ("He
     determined ...", "These let them ..."): quoted alone it would not say who or what."""
-    first = span.text.split(maxsplit=1)[0].strip(",;:").lower() if span.text else ""
-    if first not in _LEANS_BACK:
+    words = [w.strip(",;:").lower() for w in span.text.split()[:_DEMONSTRATIVE_REACH]]
+    leans = bool(words) and (
+        words[0] in _LEANS_BACK or any(w in _DEMONSTRATIVES for w in words[1:])
+    )
+    if not leans:
         return span
     before = [s for s in split_sentences(source[: span.start]) if s.end <= span.start]
     if not before or is_heading(before[-1].text) or is_fragment(before[-1].text):

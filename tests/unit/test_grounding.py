@@ -417,3 +417,15 @@ def test_a_why_question_gets_the_reason_that_follows_the_restated_fact() -> None
     reasoned = "Penguins are countershaded because it hides them. This helps them hunt."
     (own,) = extract_answer("Why are penguins countershaded?", [reasoned])
     assert own.span.text == "Penguins are countershaded because it hides them."
+
+
+def test_a_sentence_pointing_back_with_this_comes_with_the_one_it_points_to() -> None:
+    source = (
+        "Group adm is used for system monitoring tasks. Members of this group can read many "
+        "log files in /var/log. Group staff is for local changes."
+    )
+    supports = extract_answer("Which group can read the log files in /var/log?", [source])
+    assert supports[0].span.text.startswith("Group adm is used")
+    assert supports[0].span.text.endswith("log files in /var/log.")
+    # The sentence it brought along is not quoted a second time.
+    assert all(not s.span.text.startswith("Group adm") for s in supports[1:])
