@@ -85,17 +85,17 @@ class BlockingGenerator(FakeGenerator):
 
 def api_key_app(data_dir: Path, embedder: Any, **overrides: Any) -> Flask:
     """A whole app with auth mode api_key over `data_dir`, the real embedder and a fake model,
-    no rate limit (and any other settings changes)."""
+    no rate limit unless `overrides` sets one (and any other settings changes)."""
     from server.app import create_app
 
+    defaults: dict[str, Any] = {"rate_limit_per_minute": 0}
     s = Settings(
         data_dir=data_dir,
         llm_backend="fake",
         watch="off",
         parse_workers=0,
         auth_mode="api_key",
-        rate_limit_per_minute=0,
-        **overrides,
+        **{**defaults, **overrides},
     )
     return create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
 

@@ -258,21 +258,9 @@ def test_search_counts_against_the_callers_rate_limit(
 ) -> None:
     """Review 2: `ask` (REST and MCP) was limited per caller, `search` not: an ask key could
     keep the embedder busy with as many searches as it could send."""
-    from config.settings import Settings
-    from retriever.components import Components
-    from retriever.generation import FakeGenerator
-    from server.app import create_app
-
-    s = Settings(
-        data_dir=tmp_path / "data",
-        llm_backend="fake",
-        watch="off",
-        parse_workers=0,
-        auth_mode="api_key",
-        rate_limit_per_minute=2,
-        unmapped_collections="everyone",
+    app = api_key_app(
+        tmp_path / "data", embedder, rate_limit_per_minute=2, unmapped_collections="everyone"
     )
-    app = create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
     try:
         staff = add_user(app, "sam", "ask")
         client = app.test_client()

@@ -178,15 +178,7 @@ def test_an_outsider_cannot_grow_the_label_sets(
 
 
 def test_429s_are_counted(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
-    s = Settings(
-        data_dir=tmp_path / "data",
-        llm_backend="fake",
-        watch="off",
-        parse_workers=0,
-        auth_mode="api_key",
-        rate_limit_per_minute=1,
-    )
-    app = create_app(s, Components(s, embedder=embedder, generator=FakeGenerator()))
+    app = api_key_app(tmp_path / "data", embedder, rate_limit_per_minute=1)
     key = add_user(app, "ada", "admin")
     client = app.test_client()
     before = scrape(client, key)
