@@ -507,7 +507,7 @@ def _name_in(
         return None
     # Of several names, the one nearest the words the question uses ("... was suggested by
     # Maria Okoro" for "who suggested ...?").
-    used = [j for j, t in enumerate(tokens) if content_words(t) & asked]
+    used = _asked_positions(tokens, asked)
 
     def distance(found: tuple[list[str], int]) -> int:
         n, i = found
@@ -537,7 +537,7 @@ def _code_in(tokens: list[str], asked: set[str]) -> str | None:
                 found.append((i, code))
     if not found:
         return None
-    used = [j for j, t in enumerate(tokens) if content_words(t) & asked]
+    used = _asked_positions(tokens, asked)
     return min(found, key=lambda f: (min((abs(f[0] - j) for j in used), default=0), f[0]))[1]
 
 
@@ -566,12 +566,18 @@ def _asked_cell(text: str, asked: set[str], wants_number: bool = False) -> str |
     return found
 
 
+def _new_number(token: str, asked: set[str] | frozenset[str]) -> bool:
+    """`token` is a number the question did not name itself ("severity 1")."""
+    return _is_number(token) and not (content_words(token) | identifiers(token)) & asked
+
+
 def _holds_number(text: str, asked: set[str] | frozenset[str] = frozenset()) -> bool:
-    """`text` holds a number the question did not name itself ("severity 1")."""
-    return any(
-        _is_number(token) and not (content_words(token) | identifiers(token)) & asked
-        for token in text.split()
-    )
+    return any(_new_number(token, asked) for token in text.split())
+
+
+def _asked_positions(tokens: list[str], asked: set[str]) -> list[int]:
+    """Where the words the question uses stand among `tokens`."""
+    return [j for j, t in enumerate(tokens) if content_words(t) & asked]
 
 
 def _answering_support(question: str, supports: Sequence[Support]) -> Support:
@@ -656,12 +662,7 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             return date
     if ASKS_NUMBER.match(asks):
         # "How long ...?" is answered by the quantity: from its number (and a unit before it).
-        digits = [
-            i
-            for i in range(start, end)
-            if _is_number(tokens[i])
-            and not (content_words(tokens[i]) | identifiers(tokens[i])) & asked
-        ]
+        digits = [i for i in range(start, end) if _new_number(tokens[i], asked)]
         if ASKS_DATE.match(asks):
             # No date was found: of the numbers, only a time answers "when" ("at 11:30").
             digits = [i for i in digits if _says_when(" ".join(tokens[i : i + 3]))]
@@ -669,7 +670,7 @@ def direct_answer(question: str, sentence: str, max_words: int = 12) -> str:
             # Of several numbers, the one in the clause holding most of the words the question
             # uses, then the nearest them ("taken at 01:15, and all systems are available again
             # by 02:00" for "by what time are all systems available again?").
-            used = [j for j, t in enumerate(tokens) if j not in digits and content_words(t) & asked]
+            used = [j for j in _asked_positions(tokens, asked) if j not in digits]
             clause = list(
                 itertools.accumulate([0] + [int(t.endswith((",", ";", ":"))) for t in tokens[:-1]])
             )
