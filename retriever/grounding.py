@@ -518,8 +518,7 @@ def key_terms(question: str) -> dict[str, str]:
         _stem(w): w
         for w in _WORD.findall(question.lower())
         if w not in STOPWORDS
-        and w not in QUESTION_SCAFFOLD
-        and _stem(w) not in _SCAFFOLD_STEMS  # "happened", "named" as "happen", "name"
+        and _stem(w) not in _SCAFFOLD_STEMS  # its forms too: "happened", "named"
         and w not in pieces
         and not (len(w) == 1 and w.isalpha())
     }
