@@ -29,6 +29,11 @@ class AnswerSettings(Section):
     min_sentence_similarity: float = Field(
         0.4, ge=-1, le=1, description="Abstain when no sentence is this close to the question."
     )
+    abstain_on_unknown_names: bool = Field(
+        True,
+        description="Abstain when the question names something (a capitalized word) that no "
+        "document of the searched collections holds.",
+    )
     answer_mode: Literal["generative", "extractive"] = Field(
         "generative", description="generative: the SLM writes; extractive: quote sources."
     )

@@ -17,7 +17,9 @@ from retriever.grounding import (
     focus,
     identifiers,
     key_term_coverage,
+    names_in,
     question_coverage,
+    spelt_alike,
     split_sentences,
 )
 from retriever.search import SearchResult
@@ -26,6 +28,8 @@ from retriever.types import Hit
 # Words -> their weight (IDF) over the chunks of the collections given (None: all). Only the
 # collections the question was searched in: one it may not read must not move its weights.
 TermWeights = Callable[[list[str], Sequence[str] | None], dict[str, float]]
+# Words -> those no chunk of the collections given holds (the same rule of collections).
+Unmentioned = Callable[[list[str], Sequence[str] | None], list[str]]
 # Sentence vectors kept for reuse within and across answers (384 floats each: ~3 MB).
 _REMEMBERED_VECTORS = 2048
 
@@ -36,6 +40,7 @@ class AbstentionThresholds:
     min_coverage: float = 0.0  # share of the question's words found in the passages
     min_key_coverage: float = 0.0  # IDF-weighted share of its key terms in one passage
     min_sentence_similarity: float = 0.0  # best cosine of a single sentence
+    names_must_occur: bool = False  # a name the question mentions is in the documents
 
 
 class EvidenceCheck:
@@ -45,11 +50,13 @@ class EvidenceCheck:
         embedder: Embedder,
         term_weights: TermWeights,
         focus_sentences: int = 3,
+        unmentioned: Unmentioned | None = None,
     ) -> None:
         self.thresholds = thresholds
         self.embedder = embedder
         self.term_weights = term_weights
         self.focus_sentences = focus_sentences or 3
+        self.unmentioned = unmentioned
         # Texts embedded lately: the same question and sentences are weighed here before the
         # model and again when the best extract is chosen after it (`cosines`).
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -87,6 +94,11 @@ class EvidenceCheck:
             return f"no passage is close to the question (best cosine {best:.2f})"
         if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
             return "most of the question's words occur in no passage"
+        if t.names_must_occur and self.unmentioned is not None:
+            missing = self.unknown_names(question, result, passages)
+            if missing:
+                quoted = ", ".join(f'"{name}"' for name in missing)
+                return f"the documents do not mention {quoted}"
         if t.min_key_coverage:
             coverage = key_term_coverage(
                 question, passages, lambda words: self.term_weights(words, result.collections)
@@ -99,6 +111,28 @@ class EvidenceCheck:
             if similarity < t.min_sentence_similarity:
                 return f"no sentence answers the question (best cosine {similarity:.2f})"
         return None
+
+    def unknown_names(
+        self, question: str, result: SearchResult, passages: Sequence[str]
+    ) -> list[str]:
+        """The names the question mentions ("Docker") that no document of the searched
+        collections holds, and no passage found holds misspelt ("Janpan" for "Japan"), when
+        they are half its names or more: the documents cannot say anything of what they never
+        name, however near the rest of the question they are ("Which group controls access to
+        the Docker daemon?" against a list of system groups). One unknown name beside names
+        the documents know ("Anderw Hamilton", "Brooker T. Washington") is more likely a slip
+        of the person asking: those questions go on to the other checks."""
+        assert self.unmentioned is not None
+        names = names_in(question)
+        if not names:
+            return []
+        text = "\n".join(passages)
+        unknown = [
+            name
+            for name in self.unmentioned(names, result.collections)
+            if not spelt_alike(name, text)
+        ]
+        return unknown if 2 * len(unknown) >= len(names) else []
 
     def best_sentence_similarity(self, question: str, hits: Sequence[Hit]) -> float:
         """The highest cosine between the question and a sentence of the passages (the few

@@ -20,6 +20,7 @@ from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
     ASKS_DATE,
     ASKS_NUMBER,
+    CALENDAR_WORDS,
     CITATION,
     DATE,
     IDENTIFIER,
@@ -363,13 +364,6 @@ _OPENERS = frozenset(
         "a an the as if when where who whom whose which what why how"
     ).split()
 )
-# Capitalized words that are times, never the person or place a question asks for.
-_CALENDAR = frozenset(
-    (  # noqa: SIM905 - a word list reads better as one string
-        "january february march april may june july august september october november "
-        "december monday tuesday wednesday thursday friday saturday sunday"
-    ).split()
-)
 
 
 # Adverbs that say nothing at the edge of a short answer ("ears ... are also" -> "ears").
@@ -477,7 +471,7 @@ def _name_in(
         word = token.strip(".,;:()[]\"'\u201c\u201d")
         capital = is_name_word(word)
         # A sentence's first word is capitalized anyway: a name only if not a stop word.
-        if capital and word.lower() not in _OPENERS and word.lower() not in _CALENDAR:
+        if capital and word.lower() not in _OPENERS and word.lower() not in CALENDAR_WORDS:
             if not run:
                 starts.append(i)
             run.append(word)
@@ -853,6 +847,7 @@ class AnswerService:
                 index.searcher.embedder,
                 index.keyword.term_weights,
                 self.focus_sentences,
+                index.keyword.unmentioned,
             )
             made = self._evidence = (index, check)
         return made[1]

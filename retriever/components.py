@@ -216,6 +216,7 @@ class Components:
                 min_coverage=s.min_question_coverage,
                 min_key_coverage=s.min_key_coverage,
                 min_sentence_similarity=s.min_sentence_similarity,
+                names_must_occur=s.abstain_on_unknown_names,
             ),
             answer_mode=s.answer_mode,
             support_threshold=s.support_threshold,

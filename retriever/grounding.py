@@ -115,6 +115,15 @@ def holds_kind(kind: AnswerKind, sentence: str, question: str) -> bool:
     )
 
 
+# Capitalized words that are times, never the person or place a question asks for.
+CALENDAR_WORDS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "january february march april may june july august september october november "
+        "december monday tuesday wednesday thursday friday saturday sunday"
+    ).split()
+)
+
+
 def is_name_word(word: str) -> bool:
     """A word that may be part of a name: capitalized letters ("Lindqvist", "O'Brien",
     "Jean-Luc"), not a code such as "P1" or "ALM-4471"."""
@@ -122,6 +131,56 @@ def is_name_word(word: str) -> bool:
 
 
 _NAME_WORD = re.compile(r"[A-Z][a-z\u00c0-\u024f]*(?:['\u2019-][A-Za-z\u00c0-\u024f]+)*")
+
+
+# A question written in Title Case ("What Is The Upload Limit?") capitalizes every word: its
+# capitals name nothing.
+_TITLE_CASE_SHARE = 0.5
+# How alike a name in a question and a word of a passage must be to be one name misspelt
+# ("Janpan", "Japan"; "Anderw", "Andrew").
+_NAME_RATIO = 0.8
+
+
+def names_in(question: str) -> list[str]:
+    """The names a question mentions, lower case: words written with a capital after the first
+    word of its sentence ("Which group controls the Docker daemon?" -> docker). Not stop words,
+    months and days, acronyms ("CEO", "EV": documents often spell them out) or codes
+    (`identifiers`, matched whole elsewhere)."""
+    found: list[str] = []
+    for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", question.strip()):
+        words = [w.strip(".,;:!?\"'()[]{}\u2018\u2019\u201c\u201d") for w in sentence.split()][1:]
+        words = [re.sub(r"['\u2019]s?$", "", w) for w in words]
+        capitals = [w for w in words if w[:1].isupper()]
+        if len(capitals) > _TITLE_CASE_SHARE * max(len(words), 1):
+            continue
+        for word in capitals:
+            lower = word.lower()
+            if (
+                len(word) >= 3
+                and word.isalpha()
+                and not word.isupper()
+                and word[1:].islower()
+                and lower not in STOPWORDS
+                and lower not in CALENDAR_WORDS
+                and lower not in found
+            ):
+                found.append(lower)
+    return found
+
+
+def spelt_alike(name: str, text: str) -> bool:
+    """Whether `text` holds `name` or a word one slip away from it ("Janpan" -> "Japan")."""
+    for word in set(_WORD.findall(text.lower())):
+        if word == name:
+            return True
+        if (
+            word[:1] == name[:1]
+            and len(word) >= 4
+            and abs(len(word) - len(name)) <= 2
+            and difflib.SequenceMatcher(None, name, word).ratio() >= _NAME_RATIO
+        ):
+            return True
+    return False
 
 
 @dataclass(frozen=True)

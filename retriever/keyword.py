@@ -463,6 +463,18 @@ class KeywordIndex(SQLStore):
             df = self._frequencies(self._df, words, readable, self._count_words)
         return {word: math.log(1 + total / (1 + df[word])) for word in words}
 
+    def unmentioned(
+        self, words: Iterable[str], collections: Sequence[str] | None = None
+    ) -> list[str]:
+        """The words no chunk of `collections` (None: all) holds, stemmed as the index stems."""
+        words = list(words)
+        if not words:
+            return []
+        with self._lock, self._snapshot():
+            readable = self._readable(collections)
+            df = self._frequencies(self._df, words, readable, self._count_words)
+        return [word for word in words if not df[word]]
+
     def _postgres_search(
         self, query: str, collections: Sequence[str] | None
     ) -> tuple[str, list[object]] | None:

@@ -111,3 +111,89 @@ def test_cosines_reuse_the_vectors_of_texts_already_embedded(components: Compone
     vectors = real.embed([question, *sentences])
     assert np.allclose(first, vectors[1:] @ vectors[0], atol=1e-5)
     assert np.allclose(again[:2], first) and first[0] > first[1]
+
+
+def _index_in(components: Components, collection: str, passages: dict[str, str]) -> None:
+    for name, text in passages.items():
+        chunk = Chunk(
+            chunk_id(name, 0, text), name, 0, text, f"/{name}.md", name.title(), collection
+        )
+        components.store.upsert([chunk], components.embedder.embed([chunk.embedding_text()]))
+        components.keyword.add([chunk])
+
+
+GROUPS = {
+    "libvirt": "libvirt: access to the system libvirt daemon is controlled by this group.",
+    "adm": "adm: members of group adm can read many log files in /var/log.",
+    "staff": "staff: allows users to add local modifications to the system in /usr/local.",
+}
+
+
+def _name_check(components: Components) -> EvidenceCheck:
+    return EvidenceCheck(
+        AbstentionThresholds(names_must_occur=True),
+        components.embedder,
+        components.keyword.term_weights,
+        unmentioned=components.keyword.unmentioned,
+    )
+
+
+def _asked(components: Components, check: EvidenceCheck, question: str, *where: str) -> str | None:
+    collections = list(where) or None
+    return check.weakness(question, components.searcher.search(question, 4, "hybrid", collections))
+
+
+def test_a_question_about_a_name_the_documents_never_mention_is_refused(
+    components: Components,
+) -> None:
+    """Every other word of the question is in the passage about libvirt: only the name tells
+    that the documents cannot answer it."""
+    _index_in(components, "ops", GROUPS)
+    check = _name_check(components)
+    reason = _asked(components, check, "Which group controls access to the Docker daemon?")
+    assert reason == 'the documents do not mention "docker"'
+    assert _asked(components, check, "Which group controls access to the Libvirt daemon?") is None
+    # Off unless asked for, whatever the documents hold.
+    off = EvidenceCheck(
+        AbstentionThresholds(),
+        components.embedder,
+        components.keyword.term_weights,
+        unmentioned=components.keyword.unmentioned,
+    )
+    assert _asked(components, off, "Which group controls access to the Docker daemon?") is None
+
+
+def test_misspelt_acronyms_title_case_and_one_slip_among_known_names_are_not_refused(
+    components: Components,
+) -> None:
+    _index_in(components, "ops", GROUPS)
+    check = _name_check(components)
+    # "Libvrt": one letter off a word of the passage found.
+    assert _asked(components, check, "Which group controls the Libvrt daemon?") is None
+    # Acronyms are often spelled out in the documents; a Title Case question names nothing.
+    assert _asked(components, check, "Which group controls the KVM daemon?") is None
+    assert _asked(components, check, "Which Group Controls The Hypervisor Daemon?") is None
+    # One unknown name beside known ones: more likely a slip of the person asking.
+    question = "Can members of Libvirt or Adm manage Qemu machines?"
+    assert _asked(components, check, question) is None
+    assert _asked(components, check, "Can Podman or Docker use the libvirt daemon?") == (
+        'the documents do not mention "podman", "docker"'
+    )
+
+
+def test_a_name_only_other_collections_hold_is_unknown_to_a_reader(
+    components: Components,
+) -> None:
+    """Whether the documents mention a name is the readable collections' answer: a reader of
+    `ops` learns nothing from `hr` documents that name Docker."""
+    _index_in(components, "ops", GROUPS)
+    check = _name_check(components)
+    question = "Which group controls access to the Docker daemon?"
+    before = _asked(components, check, question, "ops")
+    _index_in(components, "hr", {"docker": "Docker is installed on every HR laptop."})
+    assert (
+        _asked(components, check, question, "ops")
+        == before
+        == ('the documents do not mention "docker"')
+    )
+    assert _asked(components, check, question, "ops", "hr") is None

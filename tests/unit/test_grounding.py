@@ -13,6 +13,7 @@ from retriever.grounding import (
     is_fragment,
     key_term_coverage,
     key_terms,
+    names_in,
     split_sentences,
     support_for,
 )
@@ -429,3 +430,16 @@ def test_a_sentence_pointing_back_with_this_comes_with_the_one_it_points_to() ->
     assert supports[0].span.text.endswith("log files in /var/log.")
     # The sentence it brought along is not quoted a second time.
     assert all(not s.span.text.startswith("Group adm") for s in supports[1:])
+
+
+def test_names_in_a_question_are_its_capitalized_words_past_the_first() -> None:
+    assert names_in("Which group controls access to the Docker daemon?") == ["docker"]
+    assert names_in("Where was James Monroe's farm? Was it in Virginia?") == [
+        "james",
+        "monroe",
+        "virginia",
+    ]
+    # Acronyms, codes, months, stop words and a question in Title Case name nothing here.
+    assert names_in("Who is the CEO of ALM-5125 in March?") == []
+    assert names_in("What Is The Maximum Upload Size?") == []
+    assert names_in("What does deflateInit2() accept?") == []

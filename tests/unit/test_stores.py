@@ -271,10 +271,16 @@ _HR = [
 
 def _seen(
     index: KeywordIndex, collections: Sequence[str] | None
-) -> tuple[list[tuple[str, float]], dict[str, float]]:
-    """What a caller reading `collections` learns: keyword scores in order, and term weights."""
+) -> tuple[list[tuple[str, float]], dict[str, float], list[str]]:
+    """What a caller reading `collections` learns: keyword scores in order, term weights and
+    which words no document holds."""
     hits = index.search("Lisbon office", 10, collections)
-    return hits, index.term_weights(["lisbon", "office", "the"], collections)
+    words = ["lisbon", "office", "the"]
+    return (
+        hits,
+        index.term_weights(words, collections),
+        index.unmentioned(["relocation", "espresso", "lisbon"], collections),
+    )
 
 
 def test_keyword_statistics_are_the_readable_collections_only(
@@ -285,6 +291,7 @@ def test_keyword_statistics_are_the_readable_collections_only(
     index.add(eng)
     before, admin_before = _seen(index, ["eng"]), _seen(index, None)
     assert before[0][0][0] == eng[0].id and before[0][0][1] > 0
+    assert before[2] == ["relocation"]
 
     hr = [_chunk(f"hr{i}", 0, text, "hr") for i, text in enumerate(_HR)]
     index.add(hr)
@@ -292,6 +299,7 @@ def test_keyword_statistics_are_the_readable_collections_only(
     assert _seen(index, ["eng", "nowhere"]) == before  # a collection with no rows adds nothing
     admin = _seen(index, None)
     assert admin[1]["lisbon"] < admin_before[1]["lisbon"]  # an admin's weights count hr too
+    assert admin[2] == [] and index.unmentioned(["relocation"], ["hr"]) == []
     if index.dialect == "postgresql":  # one IDF over the searched collections
         assert dict(admin[0])[eng[0].id] < dict(admin_before[0])[eng[0].id]
     else:  # one FTS5 table per collection: a chunk's BM25 is its own collection's
