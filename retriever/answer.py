@@ -33,12 +33,14 @@ from retriever.grounding import (
     content_words,
     extract_answer,
     focus,
+    holds_kind,
     identifiers,
     is_fragment,
     is_heading,
     is_list_marker,
     is_name_word,
     key_terms,
+    needs_number,
     rank_sentences,
     split_sentences,
     support_for,
@@ -145,8 +147,8 @@ class Answer:
     abstention_reason: Annotated[
         str | None,
         Field(
-            description="Why the passages could not answer, when Enclave abstained without "
-            "asking the model."
+            description="Why the passages could not answer, when Enclave abstained (before "
+            "asking the model, or after it when no sentence found gives the number asked for)."
         ),
     ] = None
     direct_answer: Annotated[
@@ -933,6 +935,7 @@ class AnswerService:
             if ticket is not None:
                 ticket.release()
         answer = self._check(question, "".join(pieces), prompt, sources, timings)
+        answer = _without_asked_number(question, answer)
         answer = yield from self._maybe_escalate(question, answer, prompt.hits, actor, deadline)
         yield DoneEvent(answer)
 
@@ -1044,7 +1047,7 @@ class AnswerService:
             answer.abstention_reason = reason
             return answer
         if answer_mode == "extractive":
-            return self._extractive(question, result.hits, timings)
+            return _without_asked_number(question, self._extractive(question, result.hits, timings))
         return None
 
     def _params(self, max_tokens: int | None) -> GenerationParams:
@@ -1178,6 +1181,19 @@ class AnswerService:
             mode="extractive",
             direct_answer=direct_answer(question, best.span.text),
         )
+
+
+def _without_asked_number(question: str, answer: Answer) -> Answer:
+    """`answer`, or an abstention when the question asks for what only a number can say ("Which
+    dpkg version first supported ...?") and no sentence it quotes holds a number the question
+    does not: those sentences are about the subject, not the answer."""
+    if answer.abstained or not needs_number(question):
+        return answer
+    if any(holds_kind("number", s.span.text, question) for s in answer.supports):
+        return answer
+    refused = Answer(NOT_FOUND, True, answer.sources, [], answer.timings, mode=answer.mode)
+    refused.abstention_reason = "no passage found gives the number the question asks for"
+    return refused
 
 
 def _cited(supports: Sequence[Support]) -> list[int]:

@@ -36,6 +36,23 @@ ASKS_NUMBER = re.compile(
     rf"(?i){_LEADING_PREPOSITION}(how (many|much|long|often|old|far|big|large|high|fast|"
     r"quickly|soon)|when|what (time|year|date|day|percentage|number))\b"
 )
+# "Which dpkg version ...?", "What uid is ...?", "On what port ...?": what is asked for can
+# only be written with a number, so a sentence without one does not answer it.
+_ASKS_NUMBERED = re.compile(
+    rf"(?i)^\W*{_LEADING_PREPOSITION}(?:what|which)\s+"
+    r"(?:(?!(?:is|are|was|were|do|does|did|has|have|had|can|could|will|would|should|must|the|a"
+    r"|an|of)\b)[\w-]+\s+){0,2}?"
+    r"(?:versions?|uids?|gids?|ports?|percentage|percent|number)\b"
+)
+
+
+def needs_number(question: str) -> bool:
+    """Whether only a number answers the question: a version, a user or group id, a port, a
+    percentage asked for with "what/which". ("How many ...?" is often answered in words:
+    "all", "none", "every few years".)"""
+    return bool(_ASKS_NUMBERED.match(asking_clause(question)))
+
+
 # Questions answered by a date ("When ...?", "In what year ...?").
 ASKS_DATE = re.compile(
     r"(?i)^\W*(?:(?:and|so|but|then)\s+)?(?:\w+\s+){0,2}?(?:when\b|(?:in\s+)?"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from retriever.answer import Answer, clean_answer, says_not_found, verify
+from retriever.grounding import needs_number
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
@@ -465,3 +466,42 @@ def test_a_quantity_is_answered_from_the_best_sentence_holding_one() -> None:
     # Anything else, or no sentence holding a number: the best scored one.
     assert _answering_support("What is set on the router?", timed) is restates
     assert _answering_support("How long do I wait?", [restates]) is restates
+
+
+DPKG = (
+    "The proposal would be to add support for a new Protected field to dpkg. "
+    "Packages marked Protected cannot be removed without a force option. "
+    "The Protected field was first supported in dpkg 1.20.1."
+)
+
+
+@pytest.mark.parametrize("mode", ["generative", "extractive"])
+def test_a_version_asked_for_is_a_number_or_an_abstention(
+    components: Components, mode: str
+) -> None:
+    """Asked for a version, sentences about the subject without one answer nothing."""
+    _index(components, DPKG.rsplit(" The Protected", 1)[0], "/dpkg/protected.txt")
+    question = "Which dpkg version first supported the Protected field?"
+    _model(components).enqueue("The proposal would be to add support for a new Protected field.")
+    answer = components.answers.ask(Question(question, answer_mode=mode))  # type: ignore[arg-type]
+    assert answer.abstained and answer.answer == NOT_FOUND
+    assert answer.abstention_reason == "no passage found gives the number the question asks for"
+    assert answer.sources and answer.citations == []
+
+    components.keyword.clear()
+    components.store.clear()
+    _index(components, DPKG, "/dpkg/protected.txt")
+    _model(components).enqueue("The Protected field was first supported in dpkg 1.20.1 [1].")
+    answer = components.answers.ask(Question(question, answer_mode=mode))  # type: ignore[arg-type]
+    assert not answer.abstained and "1.20.1" in answer.answer
+
+
+def test_what_only_a_number_answers() -> None:
+    assert needs_number("Which dpkg version first supported the Protected field?")
+    assert needs_number("What uid is assigned to the www-data user?")
+    assert needs_number("On what port does the server listen?")
+    assert needs_number("Before an upgrade, what percentage of disk must be free?")
+    # Counts and amounts are often said in words ("none", "all", "every few years").
+    assert not needs_number("How many days can be carried over?")
+    assert not needs_number("What does the version field hold?")
+    assert not needs_number("Which group controls the libvirt daemon?")
