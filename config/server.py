@@ -29,6 +29,12 @@ class ServerSettings(Section):
     max_conversations_per_user: int = Field(
         500, ge=0, le=1000000, description="Conversations kept per user (oldest pruned); 0: all."
     )
+    max_messages_per_conversation: int = Field(
+        1000,
+        ge=0,
+        le=1000000,
+        description="Messages kept per conversation (oldest pruned); 0: all.",
+    )
     answer_link_hosts: list[str] = Field(
         default_factory=list, description="Hosts whose links and images answers may show."
     )

@@ -4,9 +4,12 @@ PDFs, links out of the inbox. Each failure is a LoadError whose message a person
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ingest.loaders import ZIP_FORMATS, LoadError, UnsupportedFileError, sniff_mismatch
 from ingest.ocr import IMAGE_SUFFIXES
@@ -23,19 +26,20 @@ class Limits:
     max_unzipped_mb: int = 512
 
 
-def check_location(path: Path, root: Path | None, symlinks: str = "same_collection") -> None:
+def check_location(path: Path, root: Path | None, symlinks: str = "same_collection") -> Path:
     """Inside the inbox (`root`), a link (to the file, or a linked folder on its way) may
     lead only within the folder of the file's own collection, so it can never put one
     collection's file into another; with `symlinks = "refuse"`, not at all. A collection
-    folder may itself be a link out of the inbox (a share), never into another collection."""
+    folder may itself be a link out of the inbox (a share), never into another collection.
+    Returns the real path it allowed (links resolved), for `open_checked`."""
     if root is None:
-        return
+        return path.resolve()
     lexical_root = Path(os.path.normpath(root.absolute()))
     real_root = lexical_root.resolve()
     relative = Path(os.path.normpath(path.absolute())).relative_to(lexical_root)
     target = path.resolve()
     if target == real_root / relative:
-        return  # no link on the way
+        return target  # no link on the way
     if symlinks == "refuse":
         raise LoadError(
             f"{path.name} is a link, and links are refused in the inbox (inbox_symlinks); "
@@ -57,6 +61,51 @@ def check_location(path: Path, root: Path | None, symlinks: str = "same_collecti
             f"{path.name} is a link to a file {where}, outside the folder of its collection "
             f"({name}); links may not cross collections: copy the file in instead"
         )
+    return target
+
+
+def open_checked(path: Path, check: Callable[[Path], Path]) -> BinaryIO:
+    """`path` opened for reading when what was opened is a regular file at the real path that
+    `check` (`check_location`'s rule, returning the real path it allowed) allows; else
+    LoadError, with nothing left open.
+
+    Opened first, checked after, then compared: checking the name and then opening the name
+    would let a file or a folder swapped for a link in between hand out another collection's
+    file. The open never follows a final link; the descriptor's own path (/proc/self/fd) must
+    be the allowed one, or, without /proc, its device and inode those of the allowed path."""
+    # O_NONBLOCK: a FIFO put in the file's place cannot hold the open (it is refused below).
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        raise LoadError(f"{path.name} cannot be opened: it is gone or a link") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise LoadError(f"{path.name} is not a regular file")
+        try:
+            allowed = check(path)
+        except (OSError, RuntimeError, ValueError):  # RuntimeError: a link loop (resolve)
+            raise LoadError(f"{path.name} cannot be located") from None
+        if not _opened_at(fd, opened, allowed):
+            raise LoadError(f"{path.name} was replaced while it was opened")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _opened_at(fd: int, opened: os.stat_result, allowed: Path) -> bool:
+    """Whether the open descriptor `fd` is the file at the real path `allowed`."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}")) == allowed
+    except OSError:  # no /proc (not Linux, or not mounted)
+        pass
+    try:
+        return os.path.samestat(opened, os.stat(allowed, follow_symlinks=False))
+    except OSError:
+        return False
 
 
 def check_size(path: Path, limits: Limits) -> None:

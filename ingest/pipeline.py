@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from config.collection_names import COLLECTION_RULE, is_collection_name
 from config.settings import Settings
 from ingest.chunker import Chunker
-from ingest.guards import Limits, check_file, check_location
+from ingest.guards import Limits, check_file, check_location, open_checked
 from ingest.jobs import FileOutcome, JobLog
 from ingest.loaders import LoadedDocument, LoadError, is_ignored, is_supported, load_document
 from ingest.ocr import OcrOptions
@@ -224,11 +224,18 @@ class IngestPipeline:
     def in_inbox(self, path: Path) -> bool:
         return absolute(path).is_relative_to(self.inbox)
 
-    def check_link(self, path: Path) -> None:
+    def check_link(self, path: Path) -> Path:
         """LoadError when a link on the way of this inbox path (the file, or a folder that was
         swapped for a link after indexing) leads out of its collection's folder: the rule of
-        `guards.check_location`, for everything that opens or moves a document's file."""
-        check_location(path, self.inbox if self.in_inbox(path) else None, self.symlinks)
+        `guards.check_location`, for everything that opens or moves a document's file. Returns
+        the real path it allowed."""
+        return check_location(path, self.inbox if self.in_inbox(path) else None, self.symlinks)
+
+    def open_file(self, path: Path) -> BinaryIO:
+        """A document's file opened for reading, if it is a regular file that `check_link`
+        allows, checked on the descriptor actually opened (`guards.open_checked`), so no link
+        swapped in after the check serves another file; else LoadError."""
+        return open_checked(path, self.check_link)
 
     def collection_for(self, path: Path) -> str:
         """Subfolders of the inbox are collections; anything else is the default one."""

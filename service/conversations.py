@@ -201,6 +201,17 @@ class ConversationStore(SQLStore):
             )
         return message_id
 
+    def prune_messages(self, conversation_id: str, keep: int) -> int:
+        """Delete the conversation's messages beyond its `keep` newest (the order `messages`
+        shows); how many went. Their feedback stays, as when a conversation is deleted."""
+        with self._tx() as db:
+            deleted = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND id NOT IN (SELECT id FROM "
+                "messages WHERE conversation_id = ? ORDER BY created_at DESC, id DESC LIMIT ?)",
+                (conversation_id, conversation_id, keep),
+            )
+            return int(deleted.rowcount)
+
     def message(self, message_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()

@@ -122,6 +122,7 @@ class _Thread:
         self.store = state().conversations
         self.conversation_id = conversation_id
         self.question = question
+        self.cap = state().settings.max_messages_per_conversation
         history = [Turn(m["role"], m["content"]) for m in self.store.messages(conversation_id)]
         self.query = contextualize(question, history, state().settings.max_question_chars)
 
@@ -135,15 +136,19 @@ class _Thread:
             )
         return cls(conversation_id, question)
 
+    def _add(self, role: str, content: str, **fields: Any) -> str:
+        message_id = self.store.add_message(self.conversation_id, role, content, **fields)
+        if self.cap:  # a bounded conversation: its oldest messages beyond the cap go
+            self.store.prune_messages(self.conversation_id, self.cap)
+        return message_id
+
     def save_question(self) -> None:
         query = self.query if self.query != self.question else None
-        self.store.add_message(self.conversation_id, "user", self.question, query=query)
+        self._add("user", self.question, query=query)
 
     def save_answer(self, answer: dict[str, Any], stopped: bool = False) -> dict[str, Any]:
         """Store the answer; returns the fields that tell the client where it was stored."""
-        message_id = self.store.add_message(
-            self.conversation_id, "assistant", answer["answer"], answer=answer, stopped=stopped
-        )
+        message_id = self._add("assistant", answer["answer"], answer=answer, stopped=stopped)
         return {
             "conversation_id": self.conversation_id,
             "message_id": message_id,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,23 +101,33 @@ def get_document_file(document_id: str) -> ResponseReturnValue:
     Only the file of a document the registry knows (never a path from the client)."""
     record = readable_document(document_id)
     path = Path(record.path)
-    if path.is_symlink() or not path.is_file():
-        raise ApiError(410, "file_gone", f"the file of document '{document_id}' is no longer there")
-    try:  # a folder on the way swapped for a link into another collection since indexing
-        state().pipeline.check_link(path)
+    name = str(document_json(record)["name"])
+    inline = _INLINE_TYPES.get(path.suffix.lower())
+    try:  # opened, then checked: a file or folder swapped for a link meanwhile serves nothing
+        file = state().pipeline.open_file(path)
     except LoadError:
         raise ApiError(
             410, "file_gone", f"the file of document '{document_id}' is no longer there"
         ) from None
-    name = document_json(record)["name"]
-    inline = _INLINE_TYPES.get(path.suffix.lower())
-    response: Response = send_file(
-        path,
-        mimetype=inline,
-        as_attachment=inline is None,
-        download_name=str(name),
-        max_age=0,
-    )
+    try:
+        # Served from the open file, never by name again. Werkzeug learns no size, date or
+        # ETag from a file object: they are given here, for ranges and revalidation.
+        found = os.fstat(file.fileno())
+        response: Response = send_file(
+            file,
+            mimetype=inline,
+            as_attachment=inline is None,
+            download_name=name,
+            max_age=0,
+            conditional=False,
+            etag=f"{found.st_mtime}-{found.st_size}-{zlib.adler32(record.path.encode())}",
+            last_modified=found.st_mtime,
+        )
+        response.content_length = found.st_size
+        response.make_conditional(request, accept_ranges=True, complete_length=found.st_size)
+    except BaseException:
+        file.close()
+        raise
     response.headers["Content-Security-Policy"] = "sandbox"
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from retriever.components import Components
+from retriever.generation import FakeGenerator
 from server.app import create_app
 from tests.unit.serving import LEAVE, QUESTION, BlockingGenerator, fake_model, sse_json, upload
 
@@ -152,5 +153,66 @@ def test_a_stopped_stream_is_stored_as_far_as_it_got(
         assert [m["role"] for m in messages] == ["user", "assistant"]
         assert messages[1]["stopped"] and messages[1]["answer"]["stopped"]
         assert messages[1]["content"] and messages[1]["answer"]["sources"]
+    finally:
+        app.extensions["enclave"].shutdown()
+
+
+def test_a_conversation_keeps_its_newest_messages_only(components: Components) -> None:
+    """Review 2: one user could grow a conversation without bound through /api/v1/ask.
+    Beyond `max_messages_per_conversation` its oldest messages go (as the oldest
+    conversations beyond `max_conversations_per_user`); the conversation goes on."""
+    settings = components.settings.model_copy(update={"max_messages_per_conversation": 4})
+    app = create_app(
+        settings, Components(settings, embedder=components.embedder, generator=FakeGenerator())
+    )
+    try:
+        client = app.test_client()
+        upload(client)
+        conversation_id = _new(client)
+        questions = [
+            "How long is parental leave?",
+            "Can parental leave be split into blocks?",
+            "Where do parental leave requests go?",
+            "How far ahead must parental leave be requested?",
+        ]
+        answers = []
+        for i, question in enumerate(questions[:3]):
+            stream = i == 2  # the streamed answer is stored the same way
+            body = {"question": question, "conversation_id": conversation_id, "stream": stream}
+            response = client.post("/api/v1/ask", json=body)
+            assert response.status_code == 200, response.get_data(as_text=True)
+            text = response.get_data(as_text=True)
+            done = dict(sse_json(text))["done"] if stream else response.get_json()
+            answers.append(done["message_id"])
+            if i == 0:  # rated before it is pruned
+                rated = {"message_id": done["message_id"], "rating": "up"}
+                assert client.post("/api/v1/feedback", json=rated).status_code == 201
+
+        messages = client.get(f"/api/v1/conversations/{conversation_id}").get_json()["messages"]
+        # 6 stored, the newest 4 kept, in order: the second and third question and answer.
+        assert [(m["role"], m["content"]) for m in messages][0::2] == [
+            ("user", questions[1]),
+            ("user", questions[2]),
+        ]
+        assert [m["role"] for m in messages] == ["user", "assistant"] * 2
+        assert [m["id"] for m in messages[1::2]] == answers[1:]
+        listed = client.get("/api/v1/conversations").get_json()["conversations"]
+        assert [(c["id"], c["messages"]) for c in listed] == [(conversation_id, 4)]
+        # A pruned answer is gone for rating; its earlier rating stays listed for the admins,
+        # as when a whole conversation is deleted.
+        gone = client.post("/api/v1/feedback", json={"message_id": answers[0], "rating": "down"})
+        assert gone.status_code == 404
+        assert client.get("/api/v1/feedback").get_json()["counts"] == {"up": 1, "down": 0}
+
+        # The conversation goes on: a follow-up is answered, stored, and can be rated.
+        last = client.post(
+            "/api/v1/ask", json={"question": questions[3], "conversation_id": conversation_id}
+        )
+        assert last.status_code == 200 and last.get_json()["conversation_id"] == conversation_id
+        messages = client.get(f"/api/v1/conversations/{conversation_id}").get_json()["messages"]
+        assert [m["content"] for m in messages[0::2]] == questions[2:]
+        assert [m["id"] for m in messages[1::2]] == [answers[2], last.get_json()["message_id"]]
+        rated = {"message_id": last.get_json()["message_id"], "rating": "up"}
+        assert client.post("/api/v1/feedback", json=rated).status_code == 201
     finally:
         app.extensions["enclave"].shutdown()

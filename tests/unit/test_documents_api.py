@@ -58,7 +58,19 @@ def test_original_file_is_served_by_id_only(client: FlaskClient) -> None:
     assert response.get_data(as_text=True) == LEAVE
     assert response.mimetype == "text/plain"
     assert response.headers["Content-Security-Policy"] == "sandbox"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "inline" in response.headers["Content-Disposition"]
+    assert response.headers["Cache-Control"] == "no-cache, max-age=0"  # always revalidated
+    assert response.content_length == len(LEAVE.encode())
+    # Served from the open file (not by name), it still revalidates and serves ranges.
+    etag, modified = response.headers["ETag"], response.headers["Last-Modified"]
+    again = client.get(f"/api/v1/documents/{doc_id}/file", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and not again.data
+    since = client.get(f"/api/v1/documents/{doc_id}/file", headers={"If-Modified-Since": modified})
+    assert since.status_code == 304
+    part = client.get(f"/api/v1/documents/{doc_id}/file", headers={"Range": "bytes=0-7"})
+    assert part.status_code == 206 and part.data == LEAVE.encode()[:8]
+    assert part.headers["Content-Security-Policy"] == "sandbox"
     assert client.get("/api/v1/documents/../../etc/passwd/file").status_code == 404
     assert client.get("/api/v1/documents/nope/file").get_json()["error"]["code"] == (
         "document_not_found"

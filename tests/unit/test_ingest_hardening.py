@@ -423,3 +423,79 @@ def test_finding_1_a_folder_swapped_for_a_link_neither_serves_nor_trashes_the_ot
     assert deleted.status_code == 200 and deleted.get_json()["file"] == "kept"
     assert (inbox / "hr" / "salaries.txt").read_text() == SALARY  # still HR's, in HR's folder
     assert not (app.extensions["enclave"].settings.trash_dir / "eng" / "salaries.txt").exists()
+
+
+def _swap(link: Path, target: Path, keep: Path) -> None:
+    """`link` (a file or folder) moved to `keep`, a link to `target` in its place."""
+    link.rename(keep)
+    link.symlink_to(target)
+
+
+def _unswap(link: Path, keep: Path) -> None:
+    link.unlink()
+    keep.rename(link)
+
+
+def test_finding_1_a_folder_swapped_around_the_check_does_not_serve_the_other_file(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 2, the race left in `/file`: an eng writer flips `eng/sub` between itself and a
+    link to HR's folder. The check saw the real folder, the open then went through the link:
+    HR's file was served. Deterministic here: the folder is the link except while the check
+    looks (whichever comes first, the check or the open)."""
+    ids = index_into(
+        app,
+        {"hr/salaries.txt": SALARY, "eng/build.txt": ENG, "eng/sub/salaries.txt": "decoy"},
+    )
+    st = app.extensions["enclave"]
+    sub, keep = st.settings.inbox_dir / "eng" / "sub", st.settings.inbox_dir / "eng" / "old"
+    check = st.pipeline.check_link
+    looked: list[Path] = []
+
+    def flipping_check(path: Path) -> Path:
+        _unswap(sub, keep)  # the real folder while the check looks
+        try:
+            allowed: Path = check(path)
+            looked.append(path)
+            return allowed
+        finally:
+            _swap(sub, Path("../hr"), keep)  # a link to HR's folder again
+
+    _swap(sub, Path("../hr"), keep)
+    monkeypatch.setattr(st.pipeline, "check_link", flipping_check)
+    bob = add_user(app, "bob", "ingest", ("engineers",))
+    response = client.get(f"/api/v1/documents/{ids['eng/sub/salaries.txt']}/file", headers=bob)
+    assert looked, "the check ran and allowed the path"
+    assert response.status_code == 410, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "file_gone"
+    assert "182,000" not in response.get_data(as_text=True)
+    # Without the race the same file is served, and another eng file all along.
+    monkeypatch.undo()
+    _unswap(sub, keep)
+    served = client.get(f"/api/v1/documents/{ids['eng/sub/salaries.txt']}/file", headers=bob)
+    assert served.status_code == 200 and served.get_data(as_text=True) == "decoy"
+
+
+def test_finding_1_a_file_swapped_for_a_link_after_the_check_is_not_served(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 2, the same race on the file itself: `eng/salaries.txt` is a plain file when
+    checked and a link to HR's file right after. The file opened is the one checked, never
+    one reached by a link made after the check."""
+    ids = index_into(app, {"hr/salaries.txt": SALARY, "eng/salaries.txt": "decoy"})
+    st = app.extensions["enclave"]
+    eng = st.settings.inbox_dir / "eng"
+    check = st.pipeline.check_link
+
+    def check_then_swap(path: Path) -> Path:
+        allowed: Path = check(path)
+        _swap(eng / "salaries.txt", Path("../hr/salaries.txt"), eng / "kept.txt")
+        return allowed
+
+    monkeypatch.setattr(st.pipeline, "check_link", check_then_swap)
+    bob = add_user(app, "bob", "ingest", ("engineers",))
+    response = client.get(f"/api/v1/documents/{ids['eng/salaries.txt']}/file", headers=bob)
+    assert (eng / "salaries.txt").is_symlink(), "the swap happened"
+    assert response.status_code == 410, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "file_gone"
+    assert "182,000" not in response.get_data(as_text=True)

@@ -172,6 +172,24 @@ def test_conversation_store(database_url: str, tmp_path: Path) -> None:
     store.close()
 
 
+def test_conversation_messages_are_pruned_oldest_first(database_url: str, tmp_path: Path) -> None:
+    store = ConversationStore(_target(database_url, tmp_path, "conversations"))
+    kept, other = store.create()["id"], store.create()["id"]
+    ids = []
+    for i in range(5):
+        ids.append(store.add_message(kept, "user" if i % 2 == 0 else "assistant", f"m{i}"))
+        time.sleep(0.002)  # distinct times: the order is by time
+    answer = store.add_message(other, "assistant", "elsewhere")
+    store.set_feedback(ids[1], "up")
+    assert store.prune_messages(kept, 2) == 3
+    assert [m["id"] for m in store.messages(kept)] == ids[3:]  # the newest, in order
+    assert [m["content"] for m in store.messages(kept)] == ["m3", "m4"]
+    assert [m["id"] for m in store.messages(other)] == [answer]  # another conversation: untouched
+    assert store.prune_messages(kept, 2) == 0 and store.prune_messages(kept, 10) == 0
+    assert [f["message_id"] for f in store.feedback()] == [ids[1]]  # feedback stays
+    store.close()
+
+
 def test_postgres_stores_share_one_database_and_survive_a_lost_connection(
     postgres_url: str,
 ) -> None:
