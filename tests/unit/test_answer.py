@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 
 from retriever.answer import Answer, clean_answer, says_not_found, verify
-from retriever.grounding import needs_number
 from retriever.components import Components
 from retriever.generation import FakeGenerator
+from retriever.grounding import needs_number
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
 from retriever.question import Question
 from retriever.types import Chunk, Hit, chunk_id
