@@ -33,7 +33,7 @@ from retriever.grounding import (
     content_words,
     extract_answer,
     focus,
-    holds_kind,
+    gives_asked_number,
     identifiers,
     is_fragment,
     is_heading,
@@ -582,7 +582,7 @@ def _answering_support(question: str, supports: Sequence[Support]) -> Support:
     "how long/often") when there is one: the best sentence may only restate the question."""
     ranked = sorted(supports, key=lambda s: -s.score)
     asks = asking_clause(question)
-    if ASKS_NUMBER.match(asks):
+    if ASKS_NUMBER.match(asks) or needs_number(question):
         asked = content_words(question) | identifiers(question)
         numeric = [s for s in ranked if _holds_number(_bare(s.span.text), asked)]
         if ASKS_DATE.match(asks):
@@ -1185,11 +1185,13 @@ class AnswerService:
 
 def _without_asked_number(question: str, answer: Answer) -> Answer:
     """`answer`, or an abstention when the question asks for what only a number can say ("Which
-    dpkg version first supported ...?") and no sentence it quotes holds a number the question
-    does not: those sentences are about the subject, not the answer."""
+    dpkg version first supported ...?") and no sentence it quotes gives one about what the
+    question asks of (`gives_asked_number`): those sentences are about the subject, or another
+    thing's number, not the answer."""
     if answer.abstained or not needs_number(question):
         return answer
-    if any(holds_kind("number", s.span.text, question) for s in answer.supports):
+    titles = {source.n: source.title for source in answer.sources}
+    if any(gives_asked_number(question, s.span.text, titles.get(s.n, "")) for s in answer.supports):
         return answer
     refused = Answer(NOT_FOUND, True, answer.sources, [], answer.timings, mode=answer.mode)
     refused.abstention_reason = "no passage found gives the number the question asks for"

@@ -53,6 +53,21 @@ def needs_number(question: str) -> bool:
     return bool(_ASKS_NUMBERED.match(asking_clause(question)))
 
 
+def gives_asked_number(question: str, sentence: str, title: str = "") -> bool:
+    """Whether `sentence` gives the number a `needs_number` question asks for: it states a
+    number the question does not, and it is about what the question asks of, holding (with
+    its source's `title`) half its key terms or more besides the thing asked for ("they had
+    uid/gid 41", said of the gnats user, is no answer to "What uid is assigned to the
+    www-data user?")."""
+    if not states_number(sentence, question):
+        return False
+    found = _ASKS_NUMBERED.match(asking_clause(question))
+    asked_for = {_stem(w) for w in _WORD.findall(found.group(0).lower())} if found else set()
+    subject = key_terms(question).keys() - asked_for
+    held = content_words(f"{title}\n{sentence}") | identifiers(sentence)
+    return 2 * len(subject & held) >= len(subject)
+
+
 # Questions answered by a date ("When ...?", "In what year ...?").
 ASKS_DATE = re.compile(
     r"(?i)^\W*(?:(?:and|so|but|then)\s+)?(?:\w+\s+){0,2}?(?:when\b|(?:in\s+)?"
@@ -109,7 +124,7 @@ def asked_kind(question: str) -> AnswerKind | None:
     asks = asking_clause(question)
     if ASKS_DATE.match(asks):
         return "date"
-    if ASKS_NUMBER.match(asks):
+    if ASKS_NUMBER.match(asks) or needs_number(question):
         return "number"
     if _ASKS_PERSON.search(asks) or _ASKS_PLACE.match(asks):
         return "name"
@@ -139,6 +154,19 @@ CALENDAR_WORDS = frozenset(
         "december monday tuesday wednesday thursday friday saturday sunday"
     ).split()
 )
+
+
+def states_number(text: str, question: str) -> bool:
+    """Whether `text` gives a number the question does not: digits, or a number written out
+    other than "one" (mostly a pronoun: "would phase out that one")."""
+    said = {w.lower() for w in _WORD.findall(question)}
+    return any(
+        w.lower() not in said and (any(c.isdigit() for c in w) or w.lower() in _COUNTS)
+        for w in _WORD.findall(text)
+    )
+
+
+_COUNTS = NUMBER_WORDS - {"one"}
 
 
 def is_name_word(word: str) -> bool:
@@ -391,14 +419,33 @@ def rank_sentences(
     asked = content_words(question)
     if not asked:
         return []
-    candidates = [
-        (n, span)
-        for n, source in enumerate(sources, start=1)
-        for span in split_sentences(source)
-        if len(span.text) >= MIN_SENTENCE_CHARS
-        and not is_fragment(span.text)
-        and not is_heading(span.text)
-    ]
+    kind = asked_kind(question)
+    # What each sentence is about: its words, and, asked for an id, a version or a port, those
+    # of the sentence before it when it names its subject only by a pronoun ("... the operator
+    # user ... It had uid 37."). (Asked who or why, the sentence before often holds another
+    # answer; asked how long, a pronoun sentence is more often an aside: "It may be split".)
+    leaning = needs_number(question)
+    candidates = []
+    about: list[set[str]] = []
+    for n, source in enumerate(sources, start=1):
+        before: Span | None = None
+        for span in split_sentences(source):
+            if (
+                len(span.text) >= MIN_SENTENCE_CHARS
+                and not is_fragment(span.text)
+                and not is_heading(span.text)
+            ):
+                candidates.append((n, span))
+                words = content_words(span.text)
+                if (
+                    leaning
+                    and before is not None
+                    and leans_back(span.text)
+                    and not is_heading(before.text)
+                ):
+                    words = words | content_words(before.text)
+                about.append(words)
+            before = span
     if not candidates:
         return []
     frequency: Counter[str] = Counter()
@@ -408,14 +455,13 @@ def rank_sentences(
     total = len(candidates)
     weight = {w: math.log(1 + total / frequency[w]) if frequency[w] else 0.0 for w in asked}
     top = sum(weight.values()) or 1.0
-    kind = asked_kind(question)
     cosines = (
         similarity(question, [span.text for _, span in candidates])
         if similarity is not None
         else [0.0] * len(candidates)
     )
     ranked = []
-    for rank, ((n, span), bag) in enumerate(zip(candidates, bags, strict=True)):
+    for rank, ((n, span), bag) in enumerate(zip(candidates, about, strict=True)):
         overlap = sum(weight[w] for w in asked & bag) / top
         score = overlap + COSINE_WEIGHT * cosines[rank]
         if kind is not None and overlap > 0 and holds_kind(kind, span.text, question):
@@ -517,14 +563,17 @@ _DEMONSTRATIVES = frozenset(["this", "these", "those"])
 _DEMONSTRATIVE_REACH = 4
 
 
+def leans_back(sentence: str) -> bool:
+    """Whether a sentence says what it is about only through the one before it: it opens with
+    a pronoun ("It had uid 37.") or has a demonstrative among its first words."""
+    words = [w.strip(",;:").lower() for w in sentence.split()[:_DEMONSTRATIVE_REACH]]
+    return bool(words) and (words[0] in _LEANS_BACK or any(w in _DEMONSTRATIVES for w in words[1:]))
+
+
 def _with_antecedent(source: str, span: Span) -> Span:
     """`span`, with the sentence before it in its source when it opens with a pronoun ("He
     determined ...", "These let them ..."): quoted alone it would not say who or what."""
-    words = [w.strip(",;:").lower() for w in span.text.split()[:_DEMONSTRATIVE_REACH]]
-    leans = bool(words) and (
-        words[0] in _LEANS_BACK or any(w in _DEMONSTRATIVES for w in words[1:])
-    )
-    if not leans:
+    if not leans_back(span.text):
         return span
     before = [s for s in split_sentences(source[: span.start]) if s.end <= span.start]
     if not before or is_heading(before[-1].text) or is_fragment(before[-1].text):

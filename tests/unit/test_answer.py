@@ -505,3 +505,24 @@ def test_what_only_a_number_answers() -> None:
     assert not needs_number("How many days can be carried over?")
     assert not needs_number("What does the version field hold?")
     assert not needs_number("Which group controls the libvirt daemon?")
+
+
+@pytest.mark.parametrize("mode", ["generative", "extractive"])
+def test_a_number_about_something_else_does_not_answer(components: Components, mode: str) -> None:
+    """The only number found is another user's uid: the question about www-data abstains."""
+    _index(
+        components,
+        "The www-data user is assigned to web servers: data they write is owned by www-data.",
+        "/a.txt",
+    )
+    _index(
+        components,
+        "Since gnats has been removed, this user and group are no longer created by default; "
+        "they had uid/gid 41.",
+        "/b.txt",
+    )
+    _model(components).enqueue("The gnats user and group had uid/gid 41 [2].")
+    question = Question("What uid is assigned to the www-data user?", answer_mode=mode)  # type: ignore[arg-type]
+    answer = components.answers.ask(question)
+    assert answer.abstained, answer.answer
+    assert answer.abstention_reason == "no passage found gives the number the question asks for"

@@ -5,6 +5,7 @@ import pytest
 from retriever.answer import verify
 from retriever.components import Components
 from retriever.grounding import (
+    asked_kind,
     asking_clause,
     content_words,
     extract_answer,
@@ -13,8 +14,11 @@ from retriever.grounding import (
     is_fragment,
     key_term_coverage,
     key_terms,
+    leans_back,
     names_in,
+    rank_sentences,
     split_sentences,
+    states_number,
     support_for,
 )
 from retriever.types import Chunk, chunk_id
@@ -443,3 +447,27 @@ def test_names_in_a_question_are_its_capitalized_words_past_the_first() -> None:
     assert names_in("Who is the CEO of ALM-5125 in March?") == []
     assert names_in("What Is The Maximum Upload Size?") == []
     assert names_in("What does deflateInit2() accept?") == []
+
+
+def test_a_sentence_naming_its_subject_by_a_pronoun_is_ranked_with_the_sentence_before() -> None:
+    """Asked for a number, "It had uid 37." is about the operator user of the sentence before
+    it, not a stray sentence sharing one word with the question."""
+    sources = [
+        "The operator user account was used by system operators to dump backups to tape. "
+        "It had uid 37.",
+        "The gnats user is no longer created by default; the gnats user had uid 41.",
+    ]
+    ranked = rank_sentences("What uid did the operator user have?", sources)
+    assert ranked[0].span.text == "It had uid 37."
+    assert leans_back("It had uid 37.") and leans_back("Members of this group may read logs.")
+    assert not leans_back("The gnats user had uid 41.")
+
+
+def test_a_number_is_digits_or_a_count_in_words_the_question_does_not_hold() -> None:
+    question = "Which dpkg version first supported the Protected field?"
+    assert states_number("It was first supported in dpkg 1.20.1.", question)
+    assert states_number("It took three releases.", question)
+    # "one" is mostly a pronoun; a number the question already holds answers nothing.
+    assert not states_number("This new field would phase out that one.", question)
+    assert not states_number("Port 22 is open.", "What port is open besides 22?")
+    assert asked_kind(question) == "number"
