@@ -294,6 +294,9 @@ _POSTGRES_ROWS = "SELECT collection, count(*) FROM chunks GROUP BY collection"
 _FREQUENCIES_TTL_S = 60.0
 # Counts per (collection, word or lexeme).
 _Counts = dict[tuple[str, str], int]
+# Counts kept per cache (about 150 bytes each): every question brings its own words, so a
+# server that only answers would otherwise keep one entry per word ever asked, per collection.
+_MAX_COUNTS = 100_000
 
 
 class KeywordIndex(SQLStore):
@@ -420,6 +423,9 @@ class KeywordIndex(SQLStore):
         """How many chunks of `collections` hold each item: the sum of its per-collection
         counts, those not cached yet got by `count(items, collections)` (absent: none)."""
         missing = [x for x in items if any((c, x) not in cache for c in collections)]
+        if missing and len(cache) + len(missing) * len(collections) > _MAX_COUNTS:
+            cache.clear()
+            missing = list(dict.fromkeys(items))
         if missing:
             counted = count(missing, collections)
             cache.update({(c, x): counted.get((c, x), 0) for x in missing for c in collections})

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import ingest.jobs
+import retriever.keyword
 from config.settings import Settings, SettingsError, load_settings
 from ingest.jobs import JobLog
 from ingest.registry import Registry
@@ -402,3 +403,20 @@ def test_a_one_table_keyword_index_is_split_by_collection_at_open(tmp_path: Path
     names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     assert "chunks" not in names
+
+
+def test_keyword_counts_kept_between_writes_are_bounded(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that only answers counts the words of every question it is asked: the cache
+    of those counts stays under its bound, and the weights stay right when it is emptied."""
+    monkeypatch.setattr(retriever.keyword, "_MAX_COUNTS", 50)
+    index = KeywordIndex(_target(database_url, tmp_path, "keyword"))
+    index.add([_chunk(name, 0, text, "eng") for name, text in _ENG])
+    expected = index.term_weights(["lisbon", "office"], ["eng"])
+    for i in range(40):
+        index.term_weights([f"word{i}a", f"word{i}b", "lisbon"], ["eng"])
+        assert len(index._df) <= 50
+    assert index.term_weights(["lisbon", "office"], ["eng"]) == expected
+    assert index.unmentioned(["lisbon", "word3a"], ["eng"]) == ["word3a"]
+    index.close()
