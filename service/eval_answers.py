@@ -27,12 +27,11 @@ from retriever.question import AnswerMode, Mode, Question
 
 
 def _golds(row: dict[str, Any]) -> list[str] | None:
-    """Gold answers of a row, or None when the documents cannot answer it."""
-    if row.get("answer") is None:
-        return None
-    golds = [str(row["answer"])]
+    """Gold answers of a row (`answer`, and `answers`: alternatives, or the only golds), or
+    None when the documents cannot answer it (neither holds one)."""
+    golds = [] if row.get("answer") is None else [str(row["answer"])]
     golds += [str(a) for a in row.get("answers") or [] if a is not None]
-    return golds
+    return golds or None
 
 
 def _files_index(settings: Settings, folder: Path) -> Components:

@@ -14,7 +14,7 @@ from retriever.answer_metrics import (
     normalize,
     token_f1,
 )
-from service.eval_answers import evaluate_answers
+from service.eval_answers import _golds, evaluate_answers
 
 
 def test_squad_normalization_and_scores() -> None:
@@ -100,3 +100,10 @@ def test_evaluate_answers_rejects_a_folder_without_questions(
 ) -> None:
     with pytest.raises(FileNotFoundError, match=r"questions\.jsonl"):
         evaluate_answers(settings, tmp_path, "extractive")
+
+
+def test_golds_are_answer_and_answers_and_none_when_neither_holds_one() -> None:
+    assert _golds({"question": "q", "answer": "37", "answers": ["uid 37"]}) == ["37", "uid 37"]
+    assert _golds({"question": "q", "answers": ["--append", "-a"]}) == ["--append", "-a"]
+    assert _golds({"question": "q", "answer": None, "answers": []}) is None
+    assert _golds({"question": "q"}) is None
