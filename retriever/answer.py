@@ -29,11 +29,14 @@ from retriever.grounding import (
     QUESTION_SCAFFOLD,
     RankedSentence,
     Support,
+    asked_kind,
     asking_clause,
+    asks_amount,
     content_words,
     extract_answer,
     focus,
     gives_asked_number,
+    holds_kind,
     identifiers,
     is_fragment,
     is_heading,
@@ -43,6 +46,7 @@ from retriever.grounding import (
     needs_number,
     rank_sentences,
     split_sentences,
+    states_amount,
     support_for,
 )
 from retriever.keyword import STOPWORDS
@@ -767,12 +771,25 @@ def with_evidence(
 ANSWERS_AS_WELL = 0.7
 
 
-def answers_as_well(lead: Support, ranked: Sequence[RankedSentence]) -> bool:
-    """Whether the source sentence backing the answer's first sentence scores, as an answer to
-    the question, at least `ANSWERS_AS_WELL` of the best one. A backing sentence the ranking
-    leaves out (too short to quote, a heading) is not judged."""
-    if not ranked or ranked[0].score <= 0:
+def answers_as_well(
+    supports: Sequence[Support], ranked: Sequence[RankedSentence], question: str = ""
+) -> bool:
+    """Whether the model's answer answers the question as well as the best source sentence:
+    the sentence backing its first sentence scores at least `ANSWERS_AS_WELL` of the best
+    one, and, asked for a number or a date that the best one gives, one of its backing
+    sentences gives one too ("Report security bugs via HackerOne" does not answer "how long
+    before they acknowledge my report?" where a source says "within 5 days"). A backing
+    sentence the ranking leaves out (too short to quote, a heading) is not judged."""
+    if not supports or not ranked or ranked[0].score <= 0:
         return True
+    kind = asked_kind(question) if question else None
+    if (
+        kind in ("number", "date")
+        and holds_kind(kind, ranked[0].span.text, question)
+        and not any(holds_kind(kind, s.span.text, question) for s in supports)
+    ):
+        return False
+    lead = supports[0]
     mine = [
         r.score
         for r in ranked
@@ -1131,7 +1148,7 @@ class AnswerService:
             )
         )
         ranked = rank_sentences(question, texts, self._similarity)
-        if supports and answers_as_well(supports[0], ranked):
+        if supports and answers_as_well(supports, ranked, question):
             answer_text, direct, shown = with_evidence(
                 question, checked, supports, texts, ranked=ranked
             )
@@ -1184,17 +1201,28 @@ class AnswerService:
 
 
 def _without_asked_number(question: str, answer: Answer) -> Answer:
-    """`answer`, or an abstention when the question asks for what only a number can say ("Which
-    dpkg version first supported ...?") and no sentence it quotes gives one about what the
-    question asks of (`gives_asked_number`): those sentences are about the subject, or another
-    thing's number, not the answer."""
-    if answer.abstained or not needs_number(question):
+    """`answer`, or an abstention when the question asks for what only a number can say and no
+    sentence it quotes gives one: "Which dpkg version first supported ...?" with none about
+    what the question asks of (`gives_asked_number`), "How much does the bounty pay?" with no
+    amount at all (`states_amount`). Those sentences are about the subject, or another thing's
+    number, not the answer."""
+    if answer.abstained:
         return answer
-    titles = {source.n: source.title for source in answer.sources}
-    if any(gives_asked_number(question, s.span.text, titles.get(s.n, "")) for s in answer.supports):
+    if needs_number(question):
+        titles = {source.n: source.title for source in answer.sources}
+        if any(
+            gives_asked_number(question, s.span.text, titles.get(s.n, "")) for s in answer.supports
+        ):
+            return answer
+        reason = "no passage found gives the number the question asks for"
+    elif asks_amount(question):
+        if any(states_amount(s.span.text, question) for s in answer.supports):
+            return answer
+        reason = "no passage found gives the amount the question asks for"
+    else:
         return answer
     refused = Answer(NOT_FOUND, True, answer.sources, [], answer.timings, mode=answer.mode)
-    refused.abstention_reason = "no passage found gives the number the question asks for"
+    refused.abstention_reason = reason
     return refused
 
 

@@ -53,6 +53,28 @@ def needs_number(question: str) -> bool:
     return bool(_ASKS_NUMBERED.match(asking_clause(question)))
 
 
+# "How many/much ...?" is answered by a number or a word of quantity ("all", "none", "most").
+_ASKS_AMOUNT = re.compile(rf"(?i)^\W*{_LEADING_PREPOSITION}how\s+(?:many|much)\b")
+_QUANTITY_WORDS = frozenset(
+    (  # noqa: SIM905 - a word list reads better as one string
+        "no none nothing nobody all every each both several few many most more less half "
+        "once twice one single unlimited free"
+    ).split()
+)
+
+
+def asks_amount(question: str) -> bool:
+    return bool(_ASKS_AMOUNT.match(asking_clause(question)))
+
+
+def states_amount(text: str, question: str) -> bool:
+    """Whether `text` gives an amount the question does not: a number, or a word of quantity
+    ("none", "most", "twice")."""
+    said = {w.lower() for w in _WORD.findall(question)}
+    words = {w.lower() for w in _WORD.findall(text)} - said
+    return states_number(text, question) or bool(words & _QUANTITY_WORDS)
+
+
 def gives_asked_number(question: str, sentence: str, title: str = "") -> bool:
     """Whether `sentence` gives the number a `needs_number` question asks for: it states a
     number the question does not, and it is about what the question asks of, holding (with
@@ -497,7 +519,14 @@ def extract_answer(
         seen.add(said)
         source = sources[r.n - 1]
         whole = _whole_list(source, r.span) if ASKS_SEQUENCE.search(question) else None
-        span = whole or _with_reason(question, source, _with_antecedent(source, r.span))
+        leaned = _with_antecedent(source, r.span)
+        if any(c.n == r.n and leaned.start < c.span.end <= r.span.start for c in chosen):
+            leaned = r.span  # the sentence it leans on is quoted already, just before it
+        reasoned = _with_reason(question, source, leaned)
+        followed = _with_what_follows(source, reasoned)
+        if any(c.n == r.n and reasoned.end <= c.span.start < followed.end for c in chosen):
+            followed = reasoned  # the line it introduces is quoted already
+        span = whole or followed
         chosen.append(Support(r.n, span, round(r.score, 4)))
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
 
@@ -580,6 +609,27 @@ def _with_antecedent(source: str, span: Span) -> Span:
         return span
     start = before[-1].start
     return Span(start, span.end, source[start : span.end])
+
+
+# What a sentence ending in a colon introduces on the line after it ("To force compiling
+# against libc malloc, use:" / "% make MALLOC=libc") is quoted with it, up to this length.
+_INTRODUCED_CHARS = 200
+
+
+def _with_what_follows(source: str, span: Span) -> Span:
+    """`span`, with the line after it when it ends in a colon and that line is short: a
+    command, a value or an example that the sentence introduces and without which it says
+    nothing ("... make sure to use the following command:" / "make distclean")."""
+    if not span.text.rstrip().endswith(":"):
+        return span
+    after = split_sentences(source[span.end :])
+    if not after:
+        return span
+    nxt = after[0]
+    if "\n" not in source[span.end : span.end + nxt.start] or len(nxt.text) > _INTRODUCED_CHARS:
+        return span
+    end = span.end + nxt.end
+    return Span(span.start, end, source[span.start : end])
 
 
 # "Why ...?" asks for a reason: a sentence giving one says so.

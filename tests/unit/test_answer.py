@@ -5,7 +5,7 @@ import pytest
 from retriever.answer import Answer, clean_answer, says_not_found, verify
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.grounding import needs_number
+from retriever.grounding import needs_number, states_amount
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
 from retriever.question import Question
 from retriever.types import Chunk, Hit, chunk_id
@@ -526,3 +526,42 @@ def test_a_number_about_something_else_does_not_answer(components: Components, m
     answer = components.answers.ask(question)
     assert answer.abstained, answer.answer
     assert answer.abstention_reason == "no passage found gives the number the question asks for"
+
+
+def test_a_model_answer_without_the_number_asked_for_gets_the_extract_that_gives_it(
+    components: Components,
+) -> None:
+    _index(
+        components,
+        "Every security report is acknowledged and triaged by the security team. Your report "
+        "will be acknowledged within 5 days.",
+        "/security.md",
+    )
+    answer = _answer_with(
+        components,
+        "Every security report is acknowledged and triaged by the security team [1].",
+        "How long does it take before my security report is acknowledged?",
+    )
+    assert answer.mode == "extractive_fallback", answer.answer
+    assert answer.direct_answer == "5 days"
+
+
+@pytest.mark.parametrize("mode", ["generative", "extractive"])
+def test_how_much_without_an_amount_in_the_sources_abstains(
+    components: Components, mode: str
+) -> None:
+    """Asked how much the bounty pays, sentences about the bounty that state no amount are
+    not an answer; one stating it, in figures or in words, is."""
+    _index(
+        components,
+        "The project runs an official bug bounty program for security researchers. A "
+        "vulnerability must be in the project itself for the bug bounty program to pay out.",
+        "/security.md",
+    )
+    question = "How much does the bug bounty program pay out for a vulnerability?"
+    _model(components).enqueue("The project runs an official bug bounty program [1].")
+    answer = components.answers.ask(Question(question, answer_mode=mode))  # type: ignore[arg-type]
+    assert answer.abstained, answer.answer
+    assert answer.abstention_reason == "no passage found gives the amount the question asks for"
+    assert states_amount("It pays nothing for reports already known.", question)
+    assert not states_amount("It pays out for reports.", question)

@@ -471,3 +471,35 @@ def test_a_number_is_digits_or_a_count_in_words_the_question_does_not_hold() -> 
     assert not states_number("This new field would phase out that one.", question)
     assert not states_number("Port 22 is open.", "What port is open besides 22?")
     assert asked_kind(question) == "number"
+
+
+def test_a_sentence_already_quoted_is_not_quoted_again_with_the_one_leaning_on_it() -> None:
+    """The second sentence opens with a pronoun, so it would come with the first, which is
+    quoted already: it is quoted alone, just after it, not with the first a second time."""
+    source = (
+        "The operator user had uid 37 on older systems. "
+        "It was used by operators to dump backups to tape."
+    )
+    supports = extract_answer("What uid did the operator user have?", [source])
+    assert [s.span.text for s in supports] == [
+        "The operator user had uid 37 on older systems.",
+        "It was used by operators to dump backups to tape.",
+    ]
+
+
+def test_a_sentence_ending_in_a_colon_comes_with_the_line_it_introduces() -> None:
+    source = (
+        "Redis is linked against jemalloc on Linux by default.\n\n"
+        "To force compiling against libc malloc, use:\n\n% make MALLOC=libc\n\n"
+        "To compile against jemalloc on Mac OS X systems, use:\n\n% make MALLOC=jemalloc"
+    )
+    supports = extract_answer("How do I force compiling Redis against libc malloc?", [source])
+    assert "To force compiling against libc malloc, use:\n\n% make MALLOC=libc" in [
+        s.span.text for s in supports
+    ]
+    # The line introduced, chosen first, is not quoted a second time with its introduction.
+    listed = "The following variables are read by bc:\nPOSIX_MODE: the same as the -s option."
+    asked = "What is the POSIX_MODE variable the same as?"
+    quoted = [s.span.text for s in extract_answer(asked, [listed])]
+    assert len(quoted) == 2
+    assert sum(q.count("POSIX_MODE: the same") for q in quoted) == 1
