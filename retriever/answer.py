@@ -152,7 +152,8 @@ class Answer:
         str | None,
         Field(
             description="Why the passages could not answer, when Enclave abstained (before "
-            "asking the model, or after it when no sentence found gives the number asked for)."
+            "asking the model, or after it when no sentence found gives the number or amount "
+            "asked for)."
         ),
     ] = None
     direct_answer: Annotated[
