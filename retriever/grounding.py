@@ -430,6 +430,11 @@ class RankedSentence:
     overlap: float  # the IDF-weighted share of the question's words it holds
 
 
+# A sentence this short says what it is about through the one before it ("NumberOfPassword
+# Prompts: Specifies the number of password prompts before giving up." / "The default is 3.").
+_ELLIPTIC_WORDS = 5
+
+
 def rank_sentences(
     question: str, sources: Sequence[str], similarity: Similarity | None = None
 ) -> list[RankedSentence]:
@@ -459,10 +464,10 @@ def rank_sentences(
             ):
                 candidates.append((n, span))
                 words = content_words(span.text)
+                elliptic = kind == "number" and len(span.text.split()) <= _ELLIPTIC_WORDS
                 if (
-                    leaning
+                    ((leaning and leans_back(span.text)) or elliptic)
                     and before is not None
-                    and leans_back(span.text)
                     and not is_heading(before.text)
                 ):
                     words = words | content_words(before.text)

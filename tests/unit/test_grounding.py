@@ -503,3 +503,17 @@ def test_a_sentence_ending_in_a_colon_comes_with_the_line_it_introduces() -> Non
     quoted = [s.span.text for s in extract_answer(asked, [listed])]
     assert len(quoted) == 2
     assert sum(q.count("POSIX_MODE: the same") for q in quoted) == 1
+
+
+def test_a_short_sentence_is_ranked_with_the_sentence_before_it_when_a_number_is_asked() -> None:
+    """ "Privileged accounts: every 90 days." says what changes every 90 days only through the
+    sentence before it."""
+    source = (
+        "Standard user passwords must be changed every 365 days. "
+        "Privileged accounts: every 90 days."
+    )
+    question = "How often do passwords of privileged accounts have to be changed?"
+    assert rank_sentences(question, [source])[0].span.text == "Privileged accounts: every 90 days."
+    # Not asked for a number, the short sentence is not lifted by its neighbour.
+    other = rank_sentences("Which passwords must be changed?", [source])
+    assert other[0].span.text.startswith("Standard user passwords")
