@@ -17,6 +17,7 @@ from retriever.grounding import (
     focus,
     identifiers,
     key_term_coverage,
+    lower_words,
     names_in,
     question_coverage,
     spelt_alike,
@@ -126,11 +127,11 @@ class EvidenceCheck:
         names = names_in(question)
         if not names:
             return []
-        text = "\n".join(passages)
+        words = set().union(*map(lower_words, passages))
         unknown = [
             name
             for name in self.unmentioned(names, result.collections)
-            if not spelt_alike(name, text)
+            if not spelt_alike(name, words)
         ]
         return unknown if 2 * len(unknown) >= len(names) else []
 

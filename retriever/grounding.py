@@ -46,11 +46,15 @@ _ASKS_NUMBERED = re.compile(
 )
 
 
+def _numbered_ask(question: str) -> re.Match[str] | None:
+    return _ASKS_NUMBERED.match(asking_clause(question))
+
+
 def needs_number(question: str) -> bool:
     """Whether only a number answers the question: a version, a user or group id, a port, a
     percentage asked for with "what/which". ("How many ...?" is often answered in words:
     "all", "none", "every few years".)"""
-    return bool(_ASKS_NUMBERED.match(asking_clause(question)))
+    return _numbered_ask(question) is not None
 
 
 # "How many/much ...?" is answered by a number or a word of quantity ("all", "none", "most").
@@ -70,9 +74,9 @@ def asks_amount(question: str) -> bool:
 def states_amount(text: str, question: str) -> bool:
     """Whether `text` gives an amount the question does not: a number, or a word of quantity
     ("none", "most", "twice")."""
-    said = {w.lower() for w in _WORD.findall(question)}
-    words = {w.lower() for w in _WORD.findall(text)} - said
-    return states_number(text, question) or bool(words & _QUANTITY_WORDS)
+    return any(
+        _is_count(w, _COUNTS) or w.lower() in _QUANTITY_WORDS for w in _unsaid(text, question)
+    )
 
 
 def gives_asked_number(question: str, sentence: str, title: str = "") -> bool:
@@ -81,10 +85,10 @@ def gives_asked_number(question: str, sentence: str, title: str = "") -> bool:
     its source's `title`) half its key terms or more besides the thing asked for ("they had
     uid/gid 41", said of the gnats user, is no answer to "What uid is assigned to the
     www-data user?")."""
-    if not states_number(sentence, question):
+    found = _numbered_ask(question)
+    if found is None or not states_number(sentence, question):
         return False
-    found = _ASKS_NUMBERED.match(asking_clause(question))
-    asked_for = {_stem(w) for w in _WORD.findall(found.group(0).lower())} if found else set()
+    asked_for = {_stem(w) for w in _WORD.findall(found.group(0).lower())}
     subject = key_terms(question).keys() - asked_for
     held = content_words(f"{title}\n{sentence}") | identifiers(sentence)
     return 2 * len(subject & held) >= len(subject)
@@ -156,10 +160,9 @@ def asked_kind(question: str) -> AnswerKind | None:
 def holds_kind(kind: AnswerKind, sentence: str, question: str) -> bool:
     """Whether a sentence holds a phrase of that kind that the question does not: a number,
     a date, or a capitalized word past the sentence's first."""
-    said = {w.lower() for w in _WORD.findall(question)}
-    words = [w for w in _WORD.findall(sentence) if w.lower() not in said]
+    words = _unsaid(sentence, question)
     if kind == "number":
-        return any(any(c.isdigit() for c in w) or w.lower() in NUMBER_WORDS for w in words)
+        return any(_is_count(w, NUMBER_WORDS) for w in words)
     if kind == "date":
         return any(m.group(0) not in question for m in DATE.finditer(sentence))
     first = _WORD.search(sentence)
@@ -178,14 +181,21 @@ CALENDAR_WORDS = frozenset(
 )
 
 
+def _unsaid(text: str, question: str) -> list[str]:
+    """The words of `text` (as written) that the question does not use."""
+    said = {w.lower() for w in _WORD.findall(question)}
+    return [w for w in _WORD.findall(text) if w.lower() not in said]
+
+
+def _is_count(word: str, written_out: frozenset[str]) -> bool:
+    """A word holding digits, or one of the numbers `written_out`."""
+    return any(c.isdigit() for c in word) or word.lower() in written_out
+
+
 def states_number(text: str, question: str) -> bool:
     """Whether `text` gives a number the question does not: digits, or a number written out
     other than "one" (mostly a pronoun: "would phase out that one")."""
-    said = {w.lower() for w in _WORD.findall(question)}
-    return any(
-        w.lower() not in said and (any(c.isdigit() for c in w) or w.lower() in _COUNTS)
-        for w in _WORD.findall(text)
-    )
+    return any(_is_count(w, _COUNTS) for w in _unsaid(text, question))
 
 
 _COUNTS = NUMBER_WORDS - {"one"}
@@ -235,11 +245,16 @@ def names_in(question: str) -> list[str]:
     return found
 
 
-def spelt_alike(name: str, text: str) -> bool:
-    """Whether `text` holds `name` or a word one slip away from it ("Janpan" -> "Japan")."""
-    for word in set(_WORD.findall(text.lower())):
-        if word == name:
-            return True
+def lower_words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def spelt_alike(name: str, words: set[str]) -> bool:
+    """Whether `words` (`lower_words` of a text) hold `name` or a word one slip away from it
+    ("Janpan" -> "Japan")."""
+    if name in words:
+        return True
+    for word in words:
         if (
             word[:1] == name[:1]
             and len(word) >= 4
@@ -625,16 +640,19 @@ def _with_what_follows(source: str, span: Span) -> Span:
     """`span`, with the line after it when it ends in a colon and that line is short: a
     command, a value or an example that the sentence introduces and without which it says
     nothing ("... make sure to use the following command:" / "make distclean")."""
-    if not span.text.rstrip().endswith(":"):
+    nxt = _sentence_after(source, span) if span.text.rstrip().endswith(":") else None
+    if nxt is None or "\n" not in source[span.end : nxt.start] or len(nxt.text) > _INTRODUCED_CHARS:
         return span
+    return Span(span.start, nxt.end, source[span.start : nxt.end])
+
+
+def _sentence_after(source: str, span: Span) -> Span | None:
+    """The sentence following `span` in its source (offsets in the source), if any."""
     after = split_sentences(source[span.end :])
     if not after:
-        return span
-    nxt = after[0]
-    if "\n" not in source[span.end : span.end + nxt.start] or len(nxt.text) > _INTRODUCED_CHARS:
-        return span
-    end = span.end + nxt.end
-    return Span(span.start, end, source[span.start : end])
+        return None
+    first = after[0]
+    return Span(span.end + first.start, span.end + first.end, first.text)
 
 
 # "Why ...?" asks for a reason: a sentence giving one says so.
@@ -652,15 +670,13 @@ def _with_reason(question: str, source: str, span: Span) -> Span:
     sentence restating what the question asks about is ranked first, its reason is not."""
     if not ASKS_REASON.match(asking_clause(question)) or _GIVES_REASON.search(span.text):
         return span
-    after = split_sentences(source[span.end :])
-    if not after:
+    nxt = _sentence_after(source, span)
+    if nxt is None:
         return span
-    nxt = after[0]
     opener = nxt.text.split(maxsplit=1)[0].strip(",;:").lower()
     if opener not in _THAT_WORDS or not _GIVES_REASON.search(nxt.text):
         return span
-    end = span.end + nxt.end
-    return Span(span.start, end, source[span.start : end])
+    return Span(span.start, nxt.end, source[span.start : nxt.end])
 
 
 def question_coverage(question: str, passages: Sequence[str]) -> float:

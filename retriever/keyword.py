@@ -463,10 +463,7 @@ class KeywordIndex(SQLStore):
         all), stemmed as the index stems, ln(1 + N / (1 + df)): a word no chunk holds weighs
         the most."""
         words = list(words)
-        with self._lock, self._snapshot():
-            readable = self._readable(collections)
-            total = sum(self._collection_rows()[c] for c in readable)
-            df = self._frequencies(self._df, words, readable, self._count_words)
+        total, df = self._word_frequencies(words, collections)
         return {word: math.log(1 + total / (1 + df[word])) for word in words}
 
     def unmentioned(
@@ -476,10 +473,17 @@ class KeywordIndex(SQLStore):
         words = list(words)
         if not words:
             return []
+        _, df = self._word_frequencies(words, collections)
+        return [word for word in words if not df[word]]
+
+    def _word_frequencies(
+        self, words: list[str], collections: Sequence[str] | None
+    ) -> tuple[int, dict[str, int]]:
+        """The chunks of `collections` (None: all) and how many of them hold each word."""
         with self._lock, self._snapshot():
             readable = self._readable(collections)
-            df = self._frequencies(self._df, words, readable, self._count_words)
-        return [word for word in words if not df[word]]
+            total = sum(self._collection_rows()[c] for c in readable)
+            return total, self._frequencies(self._df, words, readable, self._count_words)
 
     def _postgres_search(
         self, query: str, collections: Sequence[str] | None
