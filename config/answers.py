@@ -1,6 +1,6 @@
 """Turning passages into an answer: when to abstain, generative or extractive, what the model
 sees of each source and how much of a sentence a source must support (retriever/answer.py,
-abstention.py, grounding.py)."""
+support_check.py, abstention.py, grounding.py)."""
 
 from __future__ import annotations
 

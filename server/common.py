@@ -8,7 +8,8 @@ from contextlib import contextmanager
 
 from flask import g, request
 
-from retriever.answer import Answer, AnswerStream, GenerationTimeout, SourcesEvent
+from retriever.answer import GenerationTimeout
+from retriever.answer_types import Answer, AnswerStream, SourcesEvent
 from retriever.generation import GenerationError, ModelUnavailable
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy

@@ -35,7 +35,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from ingest.pipeline import FileOutcome
-    from retriever.answer import Answer
+    from retriever.answer_types import Answer
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 disable_created_metrics()  # no *_created series: they only double the output

@@ -27,7 +27,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field
 
-from retriever.answer import Answer, AnswerStream, DoneEvent, SourcesEvent
+from retriever.answer_types import Answer, AnswerStream, DoneEvent, SourcesEvent
 from retriever.question import Question
 from server.access import readable_collections
 from server.common import (

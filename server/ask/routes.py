@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from retriever.answer import (
+from retriever.answer_types import (
     Answer,
     AnswerStream,
     DoneEvent,

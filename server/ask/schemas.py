@@ -1,5 +1,6 @@
 """The request and response models of /api/v1/ask (and of MCP's `search`, which takes the same
-retrieval options). The answer's own fields are declared once, on `retriever.answer.Answer`."""
+retrieval options). The answer's own fields are declared once, on
+`retriever.answer_types.Answer`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from retriever.answer import Answer
+from retriever.answer_types import Answer
 from retriever.question import AnswerMode, Mode
 from server.common import check_question
 from server.contract import Invalid, absent

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from retriever.answer import Answer, clean_answer, says_not_found, verify
+from retriever.answer_cleanup import clean_answer, says_not_found
+from retriever.answer_types import Answer
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.grounding import needs_number, states_amount
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
 from retriever.question import Question
+from retriever.support_check import verify
 from retriever.types import Chunk, Hit, chunk_id
 
 
@@ -206,7 +208,7 @@ def test_nothing_that_fits_abstains(components: Components) -> None:
 
 
 def test_the_direct_answer_comes_first_then_its_evidence() -> None:
-    from retriever.answer import direct_answer
+    from retriever.direct_answer import direct_answer
 
     q = "What hold time do we use on external BGP sessions?"
     assert direct_answer(q, "The hold time on external BGP sessions is 90 seconds [1].") == (
@@ -229,7 +231,7 @@ def test_the_direct_answer_comes_first_then_its_evidence() -> None:
 
 
 def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
-    from retriever.answer import direct_answer
+    from retriever.direct_answer import direct_answer
 
     # "when" -> the date, not the words around it, and not a date the question names.
     assert direct_answer("When did the depot open?", "In 1921 the depot opened.") == "1921"
@@ -329,7 +331,7 @@ def test_the_direct_answer_is_the_phrase_the_question_asks_for() -> None:
 
 
 def test_a_direct_answer_leaves_no_dangling_words_or_brackets() -> None:
-    from retriever.answer import direct_answer
+    from retriever.direct_answer import direct_answer
 
     # An adverb left at the cut ("are also") goes with the words restating the question.
     assert (
@@ -364,7 +366,7 @@ def test_a_direct_answer_leaves_no_dangling_words_or_brackets() -> None:
 
 
 def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
-    from retriever.answer import with_evidence
+    from retriever.direct_answer import with_evidence
 
     source = [
         "The Legal Tender Act of 1862 established the United States Note, the first paper "
@@ -386,7 +388,7 @@ def test_a_paraphrase_is_followed_by_the_source_sentence_it_rests_on() -> None:
 def test_without_a_short_phrase_in_the_model_words_the_direct_answer_is_the_sources() -> None:
     """The model restated the whole sentence (one word changed): the direct answer is the
     phrase of the source sentence it rests on, and that sentence is what is quoted."""
-    from retriever.answer import with_evidence
+    from retriever.direct_answer import with_evidence
 
     source = ["The zorse is a hybrid animal resulting from a union between a zebra and a horse."]
     question = "What is a hybrid animal resulting from a union between a zebra and a horse?"
@@ -410,7 +412,7 @@ def test_one_item_left_of_a_list_is_a_sentence() -> None:
 
 
 def test_a_number_asked_after_a_preposition_is_the_one_nearest_the_question() -> None:
-    from retriever.answer import direct_answer
+    from retriever.direct_answer import direct_answer
 
     said = (
         "The go/no-go decision for a rollback is taken at 01:15, and all systems are "
@@ -444,7 +446,7 @@ def test_a_preamble_is_not_part_of_the_answer() -> None:
 
 
 def test_a_quantity_is_answered_from_the_best_sentence_holding_one() -> None:
-    from retriever.answer import _answering_support
+    from retriever.direct_answer import answering_support
     from retriever.grounding import Span, Support
 
     def support(text: str, score: float) -> Support:
@@ -453,19 +455,19 @@ def test_a_quantity_is_answered_from_the_best_sentence_holding_one() -> None:
     restates = support("Set the overload bit on the router under maintenance.", 0.9)
     counts = support("Wait 180 seconds after the work on the router.", 0.6)
     timed = [restates, support("The router has 2 line cards.", 0.8), counts]
-    assert _answering_support("How long do I wait on the router?", timed) is counts
-    assert _answering_support("How many line cards has the router?", timed).score == 0.8
+    assert answering_support("How long do I wait on the router?", timed) is counts
+    assert answering_support("How many line cards has the router?", timed).score == 0.8
     # "When ...?" takes only a sentence holding a date or a time.
     floor = support("The canteen is on the 5th floor.", 0.9)
     hours = support("The canteen opens at 08:00.", 0.5)
-    assert _answering_support("When does the canteen open?", [floor, hours]) is hours
-    assert _answering_support("When does the canteen open?", [floor]) is floor
+    assert answering_support("When does the canteen open?", [floor, hours]) is hours
+    assert answering_support("When does the canteen open?", [floor]) is floor
     farming = support("By about 6000 BC, farming had appeared in the valley.", 0.9)
     dam = support("The dam was completed in 1971.", 0.6)
-    assert _answering_support("When did farming appear in the valley?", [farming, dam]) is farming
+    assert answering_support("When did farming appear in the valley?", [farming, dam]) is farming
     # Anything else, or no sentence holding a number: the best scored one.
-    assert _answering_support("What is set on the router?", timed) is restates
-    assert _answering_support("How long do I wait?", [restates]) is restates
+    assert answering_support("What is set on the router?", timed) is restates
+    assert answering_support("How long do I wait?", [restates]) is restates
 
 
 DPKG = (

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from pydantic import BaseModel, ConfigDict, Field
 
-from retriever.answer import Answer, Source
+from retriever.answer_types import Answer, Source
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.grounding import Span, Support
 from server.contract import Invalid, contract_of, validation_error

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from retriever.answer import verify
 from retriever.components import Components
 from retriever.grounding import (
     asked_kind,
@@ -21,6 +20,7 @@ from retriever.grounding import (
     states_number,
     support_for,
 )
+from retriever.support_check import verify
 from retriever.types import Chunk, chunk_id
 
 SOURCES = [
@@ -387,7 +387,7 @@ ESCALATION = (
 def test_a_procedure_is_quoted_whole_one_item_a_line() -> None:
     """Asked for a procedure, one level of it is part of the answer: the extract is the whole
     list, its items in order, each on its own line."""
-    from retriever.answer import quote
+    from retriever.direct_answer import quote
 
     question = "What is the escalation procedure for a severity 1 incident?"
     supports = extract_answer(question, [ESCALATION], max_sentences=1)

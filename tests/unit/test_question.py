@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from retriever.answer import SourcesEvent, TokenEvent
+from retriever.answer_types import SourcesEvent, TokenEvent
 from retriever.components import Components
 from retriever.generation import FakeGenerator
 from retriever.question import Question

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest.pipeline import IngestPipeline
-from retriever.answer import DoneEvent, SourcesEvent
+from retriever.answer_types import DoneEvent, SourcesEvent
 from retriever.components import Components
 from retriever.embedder import SentenceTransformerEmbedder
 from retriever.question import Question
