@@ -29,6 +29,13 @@ class AnswerSettings(Section):
     min_sentence_similarity: float = Field(
         0.4, ge=-1, le=1, description="Abstain when no sentence is this close to the question."
     )
+    reworded_similarity: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="A sentence at least this close to the question (cosine) answers it "
+        "although the passages lack its words (a reworded question); 0: never.",
+    )
     abstain_on_unknown_names: bool = Field(
         True,
         description="Abstain when the question names something (a capitalized word) that no "

@@ -42,6 +42,7 @@ class AbstentionThresholds:
     min_key_coverage: float = 0.0  # IDF-weighted share of its key terms in one passage
     min_sentence_similarity: float = 0.0  # best cosine of a single sentence
     names_must_occur: bool = False  # a name the question mentions is in the documents
+    reworded_similarity: float = 0.0  # a sentence this close outweighs missing words (0: off)
 
 
 class EvidenceCheck:
@@ -93,24 +94,41 @@ class EvidenceCheck:
         best = result.best_dense_similarity
         if best is not None and best < t.min_relevance and not exact:
             return f"no passage is close to the question (best cosine {best:.2f})"
-        if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
-            return "most of the question's words occur in no passage"
         if t.names_must_occur and self.unmentioned is not None:
             missing = self.unknown_names(question, result, passages)
             if missing:
                 quoted = ", ".join(f'"{name}"' for name in missing)
                 return f"the documents do not mention {quoted}"
+        similarity: float | None = None
+        unshared = self._unshared_words(question, result, passages)
+        if unshared is not None:
+            # A person rewords ("files git isn't tracking yet" for "untracked files"): a
+            # sentence as close in meaning as one that says it outweighs the missing words.
+            similarity = self.best_sentence_similarity(question, result.hits)
+            if not t.reworded_similarity or similarity < t.reworded_similarity:
+                return unshared
+        # Last, as it costs an embedding pass (made above when the words fell short).
+        if t.min_sentence_similarity and not exact:
+            if similarity is None:
+                similarity = self.best_sentence_similarity(question, result.hits)
+            if similarity < t.min_sentence_similarity:
+                return f"no sentence answers the question (best cosine {similarity:.2f})"
+        return None
+
+    def _unshared_words(
+        self, question: str, result: SearchResult, passages: Sequence[str]
+    ) -> str | None:
+        """Why the passages do not share enough of the question's words, or None if they do:
+        too few of its words in all of them, or too little of its key terms in any one."""
+        t = self.thresholds
+        if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
+            return "most of the question's words occur in no passage"
         if t.min_key_coverage:
             coverage = key_term_coverage(
                 question, passages, lambda words: self.term_weights(words, result.collections)
             )
             if coverage < t.min_key_coverage:
                 return f"no passage holds what the question is about ({coverage:.0%} of it)"
-        # Last, as it costs an embedding pass.
-        if t.min_sentence_similarity and not exact:
-            similarity = self.best_sentence_similarity(question, result.hits)
-            if similarity < t.min_sentence_similarity:
-                return f"no sentence answers the question (best cosine {similarity:.2f})"
         return None
 
     def unknown_names(

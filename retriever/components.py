@@ -217,6 +217,7 @@ class Components:
                 min_key_coverage=s.min_key_coverage,
                 min_sentence_similarity=s.min_sentence_similarity,
                 names_must_occur=s.abstain_on_unknown_names,
+                reworded_similarity=s.reworded_similarity,
             ),
             answer_mode=s.answer_mode,
             support_threshold=s.support_threshold,

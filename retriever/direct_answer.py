@@ -256,23 +256,44 @@ def _asked_positions(tokens: list[str], asked: set[str]) -> list[int]:
     return [j for j, t in enumerate(tokens) if content_words(t) & asked]
 
 
-def answering_support(question: str, supports: Sequence[Support]) -> Support:
-    """The quoted sentence the direct answer is cut from: the best scored, except that a
-    question asking for a quantity takes the best one holding a quantity (a span of time for
-    "how long/often") when there is one: the best sentence may only restate the question."""
-    ranked = sorted(supports, key=lambda s: -s.score)
+def _answering(question: str, texts: Sequence[str]) -> int:
+    """Which of the texts the direct answer is cut from: the first, except that a question
+    asking for a quantity takes the first holding one (a span of time for "how long/often", a
+    date or a time for "when") when there is one: the first may only restate the question."""
     asks = asking_clause(question)
-    if ASKS_NUMBER.match(asks) or needs_number(question):
-        asked = content_words(question) | identifiers(question)
-        numeric = [s for s in ranked if _holds_number(_bare(s.span.text), asked)]
-        if ASKS_DATE.match(asks):
-            # "When ...?" is answered by a date or a time, not any number ("the 5th floor").
-            numeric = [s for s in numeric if _says_when(s.span.text)]
-        elif _ASKS_DURATION.match(asks):
-            numeric = [s for s in numeric if _names_time_unit(s.span.text)] or numeric
-        if numeric:
-            return numeric[0]
-    return ranked[0]
+    if not (ASKS_NUMBER.match(asks) or needs_number(question)):
+        return 0
+    asked = content_words(question) | identifiers(question)
+    numeric = [i for i, text in enumerate(texts) if _holds_number(_bare(text), asked)]
+    if ASKS_DATE.match(asks):
+        # "When ...?" is answered by a date or a time, not any number ("the 5th floor").
+        numeric = [i for i in numeric if _says_when(texts[i])]
+    elif _ASKS_DURATION.match(asks):
+        numeric = [i for i in numeric if _names_time_unit(texts[i])] or numeric
+    return numeric[0] if numeric else 0
+
+
+def answering_support(question: str, supports: Sequence[Support]) -> Support:
+    """The quoted sentence the direct answer is cut from: of the best scored first, the one
+    `_answering` picks."""
+    ranked = sorted(supports, key=lambda s: -s.score)
+    return ranked[_answering(question, [s.span.text for s in ranked])]
+
+
+def _lead_with_answer(
+    question: str, checked: str, supports: list[Support]
+) -> tuple[str, list[Support]]:
+    """The model's checked sentences, the one giving the quantity the question asks for first
+    ("how long before they acknowledge my report?": "... acknowledged within 5 days" before
+    "Report security bugs via HackerOne"). A list keeps its order."""
+    sentences = [span.text for span in split_sentences(checked)]
+    if "\n" in checked or len(sentences) != len(supports):
+        return checked, supports
+    lead = _answering(question, sentences)
+    if lead == 0:
+        return checked, supports
+    order = [lead] + [i for i in range(len(sentences)) if i != lead]
+    return " ".join(sentences[i] for i in order), [supports[i] for i in order]
 
 
 _CLOCK = re.compile(r"\b\d{1,2}[:.]\d{2}\b")
@@ -403,9 +424,11 @@ def with_evidence(
 ) -> tuple[str, str, list[Support]]:
     """Answer first, then the evidence: the short direct answer of a one-sentence answer with
     the source sentence backing it ("90 seconds - External BGP sessions use a hold time of 90
-    seconds [1]."), or the checked sentences of a longer one (a list keeps its order); then
+    seconds [1]."), or the checked sentences of a longer one, the one giving the quantity
+    asked for first (`_lead_with_answer`; a list keeps its order); then
     the source sentences that best answer the question on their own (the extractive answer),
     unless already shown. Returns the text, the direct answer and the supports shown."""
+    checked, supports = _lead_with_answer(question, checked, list(supports))
     first = split_sentences(checked)[0].text if checked else ""
     direct = direct_answer(question, first)
     if supports and direct == _bare(first):

@@ -428,6 +428,63 @@ def support_for(
     return None
 
 
+# Words that turn what follows into its opposite; "n't" endings count too ("doesn't").
+_NEGATIONS = frozenset(
+    ["not", "no", "never", "cannot", "nor", "neither", "without", "none", "nothing", "nobody"]
+)
+_NEGATION_TOKEN = re.compile(r"[\w']+|[.,;:!?()]")
+# How many content words after a negation it denies ("will not permit connections").
+_NEGATED_REACH = 2
+
+
+# After a negation, these make a bound or an addition, not a denial: "no more than 5
+# minutes", "not later than noon", "not only ... but also".
+_COMPARATIVES = frozenset(["more", "less", "fewer", "later", "earlier", "longer", "greater"])
+
+
+def _is_negation(token: str) -> bool:
+    return token in _NEGATIONS or token.endswith("n't")
+
+
+def _denies(tokens: list[str], i: int) -> bool:
+    """Whether the negation at `tokens[i]` denies what follows it."""
+    after = tokens[i + 1 : i + 4]
+    if after[:1] == ["only"]:
+        return False
+    return not (after[:1] and after[0] in _COMPARATIVES and "than" in after[1:])
+
+
+def _negated(text: str) -> set[str] | None:
+    """The content words a negation in `text` denies (the next `_NEGATED_REACH` of its clause),
+    or None when `text` negates nothing."""
+    tokens = _NEGATION_TOKEN.findall(text.lower().replace("\u2019", "'"))
+    denied: set[str] | None = None
+    for i, token in enumerate(tokens):
+        if not _is_negation(token) or not _denies(tokens, i):
+            continue
+        denied = denied or set()
+        taken = 0
+        for after in tokens[i + 1 :]:
+            if taken == _NEGATED_REACH or not after[0].isalnum():
+                break  # the clause ends at punctuation
+            if after not in STOPWORDS and not _is_negation(after):
+                denied.add(_stem(after))
+                taken += 1
+    return denied
+
+
+def contradicts(claim: str, backing: str) -> bool:
+    """Whether the claim reverses its backing sentence: one of them denies words that the
+    other states without any negation ("ssh will ... allow connections to hosts whose host
+    key has changed" against "... but will not permit connections to hosts with changed host
+    keys"). A claim that keeps a negation is not judged: it may only rephrase it."""
+    for said, other in ((claim, backing), (backing, claim)):
+        denied, other_denied = _negated(said), _negated(other)
+        if denied and other_denied is None and denied & content_words(other):
+            return True
+    return False
+
+
 # How much more a sentence holding the kind of phrase the question asks for (a date for
 # "when") scores, as a share of its word overlap; and the weight of its embedding cosine.
 KIND_BONUS = 1.0

@@ -112,6 +112,24 @@ STOPWORDS = frozenset(
         "your",
         "yourself",
         "yourselves",
+        # What is left of a contraction split at its apostrophe ("isn't" -> "isn", "t").
+        "aren",
+        "couldn",
+        "didn",
+        "doesn",
+        "don",
+        "hadn",
+        "hasn",
+        "haven",
+        "isn",
+        "ll",
+        "mustn",
+        "re",
+        "shouldn",
+        "ve",
+        "wasn",
+        "weren",
+        "wouldn",
     ]
 )
 

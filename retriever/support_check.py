@@ -15,6 +15,7 @@ from retriever.grounding import (
     Support,
     asked_kind,
     content_words,
+    contradicts,
     holds_kind,
     identifiers,
     is_fragment,
@@ -103,11 +104,13 @@ def verify(
         if (
             found is None
             or is_heading(found.span.text)
+            or found.span.text.rstrip().endswith("?")  # a question in a source answers nothing
             or found.score < threshold
             or len(words & content_words(found.span.text)) < min(2, len(words))
             or (question and not on_topic and not bears_on(question, claim, found.span.text))
             or (question and not says_more(question, claim, titles))
             or (question and not same_subject(question, claim, found.span.text))
+            or contradicts(claim, found.span.text)
         ):
             dropped += 1
             continue

@@ -47,6 +47,23 @@ def test_a_question_no_single_passage_is_about_is_refused(components: Components
     assert _weakness(components, check, "How many days of annual leave do employees get?") is None
 
 
+def test_a_reworded_question_close_in_meaning_to_a_sentence_is_not_refused(
+    components: Components,
+) -> None:
+    """People ask in their own words: the passages lack the question's words ("yearly",
+    "staff", "receive") but a sentence says what it asks. Close enough in meaning, that
+    outweighs the word checks; a question about something the passages never say does not
+    come as close, and is still refused."""
+    _index(components)
+    reworded = "How much paid yearly leave do full-time staff receive?"
+    words_only = _check(components, min_key_coverage=0.5, min_coverage=0.5)
+    assert _weakness(components, words_only, reworded) is not None
+    rescued = _check(components, min_key_coverage=0.5, min_coverage=0.5, reworded_similarity=0.65)
+    assert _weakness(components, rescued, reworded) is None
+    reason = _weakness(components, rescued, "What is the CEO's annual salary?")
+    assert reason is not None and "what the question is about" in reason
+
+
 def test_a_passage_on_topic_without_an_answering_sentence_is_refused(
     components: Components,
 ) -> None:

@@ -567,3 +567,62 @@ def test_how_much_without_an_amount_in_the_sources_abstains(
     assert answer.abstention_reason == "no passage found gives the amount the question asks for"
     assert states_amount("It pays nothing for reports already known.", question)
     assert not states_amount("It pays out for reports.", question)
+
+
+def test_a_model_answer_giving_the_asked_quantity_second_leads_with_it(
+    components: Components,
+) -> None:
+    _index(
+        components,
+        "Report security bugs in the gateway through the tracker. Normally, your report will "
+        "be acknowledged within 5 days of the initial response.",
+        "/security.md",
+    )
+    answer = _answer_with(
+        components,
+        "Report security bugs in the gateway through the tracker [1]. Normally, your report "
+        "will be acknowledged within 5 days [1].",
+        "How long before my security report for the gateway is acknowledged?",
+    )
+    assert answer.mode == "generative", answer.answer
+    assert answer.answer.startswith("Normally, your report will be acknowledged within 5 days")
+    assert "tracker" in answer.answer  # moved, not dropped
+    assert answer.direct_answer == "5 days"
+
+
+def test_a_claim_reversing_its_source_is_dropped() -> None:
+    source = (
+        "If this flag is set to accept-new then ssh will automatically add new host keys to "
+        "the known_hosts file, but will not permit connections to hosts with changed host keys."
+    )
+    question = "What happens if StrictHostKeyChecking is set to accept-new?"
+    reversed_claim = (
+        "If it is set to accept-new, ssh will automatically add new host keys to the "
+        "known_hosts file and allow connections to hosts whose host key has changed [1]."
+    )
+    checked, supports, dropped = verify(reversed_claim, [source], 0.5, question)
+    assert (checked, dropped) == ("", 1)
+    # A claim that keeps the negation, or leaves the denied part out, stands.
+    for claim in (
+        "With accept-new, ssh will not permit connections to hosts with changed host keys [1].",
+        "With accept-new, ssh will automatically add new host keys to the known_hosts file [1].",
+    ):
+        checked, supports, dropped = verify(claim, [source], 0.5, question)
+        assert dropped == 0 and supports, claim
+
+
+def test_a_claim_resting_on_a_question_in_the_source_is_dropped() -> None:
+    source = (
+        "Is it possible to attach Valgrind to a program that is already running? No. "
+        "To trace child processes, use the --trace-children=yes option."
+    )
+    question = "How do I get Valgrind to check the child processes a program forks?"
+    checked, _, dropped = verify(
+        "Is it possible to attach Valgrind to a program that is already running [1]? To "
+        "trace child processes, use the --trace-children=yes option [1].",
+        [source],
+        0.5,
+        question,
+    )
+    assert dropped == 1
+    assert checked == "To trace child processes, use the --trace-children=yes option [1]."

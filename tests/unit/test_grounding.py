@@ -7,6 +7,7 @@ from retriever.grounding import (
     asked_kind,
     asking_clause,
     content_words,
+    contradicts,
     extract_answer,
     focus,
     identifiers,
@@ -517,3 +518,25 @@ def test_a_short_sentence_is_ranked_with_the_sentence_before_it_when_a_number_is
     # Not asked for a number, the short sentence is not lifted by its neighbour.
     other = rank_sentences("Which passwords must be changed?", [source])
     assert other[0].span.text.startswith("Standard user passwords")
+
+
+@pytest.mark.parametrize(
+    ("claim", "backing", "reversed_"),
+    [
+        ("The service restarts automatically.", "The service doesn't restart automatically.", True),
+        ("Backups are encrypted.", "Backups are never encrypted at rest.", True),
+        ("The service is not restarted.", "The service is restarted every night.", True),
+        (
+            "Local connections need no password.",
+            "No password is needed for local connections.",
+            False,
+        ),
+        ("The file is created.", "If the file does not exist, it is created.", False),
+        ("Reports are acknowledged within 5 days.", "Acknowledged in no more than 5 days.", False),
+        ("It supports TLS and SSH.", "It not only supports TLS but also SSH.", False),
+    ],
+)
+def test_a_claim_contradicts_a_backing_that_denies_what_it_states(
+    claim: str, backing: str, reversed_: bool
+) -> None:
+    assert contradicts(claim, backing) is reversed_
