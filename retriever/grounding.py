@@ -57,8 +57,13 @@ def needs_number(question: str) -> bool:
     return _numbered_ask(question) is not None
 
 
-# "How many/much ...?" is answered by a number or a word of quantity ("all", "none", "most").
-_ASKS_AMOUNT = re.compile(rf"(?i)^\W*{_LEADING_PREPOSITION}how\s+(?:many|much)\b")
+# "How many/much ...?", "What is the maximum/number of ...?" are answered by a number or a
+# word of quantity ("all", "none", "most", "unlimited").
+_ASKS_AMOUNT = re.compile(
+    rf"(?i)^\W*{_LEADING_PREPOSITION}(?:how\s+(?:many|much)\b|what(?:'s|\u2019s|\s+(?:is|are|"
+    r"was|were))\s+the\s+(?:(?:(?:maximum|minimum|total)\s+)?(?:number|count)\s+of|"
+    r"(?:maximum|minimum)\b))"
+)
 _QUANTITY_WORDS = frozenset(
     (  # noqa: SIM905 - a word list reads better as one string
         "no none nothing nobody all every each both several few many most more less half "

@@ -6,7 +6,7 @@ from retriever.answer_cleanup import clean_answer, says_not_found
 from retriever.answer_types import Answer
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.grounding import needs_number, states_amount
+from retriever.grounding import asks_amount, needs_number, states_amount
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
 from retriever.question import Question
 from retriever.support_check import verify
@@ -509,6 +509,26 @@ def test_what_only_a_number_answers() -> None:
     assert not needs_number("Which group controls the libvirt daemon?")
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many days can be carried over?",
+        "What's the maximum number of watch expressions the debugger accepts?",
+        "What is the minimum length of a password?",
+        "What was the total number of casualties?",
+    ],
+)
+def test_a_quantity_worded_as_a_noun_is_asked_like_how_many(question: str) -> None:
+    assert asks_amount(question)
+
+
+@pytest.mark.parametrize(
+    "question", ["What is the default value of PASS_MAX_DAYS?", "What is the minister called?"]
+)
+def test_a_value_or_a_name_is_not_a_quantity(question: str) -> None:
+    assert not asks_amount(question)
+
+
 @pytest.mark.parametrize("mode", ["generative", "extractive"])
 def test_a_number_about_something_else_does_not_answer(components: Components, mode: str) -> None:
     """The only number found is another user's uid: the question about www-data abstains."""
@@ -560,11 +580,15 @@ def test_how_much_without_an_amount_in_the_sources_abstains(
         "vulnerability must be in the project itself for the bug bounty program to pay out.",
         "/security.md",
     )
-    question = "How much does the bug bounty program pay out for a vulnerability?"
-    _model(components).enqueue("The project runs an official bug bounty program [1].")
-    answer = components.answers.ask(Question(question, answer_mode=mode))  # type: ignore[arg-type]
-    assert answer.abstained, answer.answer
-    assert answer.abstention_reason == "no passage found gives the amount the question asks for"
+    for question in (
+        "How much does the bug bounty program pay out for a vulnerability?",
+        "What is the maximum amount the bug bounty program pays out for a vulnerability?",
+    ):
+        _model(components).enqueue("The project runs an official bug bounty program [1].")
+        answer = components.answers.ask(Question(question, answer_mode=mode))  # type: ignore[arg-type]
+        assert answer.abstained, (question, answer.answer)
+        reason = "no passage found gives the amount the question asks for"
+        assert answer.abstention_reason == reason
     assert states_amount("It pays nothing for reports already known.", question)
     assert not states_amount("It pays out for reports.", question)
 
