@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import select
+import socket
 import stat
 import threading
 import time
@@ -17,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import waitress
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from cli.serve import waitress_options
 from config.settings import Settings
 from retriever.components import Components
 from retriever.generation import FakeGenerator
@@ -544,3 +548,42 @@ def test_f5_a_client_that_goes_away_frees_the_escalation(escalating: tuple[Flask
     # ... and the call to the larger model ends at its next word, which frees the slot.
     stub.go.set()
     _wait_for(lambda: escalation.slots.stats()["active"] == 0, "the escalation slot")
+
+
+# -- the third review ------------------------------------------------------------------------
+
+
+def _http_head(path: str, *headers: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def test_r3_waitress_refuses_a_body_over_the_limit_before_reading_it(
+    components: Components, settings: Settings
+) -> None:
+    # Waitress reads a whole body (into a temporary file) before the app, and so auth, runs:
+    # at its default limit (1 GB) anyone reaching the port could fill the disk, unsigned in.
+    limited = auth_settings(settings, max_upload_mb=1, max_request_kb=64)
+    app = _app(components, limited)
+    server = waitress.create_server(app, **{**waitress_options(limited, 4), "port": 0})
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    address = ("127.0.0.1", server.effective_port)  # type: ignore[union-attr]
+    try:
+        with socket.create_connection(address, timeout=5) as conn:
+            conn.sendall(_http_head("/api/v1/documents", "Content-Length: 1073741000"))
+            assert conn.recv(64).startswith(b"HTTP/1.1 413")  # from the headers alone
+        with socket.create_connection(address, timeout=5) as conn:
+            conn.sendall(_http_head("/api/v1/documents", "Transfer-Encoding: chunked"))
+            piece, sent = b"x" * 65536, 0
+            while sent < 8 * 1024 * 1024 and not select.select([conn], [], [], 0.05)[0]:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            assert conn.recv(64).startswith(b"HTTP/1.1 413")
+            assert sent < 2 * 1024 * 1024  # refused once past the limit, not at the end
+        with socket.create_connection(address, timeout=5) as conn:  # the app's own answer
+            conn.sendall(_http_head("/api/v1/ask", "Content-Length: 2") + b"{}")
+            assert conn.recv(64).startswith(b"HTTP/1.1 401")
+    finally:
+        server.close()
+        app.extensions["enclave"].shutdown()
