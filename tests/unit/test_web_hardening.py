@@ -587,3 +587,52 @@ def test_r3_waitress_refuses_a_body_over_the_limit_before_reading_it(
     finally:
         server.close()
         app.extensions["enclave"].shutdown()
+
+
+def test_r3_the_model_servers_address_and_reply_are_for_admins(
+    key_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failing model server's error named its address and quoted 300 characters of its
+    # reply (and a crashed model process its files) to every asker, in the 502/503 of ask
+    # and chat completions and in their streams' error events; health keeps such details
+    # for admins (F16).
+    from retriever.generation import GenerationError, ModelUnavailable
+
+    client = key_app.test_client()
+    admin = add_user(key_app, "root", "admin")
+    upload = client.post("/api/v1/documents", data=_file(), headers=admin)
+    assert upload.status_code == 202
+    _wait_for(
+        lambda: key_app.extensions["enclave"].pipeline.registry.counts().get("indexed") == 1,
+        "the document",
+    )
+    access = key_app.extensions["enclave"].settings.inbox_dir / "default" / ".enclave-access"
+    access.parent.mkdir(parents=True, exist_ok=True)
+    access.write_text("staff\n")
+    ask = add_user(key_app, "ann", "ask", ("staff",))  # reads the document
+    secret = "http://10.9.8.7:8081/v1 answered 500: upstream token=s3cr3t"
+    question = "When does the canteen open?"
+    calls = (
+        ("/api/v1/ask", {"question": question}),
+        ("/api/v1/ask", {"question": question, "stream": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": question}]}),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": question}], "stream": True},
+        ),
+    )
+    model = key_app.extensions["enclave"].components.generator
+    for error in (GenerationError(secret), ModelUnavailable(f"the model process {secret}")):
+
+        def failing(*_: object, error: Exception = error) -> Iterator[str]:
+            raise error
+            yield ""
+
+        monkeypatch.setattr(model, "stream", failing)
+        for url, body in calls:
+            body = {**body, "answer_mode": "generative"} if "question" in body else body
+            told = client.post(url, json=body, headers=ask).get_data(as_text=True)
+            assert "error" in told and "10.9.8.7" not in told and "s3cr3t" not in told, url
+            assert "see the server log" in told or "again" in told, told
+            shown = client.post(url, json=body, headers=admin).get_data(as_text=True)
+            assert "10.9.8.7" in shown, (url, shown)
