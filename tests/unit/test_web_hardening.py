@@ -565,7 +565,9 @@ def test_r3_waitress_refuses_a_body_over_the_limit_before_reading_it(
     # at its default limit (1 GB) anyone reaching the port could fill the disk, unsigned in.
     limited = auth_settings(settings, max_upload_mb=1, max_request_kb=64)
     app = _app(components, limited)
-    server = waitress.create_server(app, **{**waitress_options(limited, 4), "port": 0})
+    # poll, not select: the test process may hold descriptors past select's 1024 by now.
+    options = {**waitress_options(limited, 4), "port": 0, "asyncore_use_poll": True}
+    server = waitress.create_server(app, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     address = ("127.0.0.1", server.effective_port)  # type: ignore[union-attr]
@@ -576,7 +578,9 @@ def test_r3_waitress_refuses_a_body_over_the_limit_before_reading_it(
         with socket.create_connection(address, timeout=5) as conn:
             conn.sendall(_http_head("/api/v1/documents", "Transfer-Encoding: chunked"))
             piece, sent = b"x" * 65536, 0
-            while sent < 8 * 1024 * 1024 and not select.select([conn], [], [], 0.05)[0]:
+            answered = select.poll()
+            answered.register(conn, select.POLLIN)
+            while sent < 8 * 1024 * 1024 and not answered.poll(50):
                 conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
                 sent += len(piece)
             assert conn.recv(64).startswith(b"HTTP/1.1 413")
