@@ -96,12 +96,26 @@ def serve(settings: Settings, threads: int | None) -> int:
             flush=True,
         )
         try:
-            waitress_serve(
-                app, host=settings.host, port=settings.port, threads=threads, ident="enclave"
-            )
+            waitress_serve(app, **waitress_options(settings, threads))
         finally:
             _stop(app.extensions["enclave"])
     return 0
+
+
+def waitress_options(settings: Settings, threads: int) -> dict[str, Any]:
+    """How `serve` runs waitress. Waitress reads a request's whole body (into a temporary
+    file past 512 KB) before the app sees it, so before anyone is authenticated: its own
+    limit (1 GB by default) let any client that reaches the port fill the disk. It refuses
+    more than the app would take (`max_upload_mb`, or `max_request_kb` if larger) with 413,
+    as soon as the Content-Length, or the chunks sent so far, say so."""
+    largest = max(settings.max_upload_mb * 1024 * 1024, settings.max_request_kb * 1024)
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "threads": threads,
+        "ident": "enclave",
+        "max_request_body_size": largest + 1,  # waitress refuses a body of this size or more
+    }
 
 
 STOP_GRACE_S = 10.0  # after Ctrl-C or SIGTERM, the longest wait for indexing in flight

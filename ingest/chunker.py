@@ -14,6 +14,11 @@ from retriever.types import Chunk, chunk_id, heading_context
 # Room kept for the title/heading prefix that is embedded with each chunk.
 MAX_CONTEXT_TOKENS = 48
 MIN_BODY_TOKENS = 32
+# A passage's size in tokens is also at least its characters / this: prose is 4 to 6 characters
+# a token, but the tokenizer reads a word of any length it does not know (over 100 characters)
+# as one token, so a document of one long word made one passage of any size, which every
+# answer that found it checked whole.
+MAX_CHARS_PER_TOKEN = 16
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Chunker:
         max_tokens: int,
         chunk_tokens: int = 200,
         overlap_tokens: int = 32,
+        chars_per_token: int | None = MAX_CHARS_PER_TOKEN,
     ) -> None:
         # The splitter measures every piece twice (to split, then to merge) and headings
         # repeat across sections: a small cache halves the tokenizer calls.
@@ -71,12 +77,20 @@ class Chunker:
         self.max_tokens = max_tokens - 2
         self.chunk_tokens = min(chunk_tokens, self.max_tokens)
         self.overlap_tokens = min(overlap_tokens, self.chunk_tokens // 2)
+        self.chars_per_token = chars_per_token
+
+    def _length(self, text: str) -> int:
+        """A piece's size for the splitter: its tokens, or more for a piece of few, long ones."""
+        tokens = self.count_tokens(text)
+        if self.chars_per_token is None:
+            return tokens
+        return max(tokens, -(-len(text) // self.chars_per_token))
 
     def _splitter(self, size: int) -> RecursiveCharacterTextSplitter:
         return RecursiveCharacterTextSplitter(
             chunk_size=size,
             chunk_overlap=min(self.overlap_tokens, size // 2),
-            length_function=self.count_tokens,
+            length_function=self._length,
             separators=["\n\n", "\n", ". ", "; ", ", ", " ", ""],
             keep_separator="end",
             add_start_index=True,

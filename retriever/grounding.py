@@ -26,7 +26,9 @@ MIN_SENTENCE_CHARS = 12
 # A list item's marker at the start of a sentence: "1.", "2)", "-", "*", "a)".
 LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022\u2013]|\(?[a-z]\))(?:\s+|$)")
 # A token that may be an identifier: letters and digits joined by _ - . / or followed by "()".
-IDENTIFIER = re.compile(r"\w+\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
+# "name()" is tried only where a word starts, and its word is never given back: tried at every
+# character of a long word without "()" ("ééé...", "___..."), it cost the square of its length.
+IDENTIFIER = re.compile(r"(?<!\w)\w++\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
 
 
 # Questions answered by a quantity, a date or a time.

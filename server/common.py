@@ -80,6 +80,24 @@ def answer_finisher(route: str) -> Callable[[Answer], Answer]:
     return finish
 
 
+def shows_model_details() -> bool:
+    """Whether the caller of this request is told why the model failed (as on health)."""
+    return current().allows("admin")
+
+
+def _model_failure(exc: GenerationError, detailed: bool) -> str:
+    """What the caller is told of a model's failure: the reason for admins; for others what
+    happened, not the model server's address and reply or the model's files and crash."""
+    if detailed:
+        return str(exc)
+    if isinstance(exc, ModelUnavailable):
+        return (
+            "the model is not available now; ask again in a moment (retrieval, extractive "
+            "answers and ingestion are not affected)"
+        )
+    return "the model failed to write the answer; see the server log"
+
+
 @contextmanager
 def answer_errors() -> Iterator[None]:
     """Errors raised before an answer starts, as HTTP errors."""
@@ -93,10 +111,13 @@ def answer_errors() -> Iterator[None]:
         raise ApiError(504, "timeout", str(exc)) from None
     except ModelUnavailable as exc:
         log.warning("model unavailable: %s", exc)
-        raise ApiError(503, "model_unavailable", str(exc), {"Retry-After": "5"}) from None
+        message = _model_failure(exc, shows_model_details())
+        raise ApiError(503, "model_unavailable", message, {"Retry-After": "5"}) from None
     except GenerationError as exc:
         log.warning("generation failed: %s", exc)
-        raise ApiError(502, "generation_failed", str(exc)) from None
+        raise ApiError(
+            502, "generation_failed", _model_failure(exc, shows_model_details())
+        ) from None
 
 
 def first_event(events: AnswerStream) -> SourcesEvent:
@@ -110,15 +131,16 @@ def first_event(events: AnswerStream) -> SourcesEvent:
     return event
 
 
-def stream_failure(exc: Exception) -> tuple[str, str]:
-    """(code, message) for an error after a stream's headers were sent."""
+def stream_failure(exc: Exception, detailed: bool) -> tuple[str, str]:
+    """(code, message) for an error after a stream's headers were sent (outside the request:
+    `detailed` is `shows_model_details()` taken while it was there)."""
     if isinstance(exc, GenerationTimeout):
         return "timeout", str(exc)
     if isinstance(exc, ModelUnavailable):
         log.warning("model unavailable: %s", exc)
-        return "model_unavailable", str(exc)
+        return "model_unavailable", _model_failure(exc, detailed)
     if isinstance(exc, GenerationError):
         log.warning("generation failed: %s", exc)
-        return "generation_failed", str(exc)
+        return "generation_failed", _model_failure(exc, detailed)
     log.exception("answer stream failed")
     return "internal", "internal error; see the server log"

@@ -80,8 +80,13 @@ def _check_access() -> None:
     settings = state().settings
     header = request.headers.get("Authorization", "")
     kind, _, presented = header.partition(" ")
-    token = settings.metrics_token
-    if token and kind.lower() == "bearer" and hmac.compare_digest(presented.strip(), token):
+    token = settings.metrics_token.encode()
+    # As bytes: compare_digest refuses (raises on) str with characters beyond ASCII.
+    if (
+        token
+        and kind.lower() == "bearer"
+        and hmac.compare_digest(presented.strip().encode(), token)
+    ):
         return
     principal = authenticate(settings)  # auth none: loopback only, else 403
     if principal is None:

@@ -37,6 +37,7 @@ from server.common import (
     check_question,
     first_event,
     require_ready,
+    shows_model_details,
     stream_failure,
 )
 from server.contract import Invalid, absent, route
@@ -180,7 +181,15 @@ def chat_completions(body: ChatCompletionRequest) -> ResponseReturnValue:
     first = first_event(events)
     return event_stream_response(
         EventStream(
-            _chunks(completion, first, events, include_usage, answer_finisher("openai")), events
+            _chunks(
+                completion,
+                first,
+                events,
+                include_usage,
+                answer_finisher("openai"),
+                shows_model_details(),
+            ),
+            events,
         )
     )
 
@@ -235,6 +244,7 @@ def _chunks(
     events: AnswerStream,
     include_usage: bool,
     finish: Callable[[Answer], Answer],
+    detailed: bool,
 ) -> Generator[str, None, None]:
     sources = [vars(s) for s in first.sources]
     yield sse(completion.chunk({"role": "assistant", "content": ""}, sources=sources))
@@ -247,7 +257,7 @@ def _chunks(
             else:
                 yield KEEP_ALIVE
     except Exception as exc:
-        code, message = stream_failure(exc)
+        code, message = stream_failure(exc, detailed)
         yield sse({"error": _error_body(500, code, message)})
         return
     if answer is None:  # pragma: no cover - the stream's contract

@@ -28,6 +28,7 @@ from server.common import (
     answer_finisher,
     first_event,
     require_ready,
+    shows_model_details,
     stream_failure,
 )
 from server.contract import route
@@ -97,6 +98,7 @@ def ask(body: AskRequest) -> ResponseReturnValue:
                 events,
                 answer_finisher("api"),
                 StreamedLinks(state().settings.answer_link_hosts),
+                shows_model_details(),
                 thread,
             ),
             events,
@@ -161,6 +163,7 @@ def _ask_events(
     events: AnswerStream,
     finish: Callable[[Answer], Answer],
     links: StreamedLinks,
+    detailed: bool,
     thread: _Thread | None = None,
 ) -> Generator[str, None, None]:
     """`sources`, `token`..., then `done` (the checked answer, as without streaming) or
@@ -193,7 +196,7 @@ def _ask_events(
                 yield sse(result, "done")
     except Exception as exc:
         finished = True
-        code, message = stream_failure(exc)
+        code, message = stream_failure(exc, detailed)
         yield from token(links.finish())  # what the model wrote before it failed
         yield sse({"error": {"code": code, "message": message}}, "error")
     finally:

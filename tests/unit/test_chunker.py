@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import itertools
 
-from ingest.chunker import Chunker, sections
+from ingest.chunker import MAX_CHARS_PER_TOKEN, Chunker, sections
 from ingest.loaders import Element, load_document
 from retriever.embedder import SentenceTransformerEmbedder
 from tests.conftest import DEMO
@@ -70,3 +70,23 @@ def test_heading_without_body_is_kept_as_text() -> None:
     ]
     result = sections(elements)
     assert [s.parts[0][0] for s in result] == ["Slide one", "Body of two"]
+
+
+def test_a_passage_is_bounded_in_characters_whatever_the_tokenizer_counts(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    # A word the tokenizer reads as one unknown token ([UNK] past 100 characters) once made a
+    # passage of any length: every check of an answer then read all of it, for every question
+    # that found it (80,000 characters: 9 s a question, growing with the square).
+    chunker = _chunker(embedder)
+    text = "The build server word is " + "é" * 100_000 + " and the port is 9090."
+    chunks = chunker.chunk([Element(text, "NarrativeText", None, ())], "d", "b.txt", "B", "eng")
+    assert sum(len(c.text) for c in chunks) >= 100_000  # nothing is lost
+    assert max(len(c.text) for c in chunks) <= 200 * MAX_CHARS_PER_TOKEN
+    # Ordinary prose is cut by tokens as before.
+    doc = load_document(DEMO / "network-operations-runbook.md")
+    before = Chunker(embedder.count_tokens, embedder.max_tokens, 200, 32, chars_per_token=None)
+    same = before.chunk(doc.elements, "doc", "r.md", doc.title, "default")
+    assert [c.text for c in chunker.chunk(doc.elements, "doc", "r.md", doc.title, "default")] == [
+        c.text for c in same
+    ]

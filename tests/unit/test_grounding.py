@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from retriever.components import Components
@@ -540,3 +542,17 @@ def test_a_claim_contradicts_a_backing_that_denies_what_it_states(
     claim: str, backing: str, reversed_: bool
 ) -> None:
     assert contradicts(claim, backing) is reversed_
+
+
+def test_identifiers_cost_linear_time() -> None:
+    # A passage (or a question) of one long run of word characters that are not ASCII
+    # letters or digits ("ééé...", "___...") made the identifier pattern retry the whole run
+    # at every character: 8,000 of them took a second, 40,000 half a minute.
+    start = time.perf_counter()
+    for run in ("é" * 40_000, "_" * 40_000 + "a", "x" + "_" * 40_000 + "!"):
+        identifiers(run)
+    assert time.perf_counter() - start < 0.5
+    assert identifiers("call deflateInit() or asn1_der_decoding, not __é()") >= {
+        "deflateinit",
+        "asn1_der_decoding",
+    }

@@ -151,6 +151,20 @@ def test_who_may_read_the_metrics(world: tuple[Flask, dict[str, dict[str, str]]]
         assert response.get_json()["error"]["code"] in ("unauthorized", "forbidden")
 
 
+def test_a_token_of_any_characters_is_refused_not_a_500(
+    world: tuple[Flask, dict[str, dict[str, str]]],
+) -> None:
+    """Review 3: a Bearer value with a character beyond ASCII (HTTP headers are read as
+    Latin-1) made the constant-time comparison raise: 500 and a traceback in the log for
+    each such request, from anyone."""
+    app, _ = world
+    client = app.test_client()
+    for presented in ("scrape-token-12\xe9", "\xe9" * 20, "scrape-token-123\xff"):
+        response = client.get("/metrics", headers={"Authorization": f"Bearer {presented}"})
+        assert response.status_code == 401, presented
+        assert response.get_json()["error"]["code"] == "unauthorized"
+
+
 def test_an_outsider_cannot_grow_the_label_sets(
     world: tuple[Flask, dict[str, dict[str, str]]],
 ) -> None:

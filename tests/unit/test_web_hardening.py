@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import select
+import socket
 import stat
 import threading
 import time
@@ -17,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import waitress
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from cli.serve import waitress_options
 from config.settings import Settings
 from retriever.components import Components
 from retriever.generation import FakeGenerator
@@ -544,3 +548,95 @@ def test_f5_a_client_that_goes_away_frees_the_escalation(escalating: tuple[Flask
     # ... and the call to the larger model ends at its next word, which frees the slot.
     stub.go.set()
     _wait_for(lambda: escalation.slots.stats()["active"] == 0, "the escalation slot")
+
+
+# -- the third review ------------------------------------------------------------------------
+
+
+def _http_head(path: str, *headers: str) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "Host: localhost", *headers, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def test_r3_waitress_refuses_a_body_over_the_limit_before_reading_it(
+    components: Components, settings: Settings
+) -> None:
+    # Waitress reads a whole body (into a temporary file) before the app, and so auth, runs:
+    # at its default limit (1 GB) anyone reaching the port could fill the disk, unsigned in.
+    limited = auth_settings(settings, max_upload_mb=1, max_request_kb=64)
+    app = _app(components, limited)
+    # poll, not select: the test process may hold descriptors past select's 1024 by now.
+    options = {**waitress_options(limited, 4), "port": 0, "asyncore_use_poll": True}
+    server = waitress.create_server(app, **options)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    address = ("127.0.0.1", server.effective_port)  # type: ignore[union-attr]
+    try:
+        with socket.create_connection(address, timeout=5) as conn:
+            conn.sendall(_http_head("/api/v1/documents", "Content-Length: 1073741000"))
+            assert conn.recv(64).startswith(b"HTTP/1.1 413")  # from the headers alone
+        with socket.create_connection(address, timeout=5) as conn:
+            conn.sendall(_http_head("/api/v1/documents", "Transfer-Encoding: chunked"))
+            piece, sent = b"x" * 65536, 0
+            answered = select.poll()
+            answered.register(conn, select.POLLIN)
+            while sent < 8 * 1024 * 1024 and not answered.poll(50):
+                conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            assert conn.recv(64).startswith(b"HTTP/1.1 413")
+            assert sent < 2 * 1024 * 1024  # refused once past the limit, not at the end
+        with socket.create_connection(address, timeout=5) as conn:  # the app's own answer
+            conn.sendall(_http_head("/api/v1/ask", "Content-Length: 2") + b"{}")
+            assert conn.recv(64).startswith(b"HTTP/1.1 401")
+    finally:
+        server.close()
+        app.extensions["enclave"].shutdown()
+
+
+def test_r3_the_model_servers_address_and_reply_are_for_admins(
+    key_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failing model server's error named its address and quoted 300 characters of its
+    # reply (and a crashed model process its files) to every asker, in the 502/503 of ask
+    # and chat completions and in their streams' error events; health keeps such details
+    # for admins (F16).
+    from retriever.generation import GenerationError, ModelUnavailable
+
+    client = key_app.test_client()
+    admin = add_user(key_app, "root", "admin")
+    upload = client.post("/api/v1/documents", data=_file(), headers=admin)
+    assert upload.status_code == 202
+    _wait_for(
+        lambda: key_app.extensions["enclave"].pipeline.registry.counts().get("indexed") == 1,
+        "the document",
+    )
+    access = key_app.extensions["enclave"].settings.inbox_dir / "default" / ".enclave-access"
+    access.parent.mkdir(parents=True, exist_ok=True)
+    access.write_text("staff\n")
+    ask = add_user(key_app, "ann", "ask", ("staff",))  # reads the document
+    secret = "http://10.9.8.7:8081/v1 answered 500: upstream token=s3cr3t"
+    question = "When does the canteen open?"
+    calls = (
+        ("/api/v1/ask", {"question": question}),
+        ("/api/v1/ask", {"question": question, "stream": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": question}]}),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": question}], "stream": True},
+        ),
+    )
+    model = key_app.extensions["enclave"].components.generator
+    for error in (GenerationError(secret), ModelUnavailable(f"the model process {secret}")):
+
+        def failing(*_: object, error: Exception = error) -> Iterator[str]:
+            raise error
+            yield ""
+
+        monkeypatch.setattr(model, "stream", failing)
+        for url, body in calls:
+            body = {**body, "answer_mode": "generative"} if "question" in body else body
+            told = client.post(url, json=body, headers=ask).get_data(as_text=True)
+            assert "error" in told and "10.9.8.7" not in told and "s3cr3t" not in told, url
+            assert "see the server log" in told or "again" in told, told
+            shown = client.post(url, json=body, headers=admin).get_data(as_text=True)
+            assert "10.9.8.7" in shown, (url, shown)
