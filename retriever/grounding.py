@@ -29,6 +29,9 @@ LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022\u2013]|\(?[a-z]\))(?:\s+
 # "name()" is tried only where a word starts, and its word is never given back: tried at every
 # character of a long word without "()" ("ééé...", "___..."), it cost the square of its length.
 IDENTIFIER = re.compile(r"(?<!\w)\w++\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
+# A command-line option where a word starts (`-t`, `--novalid`, `--trace-children=yes` ->
+# `--trace-children`): the word splitter keeps only its letters ("t"), which say nothing.
+COMMAND_OPTION = re.compile(r"(?<![^\s(\[\"'`])--?[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*(?![\w-])")
 
 
 # Questions answered by a quantity, a date or a time.
@@ -342,7 +345,7 @@ def numbers(text: str) -> set[str]:
 
 def identifiers(text: str) -> set[str]:
     """Names of things written as code (lower case, without a trailing "()"):
-    `asn1_der_decoding`, `deflateInit()`, `POL-OPS-007`, `AS64500`. The embedder and the word
+    `asn1_der_decoding`, `deflateInit()`, `POL-OPS-007`, `AS64500`, `-t`. The embedder and the word
     splitter both see them as unknown pieces; matched whole they are the surest key terms."""
     found = set()
     for match in IDENTIFIER.finditer(text):
@@ -360,6 +363,7 @@ def identifiers(text: str) -> set[str]:
             or (joined and re.search(r"[A-Z]{2}", core))
         ):
             found.add(core.lower())
+    found.update(option.lower() for option in COMMAND_OPTION.findall(text))
     return found
 
 

@@ -112,7 +112,10 @@ STOPWORDS = frozenset(
         "your",
         "yourself",
         "yourselves",
-        # What is left of a contraction split at its apostrophe ("isn't" -> "isn", "t").
+        # What is left of a contraction or a possessive split at its apostrophe ("isn't" ->
+        # "isn", "t"; "xz's" -> "s").
+        "s",
+        "t",
         "aren",
         "couldn",
         "didn",

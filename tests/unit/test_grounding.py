@@ -246,6 +246,20 @@ def test_a_sentence_off_the_question_is_dropped() -> None:
     assert checked == "Up to 5 unused days may be carried over [1]."
 
 
+def test_command_line_options_are_identifiers_and_apostrophes_leave_no_words() -> None:
+    """`-t` is what "What does xz -t do?" is about; the "t" of "doesn't" is not."""
+    assert identifiers("-t, --test  Test the integrity of files (see -l).") == {
+        "-t",
+        "--test",
+        "-l",
+    }
+    assert identifiers("Use --trace-children=yes or `-u`.") == {"--trace-children", "-u"}
+    assert identifiers("A well-known - and long-running - job, 5-10 or -5 of them.") == set()
+    assert set(key_terms("What does xz -t do?").values()) == {"xz", "-t"}
+    assert "t" not in content_words("xz doesn't copy the ACLs of the file's owner")
+    assert "s" not in content_words("xz doesn't copy the ACLs of the file's owner")
+
+
 def test_identifiers_are_whole_key_terms() -> None:
     assert identifiers("What does asn1_der_decoding do? See deflateInit() and POL-OPS-007.") == {
         "asn1_der_decoding",
