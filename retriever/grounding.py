@@ -591,7 +591,8 @@ def extract_answer(
 ) -> list[Support]:
     """The `max_sentences` source sentences that answer the question best (`rank_sentences`,
     or the given `ranked` sentences of the same sources), in source order; one that opens
-    with a pronoun comes with the sentence before it."""
+    with a pronoun comes with the sentence before it, and asked for a default, one without it
+    with the sentence after it that states it (`_with_default`)."""
     if ranked is None:
         ranked = rank_sentences(question, sources, similarity)
     chosen: list[Support] = []
@@ -610,7 +611,7 @@ def extract_answer(
         leaned = _with_antecedent(source, r.span)
         if any(c.n == r.n and leaned.start < c.span.end <= r.span.start for c in chosen):
             leaned = r.span  # the sentence it leans on is quoted already, just before it
-        reasoned = _with_reason(question, source, leaned)
+        reasoned = _with_default(question, source, _with_reason(question, source, leaned))
         followed = _with_what_follows(source, reasoned)
         if any(c.n == r.n and reasoned.end <= c.span.start < followed.end for c in chosen):
             followed = reasoned  # the line it introduces is quoted already
@@ -721,6 +722,34 @@ def _sentence_after(source: str, span: Span) -> Span | None:
         return None
     first = after[0]
     return Span(span.end + first.start, span.end + first.end, first.text)
+
+
+# A question about what holds when nothing is set, and a sentence that says it. Reference pages
+# state a default after describing the option: "AccuracySec= Specify the accuracy the timer
+# shall elapse with. Defaults to 1min."
+ASKS_DEFAULT = re.compile(
+    r"(?i)\b(?:defaults?|out of the box|stock settings|without (?:giving|setting|specifying|"
+    r"passing|choosing)|unless (?:i|you|we) (?:set|give|specify|pass|choose))\b"
+)
+_STATES_DEFAULT = re.compile(
+    r"(?i)\bdefaults?\b|\bif (?:not|none is|nothing is) (?:set|given|specified)\b"
+)
+_DEFAULT_REACH = 600
+
+
+def _with_default(question: str, source: str, span: Span) -> Span:
+    """`span`, asked what holds by default, through the sentence after it that states the
+    default when it states none itself and that sentence follows in the same paragraph, at
+    most `_DEFAULT_REACH` characters on."""
+    if not ASKS_DEFAULT.search(question) or _STATES_DEFAULT.search(span.text):
+        return span
+    rest = source[span.end : span.end + _DEFAULT_REACH]
+    paragraph = re.search(r"\n\s*\n", rest)
+    for sentence in split_sentences(rest[: paragraph.start()] if paragraph else rest):
+        if _STATES_DEFAULT.search(sentence.text):
+            end = span.end + sentence.end
+            return Span(span.start, end, source[span.start : end])
+    return span
 
 
 # "Why ...?" asks for a reason: a sentence giving one says so.

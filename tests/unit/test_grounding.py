@@ -570,3 +570,24 @@ def test_identifiers_cost_linear_time() -> None:
         "deflateinit",
         "asn1_der_decoding",
     }
+
+
+def test_asked_for_a_default_an_extract_comes_with_the_sentence_after_it_stating_it() -> None:
+    source = (
+        "NumberOfPasswordPrompts Specifies the number of password prompts before giving up. "
+        "The argument to this keyword must be an integer. The default is 3.\n\n"
+        "ConnectTimeout Specifies the timeout used when connecting. The default is 0."
+    )
+    question = "By default, how many times will ssh prompt for a password before it gives up?"
+    best = extract_answer(question, [source], max_sentences=1)[0]
+    assert best.span.text.startswith("NumberOfPasswordPrompts")
+    assert best.span.text.endswith("The default is 3.")
+    # Not asked for a default, the sentence stands alone; and never past its paragraph.
+    alone = extract_answer("How many password prompts does ssh allow?", [source], max_sentences=1)[
+        0
+    ]
+    assert "default" not in alone.span.text
+    timeout = extract_answer(
+        "What timeout does ssh use when connecting by default?", [source.split("\n\n")[1]]
+    )
+    assert "The default is 0" in " ".join(s.span.text for s in timeout)
