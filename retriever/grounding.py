@@ -574,7 +574,10 @@ def rank_sentences(
     for rank, ((n, span), bag) in enumerate(zip(candidates, about, strict=True)):
         overlap = sum(weight[w] for w in asked & bag) / top
         score = overlap + COSINE_WEIGHT * cosines[rank]
-        if kind is not None and overlap > 0 and holds_kind(kind, span.text, question):
+        # Asked for a default, a sentence is judged with the one after it that states it, as
+        # it is quoted (`_with_default`).
+        said = _with_default(question, sources[n - 1], span).text
+        if kind is not None and overlap > 0 and holds_kind(kind, said, question):
             score += KIND_BONUS * overlap
         # A small prior for better-ranked sources and earlier sentences breaks ties.
         ranked.append(RankedSentence(n, span, score - 0.01 * n - 0.0001 * rank, overlap))

@@ -591,3 +591,18 @@ def test_asked_for_a_default_an_extract_comes_with_the_sentence_after_it_stating
         "What timeout does ssh use when connecting by default?", [source.split("\n\n")[1]]
     )
     assert "The default is 0" in " ".join(s.span.text for s in timeout)
+
+
+def test_asked_for_a_default_a_sentence_holds_the_number_its_default_sentence_gives() -> None:
+    sources = [
+        "SyncIntervalSec= The timeout before synchronizing journal files to disk. After "
+        "syncing, journal files are placed in the OFFLINE state. The default timeout is 5 "
+        "minutes.",
+        "MaxFileSec= The maximum time to store journal entries in a single file before "
+        "rotating to the next one, such as 1 month.",
+    ]
+    question = "By default, how long does journald wait before it syncs journal files to disk?"
+    best = rank_sentences(question, sources)[0]
+    assert best.span.text.startswith("SyncIntervalSec=")
+    quoted = extract_answer(question, sources, max_sentences=1)[0]
+    assert quoted.span.text.endswith("The default timeout is 5 minutes.")
