@@ -14,10 +14,13 @@ It is applied as: the collection filter of every retrieval (inside the Chroma `w
 FTS5 SQL, `readable_collections`), and `readable` / `readable_document` for the document list,
 one document, its file, re-indexing and deletion; conversations are the caller's own, and their
 stored answers are shown only while every cited document is still readable
-(`visible_answer`)."""
+(`visible_answer`). A reader sees a document's path relative to the inbox, never the server's
+folders (`path_shower`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import g, has_request_context
@@ -81,6 +84,28 @@ def require_scope(scope: str) -> None:
         raise ApiError(403, "forbidden", f"this needs a key or login with scope '{scope}'")
 
 
+def path_shower() -> Callable[[str], str]:
+    """How the current caller sees a document's path, bound now (a stream is sent after its
+    request): whole to a caller who reads every collection (an administrator); to a reader,
+    relative to the inbox ("hr/leave.md"), an upload or any other file by its name only. The
+    server's own folders are nothing a reader needs, and they map its disks for anyone
+    probing it."""
+    if current().reads_everything:
+        return lambda path: path
+    settings = state().settings
+    inbox = settings.inbox_dir.resolve()
+
+    def shown(path: str) -> str:
+        file = Path(path)
+        if not file.is_absolute():
+            return path  # already shown: a stream's sources, then its answer, are the same
+        if file.is_relative_to(inbox):
+            return file.relative_to(inbox).as_posix()
+        return file.name
+
+    return shown
+
+
 HIDDEN_ANSWER = "(hidden: this answer cites documents you can no longer read)"
 
 
@@ -98,4 +123,6 @@ def visible_answer(message: dict[str, Any]) -> dict[str, Any]:
             hidden["direct_answer"] = None
             hidden["citations"] = []
             return {**message, "content": HIDDEN_ANSWER, "answer": hidden}
-    return message
+    shown = path_shower()  # an answer stored before paths were shown so, or an admin's
+    sources = [{**s, "path": shown(str(s.get("path", "")))} for s in answer.get("sources") or []]
+    return {**message, "answer": {**answer, "sources": sources}}

@@ -14,7 +14,7 @@ from retriever.generation import GenerationError, ModelUnavailable
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy
 from server import metrics
-from server.access import current
+from server.access import current, path_shower
 from server.errors import ApiError
 from server.state import state
 from service.untrusted import neutralize_links
@@ -54,15 +54,19 @@ def actor() -> str:
 def answer_finisher(route: str) -> Callable[[Answer], Answer]:
     """What is done to an answer as it leaves the server, bound now (a stream finishes
     outside the request's context): links and images to hosts outside `answer_link_hosts`
-    are reduced to text (`service/untrusted.py`), and the audit log records who asked, when
+    are reduced to text (`service/untrusted.py`), sources show their paths as the caller may
+    see them (`path_shower`), and the audit log records who asked, when
     (the entry's time), through which route, and which documents the answer was given
     (never the question's or the documents' text)."""
     st = state()
     hosts, audit, who = st.settings.answer_link_hosts, st.audit, actor()
     route = g.get("answer_route", route)  # an MCP tool call runs the REST view: "mcp"
     started = metrics.request_started()
+    shown = path_shower()
 
     def finish(answer: Answer) -> Answer:
+        for source in answer.sources:
+            source.path = shown(source.path)
         answer.answer = neutralize_links(answer.answer, hosts)
         if answer.direct_answer:
             answer.direct_answer = neutralize_links(answer.direct_answer, hosts)
@@ -122,12 +126,16 @@ def answer_errors() -> Iterator[None]:
 
 def first_event(events: AnswerStream) -> SourcesEvent:
     """Start an answer stream: retrieval, prompt and admission run now, so a refusal is still
-    an HTTP error rather than an event inside a 200 response."""
+    an HTTP error rather than an event inside a 200 response. Its sources show their paths as
+    the caller may see them."""
     with answer_errors():
         event = next(events)
     if not isinstance(event, SourcesEvent):  # pragma: no cover - the stream's contract
         events.close()
         raise TypeError(f"an answer stream starts with its sources, not {event!r}")
+    shown = path_shower()
+    for source in event.sources:
+        source.path = shown(source.path)
     return event
 
 

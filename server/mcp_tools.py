@@ -25,7 +25,7 @@ from mcp.server.lowlevel import Server
 from pydantic import BaseModel
 
 from server import metrics
-from server.access import Principal, readable_collections, require_scope
+from server.access import Principal, path_shower, readable_collections, require_scope
 from server.ask.schemas import AskRequest, SearchArguments
 from server.common import actor
 from server.contract import Schemas, parse
@@ -383,6 +383,7 @@ def _search(arguments: dict[str, Any]) -> dict[str, Any]:
     collections = readable_collections(args.collections())
     require_ready()
     result = state().components.searcher.search(query, top_k, mode, collections)
+    shown = path_shower()
     return {
         "query": query,
         "passages": [
@@ -390,7 +391,7 @@ def _search(arguments: dict[str, Any]) -> dict[str, Any]:
                 "n": n,
                 "document_id": hit.chunk.document_id,
                 "title": hit.chunk.title,
-                "path": hit.chunk.path,
+                "path": shown(hit.chunk.path),
                 "collection": hit.chunk.collection,
                 "page": hit.chunk.page,
                 "headings": hit.chunk.heading_path,

@@ -16,7 +16,13 @@ from werkzeug.utils import secure_filename
 from config.collection_names import is_collection_name
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadError, sniff_mismatch
 from ingest.registry import DocumentRecord
-from server.access import can_read_collection, current, readable, readable_document
+from server.access import (
+    can_read_collection,
+    current,
+    path_shower,
+    readable,
+    readable_document,
+)
 from server.common import require_ready
 from server.contract import File, route
 from server.documents.schemas import Deleted, Document, DocumentList, Pending, Upload, Uploaded
@@ -33,8 +39,9 @@ _NAME_CHARS = 200  # of the client's file name (ASCII after secure_filename), su
 def document_json(
     record: DocumentRecord, pages: dict[str, dict[str, int]] | None = None
 ) -> dict[str, Any]:
-    """A document as the API shows it: the registry's fields, its file name, when it was
-    last indexed and, while it is being read, its pages done ({done, total}, else null)."""
+    """A document as the API shows it: the registry's fields (its path as the caller may see
+    it), its file name, when it was last indexed and, while it is being read, its pages done
+    ({done, total}, else null)."""
     body = record.to_dict()
     stored = Path(record.path).name
     name = stored
@@ -42,6 +49,11 @@ def document_json(
         name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <16 hex digits>-<name>
         if record.error:
             body["error"] = record.error.replace(stored, name)
+    shown = path_shower()(record.path)
+    body["path"] = shown
+    error = body.get("error")
+    if isinstance(error, str) and shown != record.path:
+        body["error"] = error.replace(record.path, shown)
     body["name"] = name
     body["indexed_at"] = record.updated_at if record.status == "indexed" else None
     if pages is None and record.status == "pending":

@@ -375,3 +375,25 @@ def test_cli_hand_off_sends_the_key_from_the_environment(
         assert '"handed_off": 1' in capsys.readouterr().out
     finally:
         server.shutdown()
+
+
+def test_a_reader_sees_paths_relative_to_the_inbox_an_admin_the_whole_path(
+    app: Flask, client: FlaskClient, docs: dict[str, str]
+) -> None:
+    """The server's folders are nothing a reader needs: answers (whole and streamed), the
+    document list and one document show a reader the path under the inbox."""
+    hr = add_user(app, "ann", "ask", ("hr-staff",))
+    admin = add_user(app, "root", "admin")
+    inbox = str(app.extensions["enclave"].settings.inbox_dir.resolve())
+    question = {"question": "How long is parental leave?"}
+    body = client.post("/api/v1/ask", json=question, headers=hr).get_json()
+    assert [s["path"] for s in body["sources"]] == ["hr/leave.txt"]
+    streamed = client.post("/api/v1/ask", json={**question, "stream": True}, headers=hr)
+    text = streamed.get_data(as_text=True)
+    assert '"path": "hr/leave.txt"' in text and inbox not in text
+    listed = client.get("/api/v1/documents", headers=hr).get_json()["documents"]
+    assert [d["path"] for d in listed] == ["hr/leave.txt"]
+    one = client.get(f"/api/v1/documents/{docs['hr/leave.txt']}", headers=hr).get_json()
+    assert one["path"] == "hr/leave.txt"
+    body = client.post("/api/v1/ask", json=question, headers=admin).get_json()
+    assert any(s["path"] == f"{inbox}/hr/leave.txt" for s in body["sources"])
