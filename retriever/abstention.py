@@ -102,10 +102,12 @@ class EvidenceCheck:
         similarity: float | None = None
         unshared = self._unshared_words(question, result, passages)
         if unshared is not None:
+            if not t.reworded_similarity:
+                return unshared
             # A person rewords ("files git isn't tracking yet" for "untracked files"): a
             # sentence as close in meaning as one that says it outweighs the missing words.
             similarity = self.best_sentence_similarity(question, result.hits)
-            if not t.reworded_similarity or similarity < t.reworded_similarity:
+            if similarity < t.reworded_similarity:
                 return unshared
         # Last, as it costs an embedding pass (made above when the words fell short).
         if t.min_sentence_similarity and not exact:

@@ -489,11 +489,10 @@ def contradicts(claim: str, backing: str) -> bool:
     other states without any negation ("ssh will ... allow connections to hosts whose host
     key has changed" against "... but will not permit connections to hosts with changed host
     keys"). A claim that keeps a negation is not judged: it may only rephrase it."""
-    for said, other in ((claim, backing), (backing, claim)):
-        denied, other_denied = _negated(said), _negated(other)
-        if denied and other_denied is None and denied & content_words(other):
-            return True
-    return False
+    claimed, backed = _negated(claim), _negated(backing)
+    if backed and claimed is None and backed & content_words(claim):
+        return True
+    return bool(claimed and backed is None and claimed & content_words(backing))
 
 
 # How much more a sentence holding the kind of phrase the question asks for (a date for
@@ -530,6 +529,7 @@ def rank_sentences(
     if not asked:
         return []
     kind = asked_kind(question)
+    asks_default = bool(ASKS_DEFAULT.search(question))
     # What each sentence is about: its words, and, asked for an id, a version or a port, those
     # of the sentence before it when it names its subject only by a pronoun ("... the operator
     # user ... It had uid 37."). (Asked who or why, the sentence before often holds another
@@ -574,11 +574,12 @@ def rank_sentences(
     for rank, ((n, span), bag) in enumerate(zip(candidates, about, strict=True)):
         overlap = sum(weight[w] for w in asked & bag) / top
         score = overlap + COSINE_WEIGHT * cosines[rank]
-        # Asked for a default, a sentence is judged with the one after it that states it, as
-        # it is quoted (`_with_default`).
-        said = _with_default(question, sources[n - 1], span).text
-        if kind is not None and overlap > 0 and holds_kind(kind, said, question):
-            score += KIND_BONUS * overlap
+        if kind is not None and overlap > 0:
+            # Asked for a default, a sentence is judged with the one after it that states it,
+            # as it is quoted (`_with_default`).
+            said = _with_default(question, sources[n - 1], span).text if asks_default else span.text
+            if holds_kind(kind, said, question):
+                score += KIND_BONUS * overlap
         # A small prior for better-ranked sources and earlier sentences breaks ties.
         ranked.append(RankedSentence(n, span, score - 0.01 * n - 0.0001 * rank, overlap))
     ranked.sort(key=lambda r: -r.score)

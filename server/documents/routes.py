@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,11 +38,13 @@ _NAME_CHARS = 200  # of the client's file name (ASCII after secure_filename), su
 
 
 def document_json(
-    record: DocumentRecord, pages: dict[str, dict[str, int]] | None = None
+    record: DocumentRecord,
+    pages: dict[str, dict[str, int]] | None = None,
+    shown: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     """A document as the API shows it: the registry's fields (its path as the caller may see
     it), its file name, when it was last indexed and, while it is being read, its pages done
-    ({done, total}, else null)."""
+    ({done, total}, else null). `shown`: the caller's `path_shower`, when taken once for many."""
     body = record.to_dict()
     stored = Path(record.path).name
     name = stored
@@ -49,11 +52,11 @@ def document_json(
         name = _UPLOAD_PREFIX.sub("", stored)  # uploads are stored as <16 hex digits>-<name>
         if record.error:
             body["error"] = record.error.replace(stored, name)
-    shown = path_shower()(record.path)
-    body["path"] = shown
+    path = (shown or path_shower())(record.path)
+    body["path"] = path
     error = body.get("error")
-    if isinstance(error, str) and shown != record.path:
-        body["error"] = error.replace(record.path, shown)
+    if isinstance(error, str) and path != record.path:
+        body["error"] = error.replace(record.path, path)
     body["name"] = name
     body["indexed_at"] = record.updated_at if record.status == "indexed" else None
     if pages is None and record.status == "pending":
@@ -74,7 +77,8 @@ def list_documents() -> DocumentList:
         for r in records:
             counts[r.status] = counts.get(r.status, 0) + 1
     pages = state().pipeline.jobs.page_progress()
-    documents = [document_json(r, pages) for r in records]
+    shown = path_shower()
+    documents = [document_json(r, pages, shown) for r in records]
     return DocumentList.model_validate({"documents": documents, "counts": counts})
 
 
