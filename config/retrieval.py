@@ -15,6 +15,13 @@ class RetrievalSettings(Section):
 
     retrieval_mode: Literal["hybrid", "dense", "bm25"] = Field("hybrid")
     top_k: int = Field(4, ge=1, le=50, description="Sources given to the model.")
+    answer_candidates: int = Field(
+        8,
+        ge=0,
+        le=200,
+        description="Passages an answer's sources are chosen from: the top_k whose best "
+        "sentence answers the question best, in search order. top_k or less: the first top_k.",
+    )
     candidates_k: int = Field(30, ge=1, le=1000, description="Candidates per retriever.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant.")
     dense_weight: float = Field(1.0, ge=0, description="Weight of dense ranks in fusion.")

@@ -27,6 +27,7 @@ from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
     RankedSentence,
     Support,
+    answering_passages,
     asks_amount,
     extract_answer,
     focus,
@@ -72,6 +73,7 @@ class AnswerService:
         focus_sentences: int = 0,
         timeout_s: float = 120.0,
         escalation: Escalation | None = None,
+        candidates: int = 0,
     ) -> None:
         self.serving = serving
         self.generator = generator
@@ -86,6 +88,7 @@ class AnswerService:
         self.focus_sentences = focus_sentences
         self.timeout_s = timeout_s
         self.escalation = escalation
+        self.candidates = candidates  # passages searched to choose the top_k sources from
 
     @property
     def searcher(self) -> HybridSearcher:
@@ -280,9 +283,14 @@ class AnswerService:
 
     def _retrieve(self, asked: Question, timings: dict[str, float]) -> SearchResult:
         start = time.perf_counter()
+        k = asked.top_k or self.top_k
         result = self.searcher.search(
-            asked.text, asked.top_k or self.top_k, asked.mode or self.mode, asked.collections
+            asked.text, max(k, self.candidates), asked.mode or self.mode, asked.collections
         )
+        if len(result.hits) > k:
+            texts = [h.chunk.text for h in result.hits]
+            chosen = answering_passages(asked.text, texts, k, self._similarity)
+            result.hits = [result.hits[i] for i in chosen]
         timings["retrieve_ms"] = round((time.perf_counter() - start) * 1000, 1)
         return result
 

@@ -225,6 +225,7 @@ class Components:
             slots=self.slots,
             timeout_s=s.llm_timeout_s,
             escalation=self.escalation,
+            candidates=s.answer_candidates,
         )
 
     @cached_property

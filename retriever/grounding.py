@@ -293,7 +293,7 @@ class Support:
 
 
 def split_sentences(text: str) -> list[Span]:
-    spans = []
+    spans: list[Span] = []
     for match in _SENTENCE.finditer(text):
         raw = match.group(0)
         # A sentence never opens with the separator a layout left before it (": Sea otters").
@@ -301,8 +301,50 @@ def split_sentences(text: str) -> list[Span]:
         if len(stripped) < 2:
             continue
         start = match.start() + (len(raw) - len(raw.lstrip(" \t\n\r:;,")))
-        spans.append(Span(start, start + len(stripped), stripped))
+        if spans and _goes_on(spans[-1], text[spans[-1].end : start], stripped):
+            start = spans[-1].start
+            spans.pop()
+        end = match.start() + len(raw.rstrip())
+        spans.append(Span(start, end, text[start:end]))
     return spans
+
+
+# The period of these ends a word, not the sentence: titles before a name ("Dr. Hall"), ...
+_TITLES = re.compile(
+    r"(?i)mr|mrs|ms|dr|prof|st|mt|ft|gen|gov|sen|rep|rev|hon|lt|col|capt|sgt|maj|adm|pres"
+)
+# ... and these before a number or a word that goes on ("ca. 1730", "pp. 45", "vs. the").
+_ABBREVIATIONS = re.compile(
+    r"(?i)ca|c|approx|vs|cf|viz|al|eg|ie|no|nos|vol|vols|pp|p|fig|figs|ed|eds|b|d|fl|ch|sec|art|esp"
+)
+# A dotted abbreviation: "U.S.", "e.g.", "i.e.", "a.m.".
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")
+# Words that open a sentence after a dotted abbreviation that ends one ("in the U.S. He ...").
+_OPENERS = re.compile(r"(?i)a|an|he|she|it|its|in|on|at|they|we|this|that|these|there|the")
+
+
+def _goes_on(before: Span, gap: str, after: str) -> bool:
+    """Whether the period that ended `before` belongs to an abbreviation or an initial, so
+    that `after`, on the same line, goes on with the same sentence: "Nathan K. Hall",
+    "(ca. 1730)", "Dr. Lee", "the U.S. Army", "e.g. the", or any sentence that would
+    open with a lowercase function word ("... Jr. and his son")."""
+    if not before.text.endswith(".") or "\n" in gap:
+        return False
+    words = before.text[:-1].split()
+    first = after.split(None, 1)[0]
+    if not words or not first:
+        return False
+    last = words[-1].lstrip("([\"'\u201c")
+    if _TITLES.fullmatch(last):
+        return True
+    lowered = first[0].islower() or first[0].isdigit() or first[0] in "(["
+    if re.fullmatch(r"[A-Z]", last):  # an initial, the name going on ("K. Hall", not "B. The")
+        return lowered or (first[0].isupper() and not _OPENERS.fullmatch(first))
+    if _DOTTED.fullmatch(last):
+        return lowered or not _OPENERS.fullmatch(first)
+    if _ABBREVIATIONS.fullmatch(last) and lowered:
+        return True
+    return first[0].islower() and first.strip(",;:").lower() in STOPWORDS
 
 
 # A doubled final consonant that an -ing or -ed doubled ("running", "stopped"), not one the
@@ -392,6 +434,41 @@ def is_heading(span: str) -> bool:
         and ":" not in text
         and not any(c.isdigit() for c in text)
     )
+
+
+# Minor words a title leaves in lower case ("Encyclopedia of Turtles").
+_TITLE_MINOR = re.compile(r"(?i)a|an|and|the|of|in|on|for|to|at|by|with|from|or|vs")
+# A citation's access note or identifier: "Retrieved August 11, 2007.", "ISBN 0805069577."
+# A manual page's name and section as its header and footer print them: "TIMESYNCD.CONF(5)".
+_MAN_PAGE = re.compile(r"\b[A-Z][A-Z0-9._-]+\(\d\w*\)")
+# A bibliography entry's author: "Monroe, James", "Wilson, Douglas L.", "Roosevelt, Theodore
+# (1999)".
+_AUTHOR = re.compile(r"[A-Z][\w'\u2019-]+, (?:[A-Z][\w'\u2019.-]*\s*)+(?:\(\d{4}\))?")
+_REFERENCE = re.compile(r"(?i)(?:retrieved|accessed|isbn|doi)\b")
+
+
+def is_title(sentence: str) -> bool:
+    """A line that names a work, a person or a page rather than saying something: a title
+    ("Encyclopedia of Turtles", "Theodore Roosevelt: An Autobiography."), a bibliography
+    entry's author ("* Monroe, James.", "Roosevelt, Theodore (1999)."), a citation's access
+    note ("Retrieved August 11, 2007.") or a manual page's running header ("XZ(1) XZ Utils
+    XZ(1)"). A label and its value ("Owner: Network Operations") and a line in capitals (a
+    warning) are not titles."""
+    core = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().strip(" .*\"'\u201c\u201d")
+    if _REFERENCE.match(core) or _AUTHOR.fullmatch(core):
+        return True
+    tokens = core.split()
+    if len(tokens) <= 8 and (
+        (len(tokens) >= 3 and tokens[0] == tokens[-1]) or _MAN_PAGE.search(core)
+    ):
+        return True  # a running header or footer: "BSD  January 13, 2023  BSD"
+    words = re.findall(r"[^\W\d_][\w'\u2019-]*", core)
+    if not words or any(c.isdigit() for c in core) or core.isupper():
+        return False
+    label = core.split(":", 1)[0] if ":" in core else ""
+    if label and len(label.split()) < 2:
+        return False
+    return len(words) <= 12 and all(w[0].isupper() or _TITLE_MINOR.fullmatch(w) for w in words)
 
 
 def is_list_marker(sentence: str) -> bool:
@@ -544,6 +621,7 @@ def rank_sentences(
                 len(span.text) >= MIN_SENTENCE_CHARS
                 and not is_fragment(span.text)
                 and not is_heading(span.text)
+                and not is_title(span.text)
             ):
                 candidates.append((n, span))
                 words = content_words(span.text)
@@ -584,6 +662,21 @@ def rank_sentences(
         ranked.append(RankedSentence(n, span, score - 0.01 * n - 0.0001 * rank, overlap))
     ranked.sort(key=lambda r: -r.score)
     return ranked
+
+
+def answering_passages(
+    question: str, sources: Sequence[str], k: int, similarity: Similarity | None = None
+) -> list[int]:
+    """The indexes of the `k` sources whose best sentence answers the question best
+    (`rank_sentences`), in their given order. The passage that holds the answer is often
+    found just below the first `k`, behind passages that share the question's words only."""
+    if len(sources) <= k:
+        return list(range(len(sources)))
+    best: dict[int, float] = {}
+    for ranked in rank_sentences(question, sources, similarity):
+        best.setdefault(ranked.n - 1, ranked.score)
+    order = sorted(range(len(sources)), key=lambda i: (-best.get(i, -math.inf), i))
+    return sorted(order[:k])
 
 
 def extract_answer(
@@ -698,7 +791,8 @@ def _with_antecedent(source: str, span: Span) -> Span:
     if not leans_back(span.text):
         return span
     before = [s for s in split_sentences(source[: span.start]) if s.end <= span.start]
-    if not before or is_heading(before[-1].text) or is_fragment(before[-1].text):
+    last = before[-1].text if before else ""
+    if not last or is_heading(last) or is_title(last) or is_fragment(last):
         return span
     start = before[-1].start
     return Span(start, span.end, source[start : span.end])

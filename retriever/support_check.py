@@ -21,6 +21,7 @@ from retriever.grounding import (
     is_fragment,
     is_heading,
     is_list_marker,
+    is_title,
     key_terms,
     split_sentences,
     support_for,
@@ -104,6 +105,7 @@ def verify(
         if (
             found is None
             or is_heading(found.span.text)
+            or is_title(found.span.text)
             or found.span.text.rstrip().endswith("?")  # a question in a source answers nothing
             or found.score < threshold
             or len(words & content_words(found.span.text)) < min(2, len(words))

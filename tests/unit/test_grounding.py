@@ -6,6 +6,7 @@ import pytest
 
 from retriever.components import Components
 from retriever.grounding import (
+    answering_passages,
     asked_kind,
     asking_clause,
     content_words,
@@ -14,6 +15,7 @@ from retriever.grounding import (
     focus,
     identifiers,
     is_fragment,
+    is_title,
     key_term_coverage,
     key_terms,
     leans_back,
@@ -42,6 +44,82 @@ def test_a_sentence_never_opens_with_a_separator_left_before_it() -> None:
         "They use rocks as tools.",
     ]
     assert all(text[s.start : s.end] == s.text for s in spans)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "He formed a law partnership with his friend Nathan K. Hall in Buffalo.",
+        "His father Spence Monroe (ca. 1727-1774) was a woodworker.",
+        "The U.S. Army and Dr. Lee kept the records, e.g. the muster rolls.",
+        "It was named after Theodore Roosevelt Jr. and his son in 1921.",
+        "The figures are in vol. 2 on pp. 45-47 of the report.",
+    ],
+)
+def test_the_period_of_an_abbreviation_or_an_initial_ends_no_sentence(text: str) -> None:
+    assert [s.text for s in split_sentences(text + " It is kept.")] == [text, "It is kept."]
+
+
+def test_a_sentence_after_an_abbreviation_that_ends_one_still_starts() -> None:
+    text = "He moved to the U.S. He lived in Ohio. They chose plan B. The rest stayed."
+    assert [s.text for s in split_sentences(text)] == [
+        "He moved to the U.S.",
+        "He lived in Ohio.",
+        "They chose plan B.",
+        "The rest stayed.",
+    ]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "* Monroe, James.",
+        "*Roosevelt, Theodore (1999).",
+        "Theodore Roosevelt: An Autobiography.",
+        "Encyclopedia of Turtles",
+        "Retrieved August 11, 2007.",
+        "XZ(1) XZ Utils XZ(1)",
+        "systemd 252 TIMESYNCD.CONF(5)",
+        "BSD January 13, 2023 BSD",
+    ],
+)
+def test_titles_references_and_page_headers_are_told_apart(line: str) -> None:
+    assert is_title(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Owner: Network Operations",
+        "DO NOT POWER OFF THE CORE SWITCH.",
+        "The chage command is restricted to root.",
+        "Level 1: NOC engineer",
+        "See XZ(1) for the options it takes and what each of them does.",
+    ],
+)
+def test_labels_warnings_and_sentences_are_no_titles(line: str) -> None:
+    assert not is_title(line)
+
+
+def test_a_title_or_a_reference_is_never_quoted_as_the_answer() -> None:
+    sources = [
+        "* Roosevelt, Theodore (1999). Theodore Roosevelt: An Autobiography. Bartleby.com.",
+        "Theodore Roosevelt was born in the Gramercy section of New York City.",
+    ]
+    quoted = [s.span.text for s in extract_answer("Where was Theodore Roosevelt from?", sources)]
+    assert quoted == ["Theodore Roosevelt was born in the Gramercy section of New York City."]
+
+
+def test_the_sources_kept_are_those_whose_sentences_answer_best_in_search_order() -> None:
+    sources = [
+        "Parental leave: see the HR portal for the parental leave form.",
+        "The canteen on floor 2 opens at 08:00.",
+        "Parking permits are issued by facilities.",
+        "Parental leave lasts 16 weeks at full pay.",
+    ]
+    kept = answering_passages("How long does parental leave last?", sources, 2)
+    assert kept == [0, 3]
+    assert answering_passages("How long does parental leave last?", sources[:2], 2) == [0, 1]
 
 
 def test_sentence_spans_point_into_the_text() -> None:
