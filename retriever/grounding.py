@@ -444,6 +444,7 @@ _MAN_PAGE = re.compile(r"\b[A-Z][A-Z0-9._-]+\(\d\w*\)")
 # A bibliography entry's author: "Monroe, James", "Wilson, Douglas L.", "Roosevelt, Theodore
 # (1999)".
 _AUTHOR = re.compile(r"[A-Z][\w'\u2019-]+, (?:[A-Z][\w'\u2019.-]*\s*)+(?:\(\d{4}\))?")
+_MAN_REFERENCE = re.compile(r"[\w.@-]+\(\d\w*\),?")
 _REFERENCE = re.compile(r"(?i)(?:retrieved|accessed|isbn|doi)\b")
 
 
@@ -457,6 +458,8 @@ def is_title(sentence: str) -> bool:
     core = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().strip(" .*\"'\u201c\u201d")
     if _REFERENCE.match(core) or _AUTHOR.fullmatch(core):
         return True
+    if len(_MAN_REFERENCE.findall(core)) >= 2 and len(_MAN_REFERENCE.sub("", core).split()) <= 3:
+        return True  # a list of manual pages: "SEE ALSO systemd(1), journalctl(1)"
     tokens = core.split()
     if len(tokens) <= 8 and (
         (len(tokens) >= 3 and tokens[0] == tokens[-1]) or _MAN_PAGE.search(core)
@@ -648,10 +651,13 @@ def rank_sentences(
         if similarity is not None
         else [0.0] * len(candidates)
     )
+    terms = defined_terms(question)
     ranked = []
     for rank, ((n, span), bag) in enumerate(zip(candidates, about, strict=True)):
         overlap = sum(weight[w] for w in asked & bag) / top
         score = overlap + COSINE_WEIGHT * cosines[rank]
+        if terms and overlap > 0 and defines(span.text, terms):
+            score += KIND_BONUS * overlap  # the entry or definition of what is asked about
         if kind is not None and overlap > 0:
             # Asked for a default, a sentence is judged with the one after it that states it,
             # as it is quoted (`_with_default`).
@@ -708,7 +714,11 @@ def extract_answer(
         leaned = _with_antecedent(source, r.span)
         if any(c.n == r.n and leaned.start < c.span.end <= r.span.start for c in chosen):
             leaned = r.span  # the sentence it leans on is quoted already, just before it
-        reasoned = _with_default(question, source, _with_reason(question, source, leaned))
+        reasoned = _with_default(
+            question,
+            source,
+            _with_definition(question, source, _with_reason(question, source, leaned)),
+        )
         followed = _with_what_follows(source, reasoned)
         if any(c.n == r.n and reasoned.end <= c.span.start < followed.end for c in chosen):
             followed = reasoned  # the line it introduces is quoted already
@@ -811,6 +821,78 @@ def _with_what_follows(source: str, span: Span) -> Span:
     if nxt is None or "\n" not in source[span.end : nxt.start] or len(nxt.text) > _INTRODUCED_CHARS:
         return span
     return Span(span.start, nxt.end, source[span.start : nxt.end])
+
+
+# "What does X do / mean / control?", "What is X?": the question asks what X is. A sentence
+# that opens with X defines it: a reference page's entry ("KillUserProcesses= Takes a boolean
+# argument. Configures whether ...") or a definition ("Corepack is an experimental tool ...").
+ASKS_DEFINITION = re.compile(
+    r"(?i)^\W*what(?:'s|\s+(?:exactly\s+)?(?:is|are|does|do))\s+(?:exactly\s+)?"
+)
+# The subject of "What is X?" or "What does X do?": up to four words, the whole of what is
+# asked about. "What is the response time for P2?" asks a value, not what a response time is.
+_SUBJECT = re.compile(
+    r"(?i)(?:an?\s+)?([^\s,?]+(?:\s+[^\s,?]+){0,3}?)\s*(?:[,?]|$|\s+(?:do|does|mean|means|"
+    r"control|controls|set|sets|say|says|stand for)\b)"
+)
+_DEFINITION_WORDS = 8  # an entry this short says little until the sentence after it
+_DEFINITION_REACH = 400
+
+
+def defined_terms(question: str) -> set[str]:
+    """What a "what is X / what does X do" question asks to have defined (lower case): its
+    subject when that is a short phrase ("Corepack", "KillUserProcesses="), and the
+    identifiers in it ("-t" of "xz -t")."""
+    asks = asking_clause(question)
+    found = ASKS_DEFINITION.match(asks)
+    subject = _SUBJECT.match(asks[found.end() :]) if found else None
+    if subject is None:
+        return set()
+    phrase = subject.group(1)
+    if phrase.lower() in STOPWORDS or phrase.startswith("the "):
+        return set()
+    return {phrase.lower(), *identifiers(phrase)}
+
+
+# What follows the term in a sentence that defines it: "KillUserProcesses= ...", "-t, --test",
+# "Corepack is ...", "stray cat: ..."; after an identifier, also its description ("--novalid
+# Skip loading ...").
+_DEFINES_AFTER = re.compile(
+    r"\s*[=:(,\u2013\u2014]|\s+-\s|\s+(?:is|are|means|refers to|stands for)\b"
+)
+
+
+def defines(sentence: str, terms: set[str]) -> bool:
+    """Whether the sentence opens with one of `terms` as an entry or a definition does."""
+    opening = re.sub(r"(?i)^(?:the|an?)\s+", "", LIST_MARKER.sub("", sentence))
+    for term in terms:
+        if not opening.lower().startswith(term):
+            continue
+        rest = opening[len(term) :]
+        if _DEFINES_AFTER.match(rest) or (
+            term in identifiers(term) and re.match(r"\s+[A-Z]", rest)
+        ):
+            return True
+    return False
+
+
+def _with_definition(question: str, source: str, span: Span) -> Span:
+    """`span`, when it is a short entry opening with the term the question asks to have
+    defined ("KillUserProcesses= Takes a boolean argument."), through the sentences after it
+    in its paragraph that say what the term does, up to `_DEFINITION_REACH` characters."""
+    terms = defined_terms(question)
+    if not terms or not defines(span.text, terms) or len(span.text.split()) > _DEFINITION_WORDS:
+        return span
+    rest = source[span.end : span.end + _DEFINITION_REACH]
+    paragraph = re.search(r"\n\s*\n", rest)
+    end = span.end
+    for sentence in split_sentences(rest[: paragraph.start()] if paragraph else rest):
+        if "\n" in rest[: sentence.start] and is_heading(sentence.text):
+            break
+        end = span.end + sentence.end
+        if len(source[span.start : end].split()) > 2 * _DEFINITION_WORDS:
+            break
+    return Span(span.start, end, source[span.start : end])
 
 
 def _sentence_after(source: str, span: Span) -> Span | None:

@@ -81,6 +81,7 @@ def test_a_sentence_after_an_abbreviation_that_ends_one_still_starts() -> None:
         "XZ(1) XZ Utils XZ(1)",
         "systemd 252 TIMESYNCD.CONF(5)",
         "BSD January 13, 2023 BSD",
+        "SEE ALSO systemd(1), systemd-logind.service(8), loginctl(1)",
     ],
 )
 def test_titles_references_and_page_headers_are_told_apart(line: str) -> None:
@@ -108,6 +109,32 @@ def test_a_title_or_a_reference_is_never_quoted_as_the_answer() -> None:
     ]
     quoted = [s.span.text for s in extract_answer("Where was Theodore Roosevelt from?", sources)]
     assert quoted == ["Theodore Roosevelt was born in the Gramercy section of New York City."]
+
+
+def test_asked_what_a_setting_does_its_entry_is_quoted_with_what_it_does() -> None:
+    sources = [
+        "A user may be added to KillExcludeUsers= to exclude the processes of that user from "
+        "being killed even if KillUserProcesses=yes is set. Sessions are tracked by logind.",
+        "KillUserProcesses= Takes a boolean argument. Configures whether the processes of a "
+        "user should be killed when the user logs out. Defaults to no.\n\nKillOnlyUsers= "
+        "Takes a list of users.",
+    ]
+    question = "What does KillUserProcesses= control in logind.conf?"
+    quoted = [s.span.text for s in extract_answer(question, sources, max_sentences=1)]
+    assert quoted == [
+        "KillUserProcesses= Takes a boolean argument. Configures whether the processes of a "
+        "user should be killed when the user logs out."
+    ]
+
+
+def test_asked_what_something_is_the_sentence_defining_it_leads() -> None:
+    sources = [
+        "Despite Corepack being shipped with Node.js, the package managers it manages are not "
+        "part of Node.js.",
+        "Corepack is an experimental tool to help with managing versions of package managers.",
+    ]
+    quoted = extract_answer("What exactly is Corepack?", sources, max_sentences=1)
+    assert quoted[0].span.text.startswith("Corepack is an experimental tool")
 
 
 def test_the_sources_kept_are_those_whose_sentences_answer_best_in_search_order() -> None:
