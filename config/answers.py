@@ -38,7 +38,8 @@ class AnswerSettings(Section):
     )
     abstain_on_unknown_names: bool = Field(
         True,
-        description="Abstain when the question names something (a capitalized word) that no "
+        description="Abstain when the question names something (a capitalized word, or code "
+        "such as max_connections) that no "
         "document of the searched collections holds.",
     )
     answer_mode: Literal["generative", "extractive"] = Field(

@@ -4,6 +4,7 @@ settings (0 turns it off) and a reason a person can read."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -95,7 +96,9 @@ class EvidenceCheck:
         if best is not None and best < t.min_relevance and not exact:
             return f"no passage is close to the question (best cosine {best:.2f})"
         if t.names_must_occur and self.unmentioned is not None:
-            missing = self.unknown_names(question, result, passages)
+            missing = self.unknown_names(question, result, passages) or self.unknown_codes(
+                question, result, passages
+            )
             if missing:
                 quoted = ", ".join(f'"{name}"' for name in missing)
                 return f"the documents do not mention {quoted}"
@@ -155,6 +158,24 @@ class EvidenceCheck:
         ]
         return unknown if 2 * len(unknown) >= len(names) else []
 
+    def unknown_codes(
+        self, question: str, result: SearchResult, passages: Sequence[str]
+    ) -> list[str]:
+        """The identifiers the question names (`max_connections`, `macOS`, `WireGuard`,
+        `arm64`) that no document of the searched collections holds, nor any passage found
+        one slip away ("asn1_der_decode"). A name written as code is exact: documents that
+        never write it do not document it, whatever else of the question they hold."""
+        assert self.unmentioned is not None
+        codes = sorted(identifiers(question))
+        if not codes:
+            return []
+        words = set().union(*map(lower_words, passages))
+        return [
+            code
+            for code in self.unmentioned(codes, result.collections)
+            if not spelt_alike(code, words) and not _mangled_word(code, words)
+        ]
+
     def best_sentence_similarity(self, question: str, hits: Sequence[Hit]) -> float:
         """The highest cosine between the question and a sentence of the passages (the few
         per passage sharing most words with it, as the model would see them). A passage can
@@ -168,3 +189,11 @@ class EvidenceCheck:
         if not sentences:
             return 0.0
         return float(self.cosines(question, sentences).max())
+
+
+def _mangled_word(code: str, words: set[str]) -> bool:
+    """Whether `code` is a word of the passages with digits or underscores slipped in
+    ("S08_settlement" for "settlement"), not a name written as code: its letters alone, five
+    or more, spell a word of the passages, or one slip away from one."""
+    letters = re.sub(r"[\d_]", "", code)
+    return letters != code and len(letters) >= 5 and spelt_alike(letters, words)

@@ -198,6 +198,32 @@ def test_misspelt_acronyms_title_case_and_one_slip_among_known_names_are_not_ref
     )
 
 
+SETTINGS = {
+    "cluster": "Each new cluster gets the next free port; the default cluster main uses "
+    "port 5432 and its settings live in postgresql.conf.",
+    "logs": "The log_min_duration_statement setting logs statements slower than a limit.",
+}
+
+
+def test_a_question_naming_code_the_documents_never_write_is_refused(
+    components: Components,
+) -> None:
+    """An identifier is exact: no document writes `max_connections`, so none documents it,
+    however much of the rest of the question the passage about the cluster holds."""
+    _index_in(components, "ops", SETTINGS)
+    check = _name_check(components)
+    question = "What is the default max_connections value of the main cluster?"
+    assert _asked(components, check, question) == 'the documents do not mention "max_connections"'
+    assert _asked(components, check, "Does the main cluster run on macOS?") == (
+        'the documents do not mention "macos"'
+    )
+    # Written in the documents, or one slip away from it: not refused for the name.
+    assert _asked(components, check, "What does log_min_duration_statement log?") is None
+    assert _asked(components, check, "What does log_min_duration_statment log?") is None
+    # A word with digits slipped in is a mangled word, not code ("S08_settlement").
+    assert _asked(components, check, "Which port does the default cl08_uster use?") is None
+
+
 def test_a_name_only_other_collections_hold_is_unknown_to_a_reader(
     components: Components,
 ) -> None:
