@@ -92,8 +92,8 @@ class Answer:
     escalated: Annotated[
         dict[str, Any] | None,
         Field(
-            description="The larger model that answered (endpoint, model, reason), when the "
-            "local answer was escalated under the escalation policy."
+            description="The larger model that answered (model, reason; the endpoint for "
+            "administrators), when the local answer was escalated under the escalation policy."
         ),
     ] = None
     abstention_reason: Annotated[

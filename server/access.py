@@ -106,6 +106,17 @@ def path_shower() -> Callable[[str], str]:
     return shown
 
 
+def escalation_shower() -> Callable[[dict[str, Any] | None], dict[str, Any] | None]:
+    """How the current caller sees which larger model answered, bound now: the model and the
+    reason; the endpoint's address only to a caller who reads every collection (an
+    administrator). The address maps the network behind the server for anyone asking."""
+    if current().reads_everything:
+        return lambda escalated: escalated
+    return lambda escalated: (
+        None if escalated is None else {k: v for k, v in escalated.items() if k != "endpoint"}
+    )
+
+
 HIDDEN_ANSWER = "(hidden: this answer cites documents you can no longer read)"
 
 
@@ -125,4 +136,5 @@ def visible_answer(message: dict[str, Any]) -> dict[str, Any]:
             return {**message, "content": HIDDEN_ANSWER, "answer": hidden}
     shown = path_shower()  # an answer stored before paths were shown so, or an admin's
     sources = [{**s, "path": shown(str(s.get("path", "")))} for s in answer.get("sources") or []]
-    return {**message, "answer": {**answer, "sources": sources}}
+    escalated = escalation_shower()(answer.get("escalated"))
+    return {**message, "answer": {**answer, "sources": sources, "escalated": escalated}}

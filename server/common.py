@@ -14,7 +14,7 @@ from retriever.generation import GenerationError, ModelUnavailable
 from retriever.prompt import PromptTooLongError
 from retriever.slots import SlotsBusy
 from server import metrics
-from server.access import current, path_shower
+from server.access import current, escalation_shower, path_shower
 from server.errors import ApiError
 from server.state import state
 from service.untrusted import neutralize_links
@@ -55,18 +55,20 @@ def answer_finisher(route: str) -> Callable[[Answer], Answer]:
     """What is done to an answer as it leaves the server, bound now (a stream finishes
     outside the request's context): links and images to hosts outside `answer_link_hosts`
     are reduced to text (`service/untrusted.py`), sources show their paths as the caller may
-    see them (`path_shower`), and the audit log records who asked, when
+    see them (`path_shower`), a reader is not told the escalation model's address
+    (`escalation_shower`), and the audit log records who asked, when
     (the entry's time), through which route, and which documents the answer was given
     (never the question's or the documents' text)."""
     st = state()
     hosts, audit, who = st.settings.answer_link_hosts, st.audit, actor()
     route = g.get("answer_route", route)  # an MCP tool call runs the REST view: "mcp"
     started = metrics.request_started()
-    shown = path_shower()
+    shown, escalation = path_shower(), escalation_shower()
 
     def finish(answer: Answer) -> Answer:
         for source in answer.sources:
             source.path = shown(source.path)
+        answer.escalated = escalation(answer.escalated)
         answer.answer = neutralize_links(answer.answer, hosts)
         if answer.direct_answer:
             answer.direct_answer = neutralize_links(answer.direct_answer, hosts)

@@ -529,6 +529,49 @@ def test_f5_escalation_is_bounded_by_its_own_slots_and_the_deadline(
     assert escalation.slots.stats() == {"slots": 1, "queue": 1, "active": 0, "waiting": 0}
 
 
+def test_r4_only_an_admin_learns_the_escalation_models_address(
+    components: Components, settings: Settings
+) -> None:
+    """The address of the larger model maps the network behind the server: a reader is told
+    which model answered and why, an administrator also where it runs."""
+    from tests.openai_stub import stub_model_server
+
+    with stub_model_server() as stub:
+        stub.reply = lambda messages: "Parental leave lasts 16 weeks at full pay [1]."
+        tuned = auth_settings(
+            settings,
+            escalation_policy="always",
+            escalation_endpoint=stub.url,
+            collection_groups={"default": ["staff"]},
+        )
+        app = _app(components, tuned)
+        try:
+            admin = add_user(app, "root", "admin")
+            reader = add_user(app, "ann", "ask", ("staff",))
+            client = app.test_client()
+            data = {"file": (io.BytesIO(b"Parental leave lasts 16 weeks at full pay."), "l.txt")}
+            added = client.post("/api/v1/documents", data=data, headers=admin)
+            assert added.status_code == 202, added.get_data(as_text=True)
+            document = f"/api/v1/documents/{added.get_json()['id']}"
+            _wait_for(
+                lambda: client.get(document, headers=admin).get_json()["status"] == "indexed",
+                "the document to be indexed",
+            )
+            _local_gives_up(app, 3)
+            question = {"question": "How long is parental leave?"}
+            seen = client.post("/api/v1/ask", json=question, headers=reader)
+            assert seen.status_code == 200, seen.get_data(as_text=True)
+            assert seen.get_json()["escalated"]["reason"] == "unsupported"
+            assert stub.url not in seen.get_data(as_text=True)
+            streamed = client.post("/api/v1/ask", json={**question, "stream": True}, headers=reader)
+            assert '"escalated"' in streamed.get_data(as_text=True)
+            assert stub.url not in streamed.get_data(as_text=True)
+            by_admin = client.post("/api/v1/ask", json=question, headers=admin).get_json()
+            assert by_admin["escalated"]["endpoint"] == stub.url
+        finally:
+            app.extensions["enclave"].shutdown()
+
+
 def test_f5_a_client_that_goes_away_frees_the_escalation(escalating: tuple[Flask, Any]) -> None:
     app, stub = escalating
     escalation = app.extensions["enclave"].components.escalation
