@@ -28,10 +28,12 @@ from retriever.grounding import (
     RankedSentence,
     Support,
     answering_passages,
+    asked_code,
     asks_amount,
     extract_answer,
     focus,
     gives_asked_number,
+    names_code,
     needs_number,
     rank_sentences,
     states_amount,
@@ -193,7 +195,7 @@ class AnswerService:
             if ticket is not None:
                 ticket.release()
         answer = self._check(question, "".join(pieces), prompt, sources, timings)
-        answer = _without_asked_number(question, answer)
+        answer = _without_what_is_asked(question, answer)
         answer = yield from self._maybe_escalate(question, answer, prompt.hits, actor, deadline)
         yield DoneEvent(answer)
 
@@ -310,7 +312,7 @@ class AnswerService:
             answer.abstention_reason = reason
             return answer
         if answer_mode == "extractive":
-            return _without_asked_number(question, self._extractive(question, result.hits, timings))
+            return _without_what_is_asked(question, self._extractive(question, result.hits, timings))
         return None
 
     def _params(self, max_tokens: int | None) -> GenerationParams:
@@ -446,12 +448,13 @@ class AnswerService:
         )
 
 
-def _without_asked_number(question: str, answer: Answer) -> Answer:
-    """`answer`, or an abstention when the question asks for what only a number can say and no
-    sentence it quotes gives one: "Which dpkg version first supported ...?" with none about
-    what the question asks of (`gives_asked_number`), "How much does the bounty pay?" with no
-    amount at all (`states_amount`). Those sentences are about the subject, or another thing's
-    number, not the answer."""
+def _without_what_is_asked(question: str, answer: Answer) -> Answer:
+    """`answer`, or an abstention when the question asks for what only a number or a name
+    written as code can say and no sentence it quotes gives one: "Which dpkg version first
+    supported ...?" with none about what the question asks of (`gives_asked_number`), "How
+    much does the bounty pay?" with no amount at all (`states_amount`), "Which environment
+    variable sets ...?" with no variable named (`names_code`). Those sentences are about the
+    subject, or another thing's number, not the answer."""
     if answer.abstained:
         return answer
     if needs_number(question):
@@ -465,6 +468,10 @@ def _without_asked_number(question: str, answer: Answer) -> Answer:
         if any(states_amount(s.span.text, question) for s in answer.supports):
             return answer
         reason = "no passage found gives the amount the question asks for"
+    elif (kind := asked_code(question)) is not None:
+        if any(names_code(kind, s.span.text, question) for s in answer.supports):
+            return answer
+        reason = f"no passage found names the {kind} the question asks for"
     else:
         return answer
     refused = Answer(NOT_FOUND, True, answer.sources, [], answer.timings, mode=answer.mode)

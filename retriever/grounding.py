@@ -89,6 +89,40 @@ def states_amount(text: str, question: str) -> bool:
     )
 
 
+# "Which environment variable / option / function ...?" asks for a name written as code of
+# that kind (group 1). Not "What does the --novalid switch do?", which names it.
+_ASKS_CODE = re.compile(
+    r"(?i)^\W*(?:which|what)\s+(?:(?!(?:is|are|was|were|does|do|did)\b)[\w'.-]+\s+){0,3}?"
+    r"(environment\s+variables?|variables?|options?|flags?|switch(?:es)?|settings?|"
+    r"directives?|functions?|macros?|signals?)\b"
+)
+# The shapes of each kind: an environment variable (`FC_DEBUG`, `TMPDIR`), an option or a
+# setting (`-u`, `--squash`, `KillUserProcesses=`), a signal (`SIGHUP`); any identifier
+# (`ffi_prep_cif`, `MaxSessions`, `deflateInit()`) is one too.
+_ENVIRONMENT_NAME = re.compile(r"\b(?:[A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{3,}[0-9]*)\b")
+_OPTION_OR_SETTING = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*|\b[A-Za-z]\w*=")
+_SIGNAL = re.compile(r"\bSIG[A-Z0-9]+\b")
+
+
+def asked_code(question: str) -> str | None:
+    """The kind of code name the question asks for ("environment variable", "option",
+    "function", ...), or None."""
+    found = _ASKS_CODE.match(asking_clause(question))
+    return " ".join(found.group(1).lower().split()) if found else None
+
+
+def names_code(kind: str, text: str, question: str) -> bool:
+    """Whether `text` names code of that kind that the question does not."""
+    if kind.startswith("signal"):
+        shapes = _SIGNAL.findall(text)
+    elif "variable" in kind or kind.startswith(("function", "macro")):
+        shapes = _ENVIRONMENT_NAME.findall(text)
+    else:
+        shapes = _OPTION_OR_SETTING.findall(text)
+    asked = question.lower()
+    return any(name.lower() not in asked for name in [*shapes, *identifiers(text)])
+
+
 def gives_asked_number(question: str, sentence: str, title: str = "") -> bool:
     """Whether `sentence` gives the number a `needs_number` question asks for: it states a
     number the question does not, and it is about what the question asks of, holding (with

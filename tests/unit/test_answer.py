@@ -6,7 +6,7 @@ from retriever.answer_cleanup import clean_answer, says_not_found
 from retriever.answer_types import Answer
 from retriever.components import Components
 from retriever.generation import FakeGenerator
-from retriever.grounding import asks_amount, needs_number, states_amount
+from retriever.grounding import asked_code, asks_amount, names_code, needs_number, states_amount
 from retriever.prompt import NOT_FOUND, PromptTooLongError, build_prompt
 from retriever.question import Question
 from retriever.support_check import verify
@@ -591,6 +591,30 @@ def test_how_much_without_an_amount_in_the_sources_abstains(
         assert answer.abstention_reason == reason
     assert states_amount("It pays nothing for reports already known.", question)
     assert not states_amount("It pays out for reports.", question)
+
+
+@pytest.mark.parametrize("mode", ["generative", "extractive"])
+def test_asked_which_variable_or_option_sentences_naming_none_are_no_answer(
+    components: Components, mode: str
+) -> None:
+    """Asked which environment variable points the tool at a mirror, sentences about the
+    tool's downloads that name no variable are about the subject, not the answer."""
+    _index(
+        components,
+        "Corepack usually downloads the package manager releases straight from their "
+        "registries. Downloads are checked against known hashes before they are used.",
+        "/corepack.md",
+    )
+    question = "Which environment variable makes Corepack download package manager releases?"
+    _model(components).enqueue("Corepack usually downloads the releases from registries [1].")
+    answer = components.answers.ask(Question(question, answer_mode=mode))  # type: ignore[arg-type]
+    assert answer.abstained, answer.answer
+    reason = "no passage found names the environment variable the question asks for"
+    assert answer.abstention_reason == reason
+    assert asked_code("What does the --novalid switch do?") is None
+    assert names_code("option", "-u, --include-untracked Stash untracked files.", "Which flag?")
+    assert names_code("signal", "SIGHUP flushes the cache.", "Which signal flushes it?")
+    assert not names_code("environment variable", "It reads TMPDIR.", "Is TMPDIR read?")
 
 
 def test_a_model_answer_giving_the_asked_quantity_second_leads_with_it(
