@@ -312,7 +312,9 @@ class AnswerService:
             answer.abstention_reason = reason
             return answer
         if answer_mode == "extractive":
-            return _without_what_is_asked(question, self._extractive(question, result.hits, timings))
+            return _without_what_is_asked(
+                question, self._extractive(question, result.hits, timings)
+            )
         return None
 
     def _params(self, max_tokens: int | None) -> GenerationParams:

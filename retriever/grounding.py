@@ -694,9 +694,11 @@ def rank_sentences(
             score += KIND_BONUS * overlap  # the entry or definition of what is asked about
         if kind is not None and overlap > 0:
             # Asked for a default, a sentence is judged with the one after it that states it,
-            # as it is quoted (`_with_default`).
-            said = _with_default(question, sources[n - 1], span).text if asks_default else span.text
-            if holds_kind(kind, said, question):
+            # and a reference entry with the sentence that states the value asked for, as they
+            # are quoted (`_with_default`, `_with_entry_value`).
+            quoted = _with_default(question, sources[n - 1], span) if asks_default else span
+            quoted = _with_entry_value(question, sources[n - 1], quoted)
+            if holds_kind(kind, quoted.text, question):
                 score += KIND_BONUS * overlap
         # A small prior for better-ranked sources and earlier sentences breaks ties.
         ranked.append(RankedSentence(n, span, score - 0.01 * n - 0.0001 * rank, overlap))
@@ -748,11 +750,8 @@ def extract_answer(
         leaned = _with_antecedent(source, r.span)
         if any(c.n == r.n and leaned.start < c.span.end <= r.span.start for c in chosen):
             leaned = r.span  # the sentence it leans on is quoted already, just before it
-        reasoned = _with_default(
-            question,
-            source,
-            _with_definition(question, source, _with_reason(question, source, leaned)),
-        )
+        defined = _with_definition(question, source, _with_reason(question, source, leaned))
+        reasoned = _with_entry_value(question, source, _with_default(question, source, defined))
         followed = _with_what_follows(source, reasoned)
         if any(c.n == r.n and reasoned.end <= c.span.start < followed.end for c in chosen):
             followed = reasoned  # the line it introduces is quoted already
@@ -964,6 +963,38 @@ def _with_default(question: str, source: str, span: Span) -> Span:
             end = span.end + sentence.end
             return Span(span.start, end, source[span.start : end])
     return span
+
+
+# A reference page's entry opens with the name it describes: a setting ("HoldoffTimeoutSec=",
+# "PollIntervalMinSec=, PollIntervalMaxSec=") or an option ("-t, --test"). Its value and
+# limits often come sentences later, after a blank line ("... Defaults to 30s.").
+_ENTRY_HEAD = re.compile(r"(?:[A-Za-z][\w.-]*=|--?[A-Za-z][\w-]*)(?:,|\s|$)")
+_ENTRY_REACH = 600
+
+
+def _with_entry_value(question: str, source: str, span: Span) -> Span:
+    """`span`, when it opens a reference entry and holds no phrase of the kind the question
+    asks for (a number for "how long"), through the sentence of the same entry that holds
+    one, the one stating the default first: up to the next entry, at most `_ENTRY_REACH`
+    characters on."""
+    if not _ENTRY_HEAD.match(span.text):
+        return span
+    kind = asked_kind(question)
+    if kind not in ("number", "date") or holds_kind(kind, span.text, question):
+        return span
+    rest = source[span.end : span.end + _ENTRY_REACH]
+    holding = []
+    for sentence in split_sentences(rest):
+        if "\n" in rest[: sentence.start] and _ENTRY_HEAD.match(sentence.text):
+            break  # the next entry
+        if holds_kind(kind, sentence.text, question):
+            holding.append(sentence)
+    if not holding:
+        return span
+    # The entry's own value ("Defaults to 30s.") over a number in passing ("If set to 0, ...").
+    stated = next((h for h in holding if _STATES_DEFAULT.search(h.text)), holding[0])
+    end = span.end + stated.end
+    return Span(span.start, end, source[span.start : end])
 
 
 # "Why ...?" asks for a reason: a sentence giving one says so.

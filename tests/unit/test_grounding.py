@@ -127,6 +127,19 @@ def test_asked_what_a_setting_does_its_entry_is_quoted_with_what_it_does() -> No
     ]
 
 
+def test_asked_a_value_a_reference_entry_states_later_the_entry_is_quoted_through_it() -> None:
+    sources = [
+        "HoldoffTimeoutSec= Specifies a period of time after startup in which lid events are "
+        "ignored. If set to 0, lid events are handled at once.\n\nDefaults to 30s.\n\n"
+        "IdleAction= Configures the action to take when the system is idle. Defaults to 10min.",
+        "Lid events are handled by logind when the lid of a laptop is closed.",
+    ]
+    question = "How long does logind wait after startup before it handles lid events?"
+    quoted = extract_answer(question, sources, max_sentences=1)[0].span.text
+    assert quoted.startswith("HoldoffTimeoutSec=") and quoted.endswith("Defaults to 30s.")
+    assert "IdleAction" not in quoted
+
+
 def test_asked_what_something_is_the_sentence_defining_it_leads() -> None:
     sources = [
         "Despite Corepack being shipped with Node.js, the package managers it manages are not "
