@@ -378,7 +378,11 @@ def _goes_on(before: Span, gap: str, after: str) -> bool:
         return lowered or not _OPENERS.fullmatch(first)
     if _ABBREVIATIONS.fullmatch(last) and lowered:
         return True
-    return first[0].islower() and first.strip(",;:").lower() in STOPWORDS
+    # An abbreviation not listed ("Jr.", "Inc.", "etc."), before a word that never opens a
+    # sentence; after a word of a sentence or a citation ("... provinces [1]. the ..."), a new
+    # sentence is only written in lower case.
+    short = re.fullmatch(r"[A-Z][a-z]{0,3}|etc", last) is not None
+    return short and first[0].islower() and first.strip(",;:").lower() in STOPWORDS
 
 
 # A doubled final consonant that an -ing or -ed doubled ("running", "stopped"), not one the
@@ -478,6 +482,11 @@ _MAN_PAGE = re.compile(r"\b[A-Z][A-Z0-9._-]+\(\d\w*\)")
 # A bibliography entry's author: "Monroe, James", "Wilson, Douglas L.", "Roosevelt, Theodore
 # (1999)".
 _AUTHOR = re.compile(r"[A-Z][\w'\u2019-]+, (?:[A-Z][\w'\u2019.-]*\s*)+(?:\(\d{4}\))?")
+# A further-reading list's item, opening with its author: "*Keller, Morton, ed., ...".
+_LISTED_WORK = re.compile(
+    r"^\s*\*\s*[A-Z][\w'\u2019-]+, [A-Z][\w'\u2019.-]*(?:\s+[A-Z][\w'\u2019.-]*)*[,.(]"
+)
+_YEAR = re.compile(r"\(\d{4}\)")
 _MAN_REFERENCE = re.compile(r"[\w.@-]+\(\d\w*\),?")
 _REFERENCE = re.compile(r"(?i)(?:retrieved|accessed|isbn|doi)\b")
 
@@ -489,9 +498,12 @@ def is_title(sentence: str) -> bool:
     note ("Retrieved August 11, 2007.") or a manual page's running header ("XZ(1) XZ Utils
     XZ(1)"). A label and its value ("Owner: Network Operations") and a line in capitals (a
     warning) are not titles."""
+    if _LISTED_WORK.match(sentence):
+        return True
     core = LIST_MARKER.sub("", CITATION.sub("", sentence)).strip().strip(" .*\"'\u201c\u201d")
     if _REFERENCE.match(core) or _AUTHOR.fullmatch(core):
         return True
+    core = _YEAR.sub("", core).strip()  # "The Writings Of Theodore Roosevelt (1967)"
     if len(_MAN_REFERENCE.findall(core)) >= 2 and len(_MAN_REFERENCE.sub("", core).split()) <= 3:
         return True  # a list of manual pages: "SEE ALSO systemd(1), journalctl(1)"
     tokens = core.split()

@@ -68,6 +68,9 @@ def test_a_sentence_after_an_abbreviation_that_ends_one_still_starts() -> None:
         "They chose plan B.",
         "The rest stayed.",
     ]
+    # Quotes of passages cut mid-sentence: a citation ends its sentence.
+    quoted = "It has ten municipalities [1]. the name is of Semitic origin [2]."
+    assert len(split_sentences(quoted)) == 2
 
 
 @pytest.mark.parametrize(
@@ -75,6 +78,8 @@ def test_a_sentence_after_an_abbreviation_that_ends_one_still_starts() -> None:
     [
         "* Monroe, James.",
         "*Roosevelt, Theodore (1999).",
+        "*Keller, Morton, ed., Theodore Roosevelt: A Profile (1967) excerpts from historians.",
+        "The Writings Of Theodore Roosevelt (1967).",
         "Theodore Roosevelt: An Autobiography.",
         "Encyclopedia of Turtles",
         "Retrieved August 11, 2007.",
@@ -96,6 +101,8 @@ def test_titles_references_and_page_headers_are_told_apart(line: str) -> None:
         "The chage command is restricted to root.",
         "Level 1: NOC engineer",
         "See XZ(1) for the options it takes and what each of them does.",
+        "*Queen Victoria said that Millard Fillmore was the handsomest man she had seen.",
+        "Fillmore, New York, was named after him in 1850.",
     ],
 )
 def test_labels_warnings_and_sentences_are_no_titles(line: str) -> None:
