@@ -33,9 +33,12 @@ from retriever.grounding import (
     extract_answer,
     focus,
     gives_asked_number,
+    is_list_marker,
+    is_title,
     names_code,
     needs_number,
     rank_sentences,
+    split_sentences,
     states_amount,
 )
 from retriever.prompt import NOT_FOUND, BuiltPrompt, build_prompt, source_label
@@ -398,7 +401,7 @@ class AnswerService:
             )
         )
         ranked = rank_sentences(question, texts, self._similarity)
-        if supports and answers_as_well(supports, ranked, question):
+        if supports and answers_as_well(supports, ranked, question) and not _names_only(checked):
             answer_text, direct, shown = with_evidence(
                 question, checked, supports, texts, ranked=ranked
             )
@@ -479,6 +482,15 @@ def _without_what_is_asked(question: str, answer: Answer) -> Answer:
     refused = Answer(NOT_FOUND, True, answer.sources, [], answer.timings, mode=answer.mode)
     refused.abstention_reason = reason
     return refused
+
+
+def _names_only(text: str) -> bool:
+    """Whether the checked answer is a list of names and nothing else, titles or labels ("1. HR
+    Service Centre [1].\n2. Change Manager [2]."): picked from the sources, each backed by a
+    sentence, but no sentence says which answers the question. The best extract says it, and
+    its direct answer is the name asked for. (One name alone is an answer.)"""
+    said = [s.text for s in split_sentences(text) if not is_list_marker(s.text)]
+    return len(said) > 1 and all(is_title(s) for s in said)
 
 
 def _cited(supports: Sequence[Support]) -> list[int]:

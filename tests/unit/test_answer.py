@@ -161,6 +161,30 @@ def test_a_model_writing_fragments_gets_the_best_extract(components: Components)
     assert answer.direct_answer == "16 weeks"
 
 
+def test_a_model_listing_names_it_picked_from_the_sources_gets_the_best_extract(
+    components: Components,
+) -> None:
+    """Each name is backed by a sentence, but the list does not say which one answers."""
+    _index(
+        components,
+        "If you have questions about this maintenance, or if it clashes with critical work, "
+        "please contact Tomasz Brenner, Change Manager, on internal extension 2245.",
+        "/maintenance.eml",
+    )
+    _index(
+        components,
+        "For questions about maintenance of the leave records, contact the HR Service Centre.",
+        "/hr/leave.docx",
+    )
+    answer = _answer_with(
+        components,
+        "1. HR Service Centre [2].\n2. Change Manager [1].",
+        "Who should I contact with questions about the maintenance?",
+    )
+    assert answer.mode == "extractive_fallback"
+    assert answer.direct_answer == "Tomasz Brenner"
+
+
 def test_a_model_restating_the_question_gets_the_best_extract(components: Components) -> None:
     _index(components, LEAVE)
     answer = _answer_with(
