@@ -772,9 +772,10 @@ def extract_answer(
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
 
 
-# Questions whose answer is a sequence of steps or levels: one item of it answers part.
+# Questions whose answer is a sequence of steps or levels: one item of it answers part. One
+# level or step ("the highest classification level", "the first step") is one item.
 ASKS_SEQUENCE = re.compile(
-    r"(?i)\b(?:procedures?|process(?:es)?|steps?|stages?|levels?|phases?|sequence|workflow|"
+    r"(?i)\b(?:procedures?|process(?:es)?|steps|stages|levels|phases|sequence|workflow|"
     r"escalation (?:path|chain|matrix))\b"
 )
 # The label a list item opens with: "1.", "b)", "-", "•", or a word and its number ("Level 2:",

@@ -549,6 +549,9 @@ def test_a_question_about_one_item_gets_that_item() -> None:
     assert [s.span.text for s in supports] == [
         "Level 2: duty manager – coordination, incident declaration, priority."
     ]
+    # One level asked for ("the highest level") is one item, not the list.
+    (highest,) = extract_answer("Which level declares the incident?", [ESCALATION], 1)
+    assert highest.span.text.startswith("Level 2:") and "\n" not in highest.span.text
 
 
 def test_a_why_question_gets_the_reason_that_follows_the_restated_fact() -> None:
