@@ -25,6 +25,8 @@ from retriever.direct_answer import answering_support, direct_answer, quote, wit
 from retriever.escalation import Escalation, EscalationClaim, read_in_background
 from retriever.generation import GenerationError, GenerationParams, Generator
 from retriever.grounding import (
+    CITATION,
+    LIST_MARKER,
     RankedSentence,
     Support,
     answering_passages,
@@ -401,7 +403,13 @@ class AnswerService:
             )
         )
         ranked = rank_sentences(question, texts, self._similarity)
-        if supports and answers_as_well(supports, ranked, question) and not _names_only(checked):
+        said = split_sentences(CITATION.sub("", checked))
+        lead = LIST_MARKER.sub("", said[0].text) if said else ""
+        if (
+            supports
+            and answers_as_well(supports, ranked, question, lead)
+            and not _names_only(checked)
+        ):
             answer_text, direct, shown = with_evidence(
                 question, checked, supports, texts, ranked=ranked
             )

@@ -138,13 +138,17 @@ ANSWERS_AS_WELL = 0.7
 
 
 def answers_as_well(
-    supports: Sequence[Support], ranked: Sequence[RankedSentence], question: str = ""
+    supports: Sequence[Support],
+    ranked: Sequence[RankedSentence],
+    question: str = "",
+    lead_claim: str = "",
 ) -> bool:
     """Whether the model's answer answers the question as well as the best source sentence:
     the sentence backing its first sentence scores at least `ANSWERS_AS_WELL` of the best
     one, and, asked for a number or a date that the best one gives, one of its backing
     sentences gives one too ("Report security bugs via HackerOne" does not answer "how long
-    before they acknowledge my report?" where a source says "within 5 days"). A backing
+    before they acknowledge my report?" where a source says "within 5 days"), and a bare
+    value as the `lead_claim` comes from the best-ranked sentence giving one. A backing
     sentence the ranking leaves out (too short to quote, a heading) is not judged."""
     if not supports or not ranked or ranked[0].score <= 0:
         return True
@@ -157,8 +161,20 @@ def answers_as_well(
         return False
     lead = supports[0]
     mine = [
-        r.score
-        for r in ranked
+        i
+        for i, r in enumerate(ranked)
         if r.n == lead.n and r.span.start < lead.span.end and lead.span.start < r.span.end
     ]
-    return not mine or max(mine) >= ANSWERS_AS_WELL * ranked[0].score
+    if not mine:
+        return True
+    if ranked[mine[0]].score < ANSWERS_AS_WELL * ranked[0].score:
+        return False
+    # A bare value ("12 weeks") says nothing of what it is the value of: it must come from the
+    # best-ranked sentence giving one, not from one about something else ranked below it
+    # ("12 weeks of adoption leave" below "5 weeks of partner leave", asked about partner leave).
+    bare = bool(lead_claim) and not content_words(lead_claim) & content_words(question)
+    return not (
+        bare
+        and kind in ("number", "date")
+        and any(holds_kind(kind, r.span.text, question) for r in ranked[: mine[0]])
+    )

@@ -185,6 +185,25 @@ def test_a_model_listing_names_it_picked_from_the_sources_gets_the_best_extract(
     assert answer.direct_answer == "Tomasz Brenner"
 
 
+def test_a_bare_value_from_a_sentence_about_something_else_gets_the_best_extract(
+    components: Components,
+) -> None:
+    """ "12 weeks" is backed by the adoption-leave sentence, but asked about partner leave the
+    better-ranked sentence gives its own value: a bare value says nothing of what it is of."""
+    _index(
+        components,
+        "The partner of a person who gives birth is entitled to 5 weeks of fully paid partner "
+        "leave. Employees who adopt a child are entitled to 12 weeks of fully paid adoption "
+        "leave. Partner leave may be taken in one block or in separate weeks. The canteen "
+        "opens at 08:00. Badges are collected at reception.",
+    )
+    answer = _answer_with(components, "12 weeks [1].", "How long is fully paid partner leave?")
+    assert answer.mode == "extractive_fallback" and answer.direct_answer == "5 weeks"
+    # The value of the best-ranked sentence is an answer.
+    answer = _answer_with(components, "5 weeks [1].", "How long is fully paid partner leave?")
+    assert answer.mode == "generative" and answer.direct_answer == "5 weeks"
+
+
 def test_a_model_restating_the_question_gets_the_best_extract(components: Components) -> None:
     _index(components, LEAVE)
     answer = _answer_with(
