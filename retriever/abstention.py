@@ -96,9 +96,7 @@ class EvidenceCheck:
         if best is not None and best < t.min_relevance and not exact:
             return f"no passage is close to the question (best cosine {best:.2f})"
         if t.names_must_occur and self.unmentioned is not None:
-            missing = self.unknown_names(question, result, passages) or self.unknown_codes(
-                question, result, passages
-            )
+            missing = self.unknown_names(question, result, passages, named)
             if missing:
                 quoted = ", ".join(f'"{name}"' for name in missing)
                 return f"the documents do not mention {quoted}"
@@ -137,43 +135,39 @@ class EvidenceCheck:
         return None
 
     def unknown_names(
-        self, question: str, result: SearchResult, passages: Sequence[str]
+        self,
+        question: str,
+        result: SearchResult,
+        passages: Sequence[str],
+        codes: set[str] | frozenset[str] = frozenset(),
     ) -> list[str]:
-        """The names the question mentions ("Docker") that no document of the searched
-        collections holds, and no passage found holds misspelt ("Janpan" for "Japan"), when
-        they are half its names or more: the documents cannot say anything of what they never
-        name, however near the rest of the question they are ("Which group controls access to
-        the Docker daemon?" against a list of system groups). One unknown name beside names
-        the documents know ("Anderw Hamilton", "Brooker T. Washington") is more likely a slip
-        of the person asking: those questions go on to the other checks."""
+        """The names the question mentions that no document of the searched collections
+        holds, and no passage found holds misspelt ("Janpan" for "Japan"), asked of the
+        keyword index once:
+        - capitalized names ("Docker"), when they are half its names or more: the documents
+          cannot say anything of what they never name, however near the rest of the question
+          they are ("Which group controls access to the Docker daemon?" against a list of
+          system groups). One unknown name beside names the documents know ("Anderw
+          Hamilton") is more likely a slip of the person asking;
+        - else any of the `codes` it names (`max_connections`, `macOS`, `arm64`): a name
+          written as code is exact, and documents that never write it do not document it.
+          A word with digits slipped in ("S08_settlement") is a mangled word, not code."""
         assert self.unmentioned is not None
         names = names_in(question)
-        if not names:
+        asked = list(dict.fromkeys([*names, *sorted(codes)]))
+        if not asked:
+            return []
+        absent = set(self.unmentioned(asked, result.collections))
+        if not absent:
             return []
         words = set().union(*map(lower_words, passages))
-        unknown = [
-            name
-            for name in self.unmentioned(names, result.collections)
-            if not spelt_alike(name, words)
-        ]
-        return unknown if 2 * len(unknown) >= len(names) else []
-
-    def unknown_codes(
-        self, question: str, result: SearchResult, passages: Sequence[str]
-    ) -> list[str]:
-        """The identifiers the question names (`max_connections`, `macOS`, `WireGuard`,
-        `arm64`) that no document of the searched collections holds, nor any passage found
-        one slip away ("asn1_der_decode"). A name written as code is exact: documents that
-        never write it do not document it, whatever else of the question they hold."""
-        assert self.unmentioned is not None
-        codes = sorted(identifiers(question))
-        if not codes:
-            return []
-        words = set().union(*map(lower_words, passages))
+        unknown = [n for n in names if n in absent and not spelt_alike(n, words)]
+        if unknown and 2 * len(unknown) >= len(names):
+            return unknown
         return [
             code
-            for code in self.unmentioned(codes, result.collections)
-            if not spelt_alike(code, words) and not _mangled_word(code, words)
+            for code in sorted(codes)
+            if code in absent and not spelt_alike(code, words) and not _mangled_word(code, words)
         ]
 
     def best_sentence_similarity(self, question: str, hits: Sequence[Hit]) -> float:

@@ -17,6 +17,7 @@ from retriever.grounding import (
     IDENTIFIER,
     LIST_MARKER,
     NUMBER_WORDS,
+    OPTION,
     QUESTION_SCAFFOLD,
     RankedSentence,
     Support,
@@ -192,7 +193,7 @@ def _name_in(
     return " ".join(min(fresh, key=distance)[0])
 
 
-_OPTION = re.compile(r"--?[A-Za-z][\w-]*")
+_OPTION = re.compile(OPTION)
 
 
 def _code_in(tokens: list[str], asked: set[str]) -> str | None:

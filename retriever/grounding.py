@@ -29,6 +29,9 @@ LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022\u2013]|\(?[a-z]\))(?:\s+
 # "name()" is tried only where a word starts, and its word is never given back: tried at every
 # character of a long word without "()" ("ééé...", "___..."), it cost the square of its length.
 IDENTIFIER = re.compile(r"(?<!\w)\w++\(\)|[A-Za-z0-9][\w./-]*[A-Za-z0-9_]")
+# An option as written in a manual ("-u", "--include-untracked"): the pattern the option
+# shapes below share.
+OPTION = r"--?[A-Za-z][\w-]*"
 # A command-line option where a word starts (`-t`, `--novalid`, `--trace-children=yes` ->
 # `--trace-children`): the word splitter keeps only its letters ("t"), which say nothing.
 COMMAND_OPTION = re.compile(r"(?<![^\s(\[\"'`])--?[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)*(?![\w-])")
@@ -100,7 +103,7 @@ _ASKS_CODE = re.compile(
 # setting (`-u`, `--squash`, `KillUserProcesses=`), a signal (`SIGHUP`); any identifier
 # (`ffi_prep_cif`, `MaxSessions`, `deflateInit()`) is one too.
 _ENVIRONMENT_NAME = re.compile(r"\b(?:[A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{3,}[0-9]*)\b")
-_OPTION_OR_SETTING = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*|\b[A-Za-z]\w*=")
+_OPTION_OR_SETTING = re.compile(rf"(?<![\w-]){OPTION}|\b[A-Za-z]\w*=")
 _SIGNAL = re.compile(r"\bSIG[A-Z0-9]+\b")
 
 
@@ -866,7 +869,7 @@ def _with_what_follows(source: str, span: Span) -> Span:
     nxt = _sentence_after(source, span) if span.text.rstrip().endswith(":") else None
     if nxt is None or "\n" not in source[span.end : nxt.start] or len(nxt.text) > _INTRODUCED_CHARS:
         return span
-    return Span(span.start, nxt.end, source[span.start : nxt.end])
+    return _through(source, span, nxt)
 
 
 # "What does X do / mean / control?", "What is X?": the question asks what X is. A sentence
@@ -929,25 +932,36 @@ def _with_definition(question: str, source: str, span: Span) -> Span:
     terms = defined_terms(question)
     if not terms or not defines(span.text, terms) or len(span.text.split()) > _DEFINITION_WORDS:
         return span
-    rest = source[span.end : span.end + _DEFINITION_REACH]
-    paragraph = re.search(r"\n\s*\n", rest)
-    end = span.end
-    for sentence in split_sentences(rest[: paragraph.start()] if paragraph else rest):
-        if "\n" in rest[: sentence.start] and is_heading(sentence.text):
+    quoted = span
+    for sentence in _sentences_after(source, span, _DEFINITION_REACH):
+        if "\n" in source[span.end : sentence.start] and is_heading(sentence.text):
             break
-        end = span.end + sentence.end
-        if len(source[span.start : end].split()) > 2 * _DEFINITION_WORDS:
+        quoted = _through(source, span, sentence)
+        if len(quoted.text.split()) > 2 * _DEFINITION_WORDS:
             break
-    return Span(span.start, end, source[span.start : end])
+    return quoted
+
+
+def _sentences_after(source: str, span: Span, reach: int, paragraph: bool = True) -> list[Span]:
+    """The sentences after `span` in its source (offsets in the source), within `reach`
+    characters and, with `paragraph`, before the next blank line."""
+    rest = source[span.end : span.end + reach]
+    blank = re.search(r"\n\s*\n", rest) if paragraph else None
+    return [
+        Span(span.end + s.start, span.end + s.end, s.text)
+        for s in split_sentences(rest[: blank.start()] if blank else rest)
+    ]
+
+
+def _through(source: str, span: Span, last: Span) -> Span:
+    """`span` extended through `last`, a sentence after it in the same source."""
+    return Span(span.start, last.end, source[span.start : last.end])
 
 
 def _sentence_after(source: str, span: Span) -> Span | None:
     """The sentence following `span` in its source (offsets in the source), if any."""
-    after = split_sentences(source[span.end :])
-    if not after:
-        return None
-    first = after[0]
-    return Span(span.end + first.start, span.end + first.end, first.text)
+    after = _sentences_after(source, span, len(source), paragraph=False)
+    return after[0] if after else None
 
 
 # A question about what holds when nothing is set, and a sentence that says it. Reference pages
@@ -969,19 +983,16 @@ def _with_default(question: str, source: str, span: Span) -> Span:
     most `_DEFAULT_REACH` characters on."""
     if not ASKS_DEFAULT.search(question) or _STATES_DEFAULT.search(span.text):
         return span
-    rest = source[span.end : span.end + _DEFAULT_REACH]
-    paragraph = re.search(r"\n\s*\n", rest)
-    for sentence in split_sentences(rest[: paragraph.start()] if paragraph else rest):
+    for sentence in _sentences_after(source, span, _DEFAULT_REACH):
         if _STATES_DEFAULT.search(sentence.text):
-            end = span.end + sentence.end
-            return Span(span.start, end, source[span.start : end])
+            return _through(source, span, sentence)
     return span
 
 
 # A reference page's entry opens with the name it describes: a setting ("HoldoffTimeoutSec=",
 # "PollIntervalMinSec=, PollIntervalMaxSec=") or an option ("-t, --test"). Its value and
 # limits often come sentences later, after a blank line ("... Defaults to 30s.").
-_ENTRY_HEAD = re.compile(r"(?:[A-Za-z][\w.-]*=|--?[A-Za-z][\w-]*)(?:,|\s|$)")
+_ENTRY_HEAD = re.compile(rf"(?:[A-Za-z][\w.-]*=|{OPTION})(?:,|\s|$)")
 _ENTRY_REACH = 600
 
 
@@ -995,10 +1006,9 @@ def _with_entry_value(question: str, source: str, span: Span) -> Span:
     kind = asked_kind(question)
     if kind not in ("number", "date") or holds_kind(kind, span.text, question):
         return span
-    rest = source[span.end : span.end + _ENTRY_REACH]
     holding = []
-    for sentence in split_sentences(rest):
-        if "\n" in rest[: sentence.start] and _ENTRY_HEAD.match(sentence.text):
+    for sentence in _sentences_after(source, span, _ENTRY_REACH, paragraph=False):
+        if "\n" in source[span.end : sentence.start] and _ENTRY_HEAD.match(sentence.text):
             break  # the next entry
         if holds_kind(kind, sentence.text, question):
             holding.append(sentence)
@@ -1006,8 +1016,7 @@ def _with_entry_value(question: str, source: str, span: Span) -> Span:
         return span
     # The entry's own value ("Defaults to 30s.") over a number in passing ("If set to 0, ...").
     stated = next((h for h in holding if _STATES_DEFAULT.search(h.text)), holding[0])
-    end = span.end + stated.end
-    return Span(span.start, end, source[span.start : end])
+    return _through(source, span, stated)
 
 
 # "Why ...?" asks for a reason: a sentence giving one says so.
@@ -1031,7 +1040,7 @@ def _with_reason(question: str, source: str, span: Span) -> Span:
     opener = nxt.text.split(maxsplit=1)[0].strip(",;:").lower()
     if opener not in _THAT_WORDS or not _GIVES_REASON.search(nxt.text):
         return span
-    return Span(span.start, nxt.end, source[span.start : nxt.end])
+    return _through(source, span, nxt)
 
 
 def question_coverage(question: str, passages: Sequence[str]) -> float:
