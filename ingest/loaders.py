@@ -24,6 +24,7 @@ from ingest.ocr import (
     ocr_image,
     ocr_pdf_pages,
 )
+from ingest.pdf_spacing import join_kerned_words
 
 # File suffix -> unstructured partitioner module and function.
 _PARTITIONERS: dict[str, tuple[str, str]] = {
@@ -514,6 +515,7 @@ def load_document(
         else:
             raw = _partition(path)
             if suffix == ".pdf":
+                join_kerned_words(path, raw)
                 raw, pages = _pdf_with_ocr(path, raw, options, progress)
     except LoadError:
         raise
