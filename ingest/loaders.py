@@ -25,6 +25,7 @@ from ingest.ocr import (
     ocr_pdf_pages,
 )
 from ingest.pdf_spacing import join_kerned_words
+from retriever.keyword import STOPWORDS
 
 # File suffix -> unstructured partitioner module and function.
 _PARTITIONERS: dict[str, tuple[str, str]] = {
@@ -393,17 +394,41 @@ def _is_term(element: Element) -> bool:
     )
 
 
+# A term that is an option or a setting's key: "-k, --keep", "--level=N", "hash_alg".
+_OPTION_OR_KEY = re.compile(r"-{1,2}[\w?]|[\w.-]*[_=][\w.=-]*$")
+
+
+def _defines(element: Element, term: Element) -> bool:
+    """Whether `element`, after `term`, is its definition: a list item; text that goes on
+    from the term in lower case ("nofile", then "maximum number of open file descriptors",
+    as a man page printed to HTML has it); or any paragraph after an option or a key."""
+    if element.category == "ListItem":
+        return True
+    if element.category not in ("UncategorizedText", "NarrativeText"):
+        return False
+    words = element.text.split()
+    # One word after a term is the next term of a list ("nofile", "rss"), not a definition.
+    if len(words) < 2:
+        return False
+    if _OPTION_OR_KEY.match(term.text):
+        return True
+    # A one-word term: a line a PDF broke mid-sentence ("is", "1", "verridden on") is none.
+    name = term.text
+    one_word = " " not in name and name.lower() not in STOPWORDS and not name.isdigit()
+    return one_word and words[0][0].islower()
+
+
 def _terms_with_their_definitions(elements: list[Element]) -> list[Element]:
-    """A term followed by its definition (a list item) becomes one element, "term:
-    definition": quoted alone, the definition never says what it defines, and a question
-    naming the definition ("Which group gives access to serial ports?") asks for the term."""
+    """A term followed by its definition becomes one element, "term: definition": quoted
+    alone, the definition never says what it defines, and a question naming the definition
+    ("Which group gives access to serial ports?") asks for the term."""
     merged: list[Element] = []
     for element in elements:
         term = merged[-1] if merged else None
         if (
             term is not None
-            and element.category == "ListItem"
             and _is_term(term)
+            and _defines(element, term)
             and (term.page, term.headings) == (element.page, element.headings)
         ):
             merged[-1] = Element(

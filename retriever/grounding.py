@@ -372,7 +372,7 @@ def _goes_on(before: Span, gap: str, after: str) -> bool:
     if not words or not first:
         return False
     last = words[-1].lstrip("([\"'\u201c")
-    if _TITLES.fullmatch(last):
+    if _TITLES.fullmatch(last) or _inside_parentheses(before.text, after):
         return True
     lowered = first[0].islower() or first[0].isdigit() or first[0] in "(["
     if re.fullmatch(r"[A-Z]", last):  # an initial, the name going on ("K. Hall", not "B. The")
@@ -386,6 +386,14 @@ def _goes_on(before: Span, gap: str, after: str) -> bool:
     # sentence is only written in lower case.
     short = re.fullmatch(r"[A-Z][a-z]{0,3}|etc", last) is not None
     return short and first[0].islower() and first.strip(",;:").lower() in STOPWORDS
+
+
+def _inside_parentheses(before: str, after: str) -> bool:
+    """Whether the period stands inside parentheses that `after` closes: "The default for
+    SYS_UID_MIN (resp. SYS_UID_MAX) is 101", "(Fig. 3. Left)". A sentence ends outside them."""
+    opened = before.rfind("(") > before.rfind(")")
+    closing = after.find(")")
+    return opened and closing >= 0 and not 0 <= after.find("(") < closing
 
 
 # A doubled final consonant that an -ing or -ed doubled ("running", "stopped"), not one the

@@ -54,6 +54,7 @@ def test_a_sentence_never_opens_with_a_separator_left_before_it() -> None:
         "The U.S. Army and Dr. Lee kept the records, e.g. the muster rolls.",
         "It was named after Theodore Roosevelt Jr. and his son in 1921.",
         "The figures are in vol. 2 on pp. 45-47 of the report.",
+        "The default value for SYS_UID_MIN (resp. SYS_UID_MAX) is 101 (resp. UID_MIN-1).",
     ],
 )
 def test_the_period_of_an_abbreviation_or_an_initial_ends_no_sentence(text: str) -> None:

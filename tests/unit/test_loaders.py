@@ -122,6 +122,30 @@ def test_a_definition_list_term_stays_with_its_definition(tmp_path: Path) -> Non
     assert "Other groups have no associated user." in text.splitlines()
 
 
+def test_a_manual_pages_terms_keep_their_definitions_as_groff_prints_them(
+    tmp_path: Path,
+) -> None:
+    # `man -Thtml`: each term and its definition are paragraphs, told apart only by indent.
+    path = tmp_path / "limits.conf.html"
+    path.write_text(
+        "<html><head><title>LIMITS.CONF</title></head><body><h2>DESCRIPTION</h2>"
+        '<p style="margin-left:17%"><b>nofile</b></p>'
+        '<p style="margin-left:23%">maximum number of open file descriptors</p>'
+        '<p style="margin-left:17%"><b>cpu</b></p>'
+        '<p style="margin-left:23%">maximum CPU time (minutes)</p>'
+        '<p style="margin-left:17%"><b>-k, --keep</b></p>'
+        '<p style="margin-left:23%">Keep (do not delete) input files.</p>'
+        "<p>value</p><p>Every item is read from the file at login.</p>"
+        "</body></html>"
+    )
+    lines = _texts(path).splitlines()
+    assert "nofile: maximum number of open file descriptors" in lines
+    assert "cpu: maximum CPU time (minutes)" in lines
+    assert "-k, --keep: Keep (do not delete) input files." in lines
+    # A capitalized paragraph after a plain word is no definition of it.
+    assert "Every item is read from the file at login." in lines
+
+
 def test_a_text_file_with_mojibake_is_indexed_readable(tmp_path: Path) -> None:
     # The text a UTF-8 file becomes when some tool on its way read it as Latin-1.
     text = "Uruguay’s beef is sold as “Uruguay Natural”.\n".encode().decode("latin-1")
