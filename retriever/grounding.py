@@ -105,6 +105,9 @@ _ASKS_CODE = re.compile(
 _ENVIRONMENT_NAME = re.compile(r"\b(?:[A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{3,}[0-9]*)\b")
 _OPTION_OR_SETTING = re.compile(rf"(?<![\w-]){OPTION}|\b[A-Za-z]\w*=")
 _SIGNAL = re.compile(r"\bSIG[A-Z0-9]+\b")
+# A reference entry headed by a name in lower case, its description after it: "copytruncate
+# Truncate the original log file ...", "nofile: maximum number of open file descriptors".
+_PLAIN_ENTRY_HEAD = re.compile(r"([a-z][\w.-]*[a-z0-9])(?::\s+|\s+(?=[A-Z]))")
 
 
 def asked_code(question: str) -> str | None:
@@ -122,6 +125,9 @@ def names_code(kind: str, text: str, question: str) -> bool:
         shapes = _ENVIRONMENT_NAME.findall(text)
     else:
         shapes = _OPTION_OR_SETTING.findall(text)
+        head = _PLAIN_ENTRY_HEAD.match(text)
+        if head:
+            shapes.append(head.group(1))
     asked = question.lower()
     return any(name.lower() not in asked for name in [*shapes, *identifiers(text)])
 
@@ -168,6 +174,9 @@ NUMBER_WORDS = frozenset(
 )
 _ASKS_PERSON = re.compile(r"(?i)\b(?:who|whom|whose)\b")
 _ASKS_PLACE = re.compile(r"(?i)^\W*where\b")
+# A place in a file system or on a network: "/var/lib/logrotate/status", "~/.config/pip",
+# "https://example.org/docs".
+_LOCATION = re.compile(r"(?<![\w/])(?:~|\$\w+|%\w+%)?(?:/[\w.@+-]+){2,}/?|\bhttps?://\S+")
 AnswerKind = Literal["number", "date", "name"]
 
 
@@ -177,11 +186,19 @@ _OPENS_WITH_QUESTION_WORD = re.compile(
 )
 
 
+_QUESTION_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
 def asking_clause(question: str) -> str:
     """The part of a question that asks: from its question word on when a clause setting the
     scene comes first ("Before maintenance on a core router, how long do I wait?" -> "how long
-    do I wait?"), else the whole question."""
+    do I wait?"), else the whole question. Of a question in several sentences, the one that
+    asks ("My cron jobs mail me. What do I put in the crontab?" -> the second)."""
     asks = question.strip()
+    sentences = _QUESTION_SENTENCES.split(asks)
+    asking = [s for s in sentences if s.rstrip().endswith("?")]
+    if len(sentences) > 1 and asking:
+        asks = asking[-1].strip()
     for comma in re.finditer(",", asks):
         head, rest = asks[: comma.start()], asks[comma.end() :].lstrip()
         if _QUESTION_WORD.search(head):
@@ -212,6 +229,10 @@ def holds_kind(kind: AnswerKind, sentence: str, question: str) -> bool:
         return any(_is_count(w, NUMBER_WORDS) for w in words)
     if kind == "date":
         return any(m.group(0) not in question for m in DATE.finditer(sentence))
+    if _ASKS_PLACE.match(asking_clause(question)) and any(
+        m.group(0) not in question for m in _LOCATION.finditer(sentence)
+    ):
+        return True  # where a program keeps something: a path or an address
     first = _WORD.search(sentence)
     return any(
         is_name_word(w) and w.lower() not in STOPWORDS and (first is None or w != first.group(0))
@@ -430,6 +451,18 @@ def content_words(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS}
 
 
+def passage_words(text: str) -> set[str]:
+    """`content_words` of a passage, and each two words written apart that a question may
+    write as one ("name servers" holds "nameserver", "file system" "filesystem")."""
+    words = [w for w in _WORD.findall(text.lower()) if w.isalpha()]
+    joined = {
+        _stem(a + b)
+        for a, b in pairwise(words)
+        if a not in STOPWORDS and b not in STOPWORDS and len(a) > 2 and len(b) > 2
+    }
+    return content_words(text) | joined
+
+
 def numbers(text: str) -> set[str]:
     return {n.replace(",", "") for n in _NUMBER.findall(text)}
 
@@ -519,9 +552,13 @@ def is_title(sentence: str) -> bool:
         return True  # a list of manual pages: "SEE ALSO systemd(1), journalctl(1)"
     tokens = core.split()
     if len(tokens) <= 8 and (
-        (len(tokens) >= 3 and tokens[0] == tokens[-1]) or _MAN_PAGE.search(core)
+        (len(tokens) >= 3 and tokens[0] == tokens[-1])
+        or _MAN_PAGE.search(core)
+        or (_MAN_REFERENCE.fullmatch(tokens[-1]) and DATE.search(core))
     ):
-        return True  # a running header or footer: "BSD  January 13, 2023  BSD"
+        # A running header or footer: "BSD  January 13, 2023  BSD", "4th Berkeley
+        # Distribution 2023-02-05 resolv.conf(5)".
+        return True
     words = re.findall(r"[^\W\d_][\w'\u2019-]*", core)
     if not words or any(c.isdigit() for c in core) or core.isupper():
         return False
@@ -666,12 +703,15 @@ def rank_sentences(
     if not asked:
         return []
     kind = asked_kind(question)
+    code = asked_code(question)
     asks_default = bool(ASKS_DEFAULT.search(question))
-    # What each sentence is about: its words, and, asked for an id, a version or a port, those
-    # of the sentence before it when it names its subject only by a pronoun ("... the operator
-    # user ... It had uid 37."). (Asked who or why, the sentence before often holds another
-    # answer; asked how long, a pronoun sentence is more often an aside: "It may be split".)
-    leaning = needs_number(question)
+    # What each sentence is about: its words, and, asked for an id, a version, a port or a
+    # name written as code, those of the sentence before it when it names its subject only by
+    # a pronoun ("... the operator user ... It had uid 37.", "undo_dir: ... the directory of
+    # the undo file. It can be overridden via the E2FSPROGS_UNDO_DIR variable."). (Asked who
+    # or why, the sentence before often holds another answer; asked how long, a pronoun
+    # sentence is more often an aside: "It may be split".)
+    leaning = needs_number(question) or code is not None
     candidates = []
     about: list[set[str]] = []
     for n, source in enumerate(sources, start=1):
@@ -679,25 +719,26 @@ def rank_sentences(
         for span in split_sentences(source):
             if (
                 len(span.text) >= MIN_SENTENCE_CHARS
+                and not span.text.endswith("?")  # a FAQ's question answers nothing
                 and not is_fragment(span.text)
                 and not is_heading(span.text)
                 and not is_title(span.text)
             ):
                 candidates.append((n, span))
-                words = content_words(span.text)
+                words = passage_words(span.text)
                 elliptic = kind == "number" and len(span.text.split()) <= _ELLIPTIC_WORDS
                 if (
                     ((leaning and leans_back(span.text)) or elliptic)
                     and before is not None
                     and not is_heading(before.text)
                 ):
-                    words = words | content_words(before.text)
+                    words = words | passage_words(before.text)
                 about.append(words)
             before = span
     if not candidates:
         return []
     frequency: Counter[str] = Counter()
-    bags = [content_words(span.text) for _, span in candidates]
+    bags = [passage_words(span.text) for _, span in candidates]
     for bag in bags:
         frequency.update(bag)
     total = len(candidates)
@@ -1060,7 +1101,7 @@ def question_coverage(question: str, passages: Sequence[str]) -> float:
         return 1.0
     found: set[str] = set()
     for passage in passages:
-        found |= asked & content_words(passage)
+        found |= asked & passage_words(passage)
     return len(found) / len(asked)
 
 
@@ -1110,7 +1151,7 @@ def key_term_coverage(
     total = sum(weight_of[w] for w in terms.values()) or 1.0
     best = 0.0
     for passage in passages:
-        words = content_words(passage)
+        words = passage_words(passage)
         found = terms.keys() & (words | identifiers(passage))
         found |= {t for t in terms.keys() - found if _variant_in(t, words)}
         best = max(best, sum(weight_of[terms[t]] for t in found) / total)

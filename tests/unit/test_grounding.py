@@ -7,6 +7,7 @@ import pytest
 from retriever.components import Components
 from retriever.grounding import (
     answering_passages,
+    asked_code,
     asked_kind,
     asking_clause,
     content_words,
@@ -19,7 +20,9 @@ from retriever.grounding import (
     key_term_coverage,
     key_terms,
     leans_back,
+    names_code,
     names_in,
+    question_coverage,
     rank_sentences,
     split_sentences,
     states_number,
@@ -87,6 +90,7 @@ def test_a_sentence_after_an_abbreviation_that_ends_one_still_starts() -> None:
         "XZ(1) XZ Utils XZ(1)",
         "systemd 252 TIMESYNCD.CONF(5)",
         "BSD January 13, 2023 BSD",
+        "4th Berkeley Distribution 2023-02-05 resolv.conf(5)",
         "SEE ALSO systemd(1), systemd-logind.service(8), loginctl(1)",
     ],
 )
@@ -735,3 +739,60 @@ def test_asked_for_a_default_a_sentence_holds_the_number_its_default_sentence_gi
     assert best.span.text.startswith("SyncIntervalSec=")
     quoted = extract_answer(question, sources, max_sentences=1)[0]
     assert quoted.span.text.endswith("The default timeout is 5 minutes.")
+
+
+def test_asked_where_a_program_keeps_something_the_sentence_with_the_path_answers() -> None:
+    source = (
+        "-s, --state statefile Tells logrotate to use an alternate state file. This is useful "
+        "if logrotate is being run as a different user for various sets of log files. The "
+        "default state file is /var/lib/logrotate/status."
+    )
+    question = "Where does logrotate keep its state file by default?"
+    best = rank_sentences(question, [source])[0]
+    assert best.span.text == "The default state file is /var/lib/logrotate/status."
+    # Asked who, a path is no name.
+    assert rank_sentences("Who keeps the state file?", [source])[0].span.text != best.span.text
+
+
+def test_a_word_the_question_writes_as_one_meets_the_two_words_of_the_passage() -> None:
+    source = (
+        "The keyword and value must appear on a single line. Up to MAXNS (currently 3) name "
+        "servers may be listed, one per keyword. The domain keyword names the local domain."
+    )
+    question = "How many nameserver lines can resolv.conf hold?"
+    best = rank_sentences(question, [source])[0]
+    assert best.span.text.startswith("Up to MAXNS")
+    assert question_coverage("Which filesystem type?", ["the file system type"]) == 1.0
+
+
+def test_a_faqs_own_questions_are_never_quoted_as_answers() -> None:
+    source = (
+        "What is being done to procps-ng at its new home? The package is now known as "
+        "procps-ng. This represents the Debian, Fedora and openSUSE fork of procps."
+    )
+    texts = [r.span.text for r in rank_sentences("What is procps-ng?", [source])]
+    assert texts and not any(text.endswith("?") for text in texts)
+
+
+def test_of_a_question_in_several_sentences_the_asking_one_is_read() -> None:
+    question = "My daemon can't reopen its log. Which logrotate directive copies the log?"
+    assert asking_clause(question) == "Which logrotate directive copies the log?"
+    assert asked_code(question) == "directive"
+    assert asking_clause("Where is it? I lost it.") == "Where is it?"
+
+
+def test_a_reference_entry_headed_by_a_plain_name_names_code() -> None:
+    question = "Which logrotate directive copies the log and empties it?"
+    assert names_code("directive", "copytruncate Truncate the original log file.", question)
+    assert names_code("setting", "nofile: maximum number of open file descriptors", question)
+    assert not names_code("directive", "The log is copied, then emptied.", question)
+
+
+def test_asked_for_code_a_pronoun_sentence_is_read_with_the_one_before() -> None:
+    source = (
+        "undo_dir: This relation specifies the directory where the undo file is stored. "
+        "It can be overridden via the E2FSPROGS_UNDO_DIR environment variable. "
+        "The mke2fs.conf file uses an INI-style format."
+    )
+    question = "Which environment variable moves the undo files to another directory?"
+    assert "E2FSPROGS_UNDO_DIR" in rank_sentences(question, [source])[0].span.text
