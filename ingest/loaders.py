@@ -360,6 +360,8 @@ def _elements(raw: list[Any]) -> list[Element]:
         meta = getattr(item, "metadata", None)
         page = getattr(meta, "page_number", None)
         headings = tuple(h for _, h in stack)
+        if category == "Title" and _names_an_entry(text):
+            category = "UncategorizedText"  # a term in bold, not a section: see _defines
         if category == "Title":
             depth = getattr(meta, "category_depth", None) or 0
             while stack and stack[-1][0] >= depth:
@@ -395,6 +397,14 @@ def _is_term(element: Element) -> bool:
 
 # A term that is an option or a setting's key: "-k, --keep", "--level=N", "hash_alg".
 _OPTION_OR_KEY = re.compile(r"-{1,2}[\w?]|[\w.-]*[_=][\w.=-]*$")
+
+
+def _names_an_entry(text: str) -> bool:
+    """Whether a line set apart as a title is the term of a reference entry rather than a
+    section: an option or a key ("-k --keep", "hash_alg"), or one word in lower case
+    ("copytruncate"), as a manual page printed to PDF sets its terms in bold."""
+    one_word = " " not in text and text[:1].islower()
+    return len(text) <= _TERM_MAX_CHARS and (_OPTION_OR_KEY.match(text) is not None or one_word)
 
 
 def _defines(element: Element, term: Element) -> bool:

@@ -704,6 +704,7 @@ def rank_sentences(
         return []
     kind = asked_kind(question)
     code = asked_code(question)
+    how_to = ASKS_HOW_TO.match(asking_clause(question)) is not None
     asks_default = bool(ASKS_DEFAULT.search(question))
     # What each sentence is about: its words, and, asked for an id, a version, a port or a
     # name written as code, those of the sentence before it when it names its subject only by
@@ -716,7 +717,13 @@ def rank_sentences(
     about: list[set[str]] = []
     for n, source in enumerate(sources, start=1):
         before: Span | None = None
+        entry: set[str] = set()  # the term of the entry the sentence is in ("hash_alg: ...")
         for span in split_sentences(source):
+            if before is None or "\n" in source[before.end : span.start]:
+                entry = set()
+            term = _TERM_FIRST.match(span.text)
+            if term:
+                entry = passage_words(term.group(0))
             if (
                 len(span.text) >= MIN_SENTENCE_CHARS
                 and not span.text.endswith("?")  # a FAQ's question answers nothing
@@ -733,7 +740,7 @@ def rank_sentences(
                     and not is_heading(before.text)
                 ):
                     words = words | passage_words(before.text)
-                about.append(words)
+                about.append(words | entry)
             before = span
     if not candidates:
         return []
@@ -764,6 +771,8 @@ def rank_sentences(
             quoted = _with_entry_value(question, sources[n - 1], quoted)
             if holds_kind(kind, quoted.text, question):
                 score += KIND_BONUS * overlap
+        elif how_to and overlap > 0 and _OPTION_ENTRY.match(span.text):
+            score += KIND_BONUS * overlap  # a manual's options are its ways of doing things
         # A small prior for better-ranked sources and earlier sentences breaks ties.
         ranked.append(RankedSentence(n, span, score - 0.01 * n - 0.0001 * rank, overlap))
     ranked.sort(key=lambda r: -r.score)
@@ -822,6 +831,13 @@ def extract_answer(
         span = whole or followed
         chosen.append(Support(r.n, span, round(r.score, 4)))
     return sorted(chosen, key=lambda s: (s.n, s.span.start))
+
+
+# "How do I ...?", "How can you ...?": asks for a way of doing something.
+ASKS_HOW_TO = re.compile(r"(?i)^\W*how\s+(?:do|can|could|should|would|may)\s+(?:i|you|we|one)\b")
+# A sentence that is an option's entry in a manual: "-k --keep: Keep (don't delete) input
+# files", "--strip-components=NUMBER Strip NUMBER leading components".
+_OPTION_ENTRY = re.compile(rf"{OPTION}(?:=\S*)?(?:,?\s+{OPTION}(?:=\S*)?)*:?\s")
 
 
 # Questions whose answer is a sequence of steps or levels: one item of it answers part. One
@@ -883,12 +899,17 @@ _LEANS_BACK = frozenset(
 # "Members of this group can ...": a demonstrative among a sentence's first words points back
 # as a pronoun opening it does.
 _DEMONSTRATIVES = frozenset(["this", "these", "those"])
+# A term and its definition as the parser joins them: "hash_alg: ...", "-k --keep: ...".
+_TERM_FIRST = re.compile(r"(?:[\w.-]+|-[^:\s]+(?:,? -[^:\s]+)*):\s")
 _DEMONSTRATIVE_REACH = 4
 
 
 def leans_back(sentence: str) -> bool:
     """Whether a sentence says what it is about only through the one before it: it opens with
-    a pronoun ("It had uid 37.") or has a demonstrative among its first words."""
+    a pronoun ("It had uid 37.") or has a demonstrative among its first words. An entry that
+    names its term first ("hash_alg: This relation specifies ...") is about that term."""
+    if _TERM_FIRST.match(sentence):
+        return False
     words = [w.strip(",;:").lower() for w in sentence.split()[:_DEMONSTRATIVE_REACH]]
     return bool(words) and (words[0] in _LEANS_BACK or any(w in _DEMONSTRATIVES for w in words[1:]))
 

@@ -796,3 +796,24 @@ def test_asked_for_code_a_pronoun_sentence_is_read_with_the_one_before() -> None
     )
     question = "Which environment variable moves the undo files to another directory?"
     assert "E2FSPROGS_UNDO_DIR" in rank_sentences(question, [source])[0].span.text
+
+
+def test_an_entry_is_about_its_term_and_asked_how_to_an_options_entry_answers() -> None:
+    entries = (
+        "reserved_ratio: This relation specifies the reserved percentage.\n"
+        "hash_alg: This relation specifies the default hash algorithm. Valid algorithms "
+        "accepted are: legacy, half_md4, and tea.\n"
+    )
+    question = "Which values can be given to hash_alg?"
+    ranked = {r.span.text: r for r in rank_sentences(question, [entries])}
+    valid = ranked["Valid algorithms accepted are: legacy, half_md4, and tea."]
+    assert valid.overlap == 1.0  # inside the entry of hash_alg, it is about hash_alg
+    quoted = [s.span.text for s in extract_answer(question, [entries])]
+    assert any("legacy, half_md4, and tea" in text for text in quoted)
+    assert not leans_back("hash_alg: This relation specifies the default hash algorithm.")
+    manual = (
+        "Compressed files can be restored to their original form using gzip -d.\n"
+        "-k --keep: Keep (don't delete) input files during compression or decompression.\n"
+    )
+    how_to = "How do I gzip a file but keep the original uncompressed file around?"
+    assert rank_sentences(how_to, [manual])[0].span.text.startswith("-k --keep")

@@ -226,3 +226,28 @@ def test_titles_are_the_ones_documents_declare(tmp_path: Path) -> None:
         "Kestrel Telecom Information Technology Security Policy"
     )
     assert load_document(DEMO / "hr-leave-policy.docx").title == "Kestrel Telecom Leave Policy"
+
+
+def test_a_bold_term_read_as_a_title_is_an_entry_not_a_section() -> None:
+    """A manual page printed to PDF sets each term in bold on its own line, which the PDF
+    parser calls a title; as a section it would cut its definition off from it."""
+    from unstructured.documents.elements import NarrativeText, Title
+
+    from ingest.loaders import _elements
+
+    raw = [
+        Title("DESCRIPTION"),
+        Title("hash_alg"),
+        NarrativeText("This relation specifies the default hash algorithm. Valid: tea."),
+        Title("-k --keep"),
+        NarrativeText("Keep (don't delete) input files during compression."),
+        Title("Examples"),
+        NarrativeText("Two examples follow."),
+    ]
+    elements = _elements(raw)
+    texts = [e.text for e in elements]
+    assert "hash_alg: This relation specifies the default hash algorithm. Valid: tea." in texts
+    assert "-k --keep: Keep (don't delete) input files during compression." in texts
+    entry = elements[texts.index("-k --keep: Keep (don't delete) input files during compression.")]
+    assert entry.headings == ("DESCRIPTION",)
+    assert elements[-1].headings == ("Examples",)  # a real section stays one
