@@ -1131,7 +1131,8 @@ QUESTION_SCAFFOLD = frozenset(
     (  # noqa: SIM905 - a word list reads better as one string
         "much many long often far get got need needs use used using take make made kind type "
         "exactly usually typically currently please tell know give find also any some all one "
-        "other about happen happens mean means called name named"
+        "other about happen happens mean means called name named phrase sentence briefly "
+        "nutshell summary"
     ).split()
 )
 

@@ -214,6 +214,9 @@ def test_key_terms_leave_out_question_scaffolding() -> None:
         "bereavement",
         "leave",
     }
+    # How the answer should be put is no part of what it is about.
+    assert set(key_terms("What is a crontab, in one phrase?").values()) == {"crontab"}
+    assert set(key_terms("Briefly, what does logrotate do?").values()) == {"logrotate"}
 
 
 def test_key_term_coverage_weighs_rare_terms_and_needs_one_passage() -> None:
