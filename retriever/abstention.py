@@ -33,6 +33,9 @@ from retriever.word_roles import wording_words
 TermWeights = Callable[[list[str], Sequence[str] | None], dict[str, float]]
 # Words -> those no chunk of the collections given holds (the same rule of collections).
 Unmentioned = Callable[[list[str], Sequence[str] | None], list[str]]
+# How close a sentence must come to the question (cosine) for the question's own verbs and
+# adjectives that no passage holds to weigh less in the key-term check.
+WORDING_SIMILARITY = 0.5
 # Sentence vectors kept for reuse within and across answers (384 floats each: ~3 MB).
 _REMEMBERED_VECTORS = 2048
 
@@ -133,12 +136,19 @@ class EvidenceCheck:
                 return self.term_weights(words, result.collections)
 
             coverage = key_term_coverage(question, passages, weights)
-            if coverage < t.min_key_coverage:
+            if coverage < t.min_key_coverage and self._near_in_meaning(question, result):
                 # Tagging the question costs a model load, so only when it falls short.
                 coverage = key_term_coverage(question, passages, weights, wording_words(question))
             if coverage < t.min_key_coverage:
                 return f"no passage holds what the question is about ({coverage:.0%} of it)"
         return None
+
+    def _near_in_meaning(self, question: str, result: SearchResult) -> bool:
+        """Whether a sentence comes near enough the question for its missing verbs and
+        adjectives to be taken for the asker's wording (`WORDING_SIMILARITY`): a question on a
+        subject the passages only touch ("How long does nscd cache successful lookups?"
+        against lsof's device cache) stays short of its key terms."""
+        return self.best_sentence_similarity(question, result.hits) >= WORDING_SIMILARITY
 
     def unknown_names(
         self,

@@ -393,8 +393,10 @@ def _goes_on(before: Span, gap: str, after: str) -> bool:
     if not words or not first:
         return False
     last = words[-1].lstrip("([\"'\u201c")
-    if _TITLES.fullmatch(last) or _inside_parentheses(before.text, after):
+    if _TITLES.fullmatch(last):
         return True
+    if last.isalpha() and len(last) <= _SHORT_WORD and _inside_parentheses(before.text, after):
+        return True  # "(resp. UID_MAX)"; not a citation's period: "(... 2.8 billion [1]. inodes"
     lowered = first[0].islower() or first[0].isdigit() or first[0] in "(["
     if re.fullmatch(r"[A-Z]", last):  # an initial, the name going on ("K. Hall", not "B. The")
         return lowered or (first[0].isupper() and not _OPENERS.fullmatch(first))
@@ -407,6 +409,9 @@ def _goes_on(before: Span, gap: str, after: str) -> bool:
     # sentence is only written in lower case.
     short = re.fullmatch(r"[A-Z][a-z]{0,3}|etc", last) is not None
     return short and first[0].islower() and first.strip(",;:").lower() in STOPWORDS
+
+
+_SHORT_WORD = 6
 
 
 def _inside_parentheses(before: str, after: str) -> bool:

@@ -37,7 +37,15 @@ def _tagger() -> Any:
 
 
 def wording_words(question: str) -> set[str]:
-    """The question's verbs, adverbs, adjectives and particles, lower case."""
+    """The question's verbs, adverbs, adjectives and particles, lower case; not a word
+    capitalized inside a sentence, which is part of a name ("TCP Fast Open")."""
     with _lock:  # one pipeline shared by the threads of a server process
-        tokens = _tagger()(question)
-    return {t.text.lower() for t in tokens if t.tag_.startswith(_WORDING_TAGS)}
+        tokens = list(_tagger()(question))
+    found = set()
+    for i, token in enumerate(tokens):
+        opens = i == 0 or tokens[i - 1].text in (".", "?", "!")
+        if token.text[:1].isupper() and not opens:
+            continue
+        if token.tag_.startswith(_WORDING_TAGS):
+            found.add(token.text.lower())
+    return found

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retriever import grounding
+from retriever import abstention, grounding
 from retriever.abstention import AbstentionThresholds, EvidenceCheck
 from retriever.components import Components
 from retriever.question import Question
@@ -259,9 +259,15 @@ def test_the_askers_own_verbs_and_adjectives_weigh_little_a_missing_noun_does(
     assert reason is not None and "what the question is about" in reason
     monkeypatch.setattr(grounding, "WORDING_WEIGHT", 1.0)  # weighed as nouns, they refuse
     assert _weakness(components, check, worded) is not None
+    monkeypatch.setattr(grounding, "WORDING_WEIGHT", 0.25)
+    # Only where a sentence comes near the question in meaning.
+    monkeypatch.setattr(abstention, "WORDING_SIMILARITY", 0.99)
+    assert _weakness(components, check, worded) is not None
 
 
 def test_verbs_adverbs_and_adjectives_are_the_questions_wording() -> None:
     words = wording_words("My cron jobs keep spamming me. How do I quietly stop it?")
     assert {"keep", "spamming", "quietly", "stop"} <= words
     assert not {"cron", "jobs"} & words
+    # Capitalized inside a sentence, a word is part of a name, however it is tagged.
+    assert "open" not in wording_words("Which setting enables TCP Fast Open for a socket?")

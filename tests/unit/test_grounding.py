@@ -820,3 +820,8 @@ def test_an_entry_is_about_its_term_and_asked_how_to_an_options_entry_answers() 
     )
     how_to = "How do I gzip a file but keep the original uncompressed file around?"
     assert rank_sentences(how_to, [manual])[0].span.text.startswith("-k --keep")
+
+
+def test_a_citation_ends_its_sentence_inside_parentheses_too() -> None:
+    quoted = "(For example, a 40TB file system [1]. inodes take 5.7 GB more.) It is on [2]."
+    assert split_sentences(quoted)[0].text == "(For example, a 40TB file system [1]."
