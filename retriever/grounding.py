@@ -559,7 +559,7 @@ def is_title(sentence: str) -> bool:
     if len(tokens) <= 8 and (
         (len(tokens) >= 3 and tokens[0] == tokens[-1])
         or _MAN_PAGE.search(core)
-        or (_MAN_REFERENCE.fullmatch(tokens[-1]) and DATE.search(core))
+        or (bool(tokens) and _MAN_REFERENCE.fullmatch(tokens[-1]) and DATE.search(core))
     ):
         # A running header or footer: "BSD  January 13, 2023  BSD", "4th Berkeley
         # Distribution 2023-02-05 resolv.conf(5)".

@@ -98,6 +98,11 @@ def test_titles_references_and_page_headers_are_told_apart(line: str) -> None:
     assert is_title(line)
 
 
+@pytest.mark.parametrize("line", ["", "*", "[1].", "(1999)."])
+def test_a_line_with_nothing_left_to_read_is_no_title(line: str) -> None:
+    assert not is_title(line)
+
+
 @pytest.mark.parametrize(
     "line",
     [
