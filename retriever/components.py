@@ -41,6 +41,7 @@ from retriever.serving import IndexSlot, ServingIndex
 from retriever.slots import GenerationSlots
 from retriever.store import ChromaStore, http_client
 from retriever.tuning.generations import Generation, Generations
+from retriever.word_roles import wording_words
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,7 @@ class Components:
         one: a search (Chroma loads its vector index on the first query) and, for llama.cpp,
         the system prompt evaluated into the KV cache that later questions reuse."""
         self.embedder.embed(["warm up"])
+        wording_words("warm up")  # the tagger of the key-term check (retriever/word_roles.py)
         if self.store.count():
             self.searcher.search("warm up", 1)
         _ = self.keyword
