@@ -243,6 +243,8 @@ class _TableRows(HTMLParser):
             self.rows.append([])
         elif tag in ("td", "th"):
             self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")  # a line break in a cell parts two words
 
     def handle_endtag(self, tag: str) -> None:
         if tag in ("td", "th") and self._cell is not None and self.rows:
@@ -254,13 +256,29 @@ class _TableRows(HTMLParser):
             self._cell.append(data)
 
 
+# A cell that labels rather than says: a column header, or a term a layout table defines.
+_LABEL_MAX_WORDS = 6
+
+
+def _is_label(cell: str) -> bool:
+    return len(cell.split()) <= _LABEL_MAX_WORDS and not cell.endswith((".", "!", "?"))
+
+
 def table_rows_as_text(html: str) -> list[str]:
-    """Each data row as 'Header: value; ...', so every row reads on its own."""
+    """Each data row as 'Header: value; ...', so every row reads on its own. A first row that
+    says something (a sentence) is no header: the table lays out terms and their definitions,
+    as `man -Thtml` prints a list ("success" | "No error occurred ..."), and a row of a term
+    and its text reads "term: text"."""
     parser = _TableRows()
     parser.feed(html)
     rows = [r for r in parser.rows if any(r)]
-    if len(rows) < 2:
-        return ["; ".join(c for c in r if c) for r in rows]
+    if len(rows) < 2 or not all(_is_label(c) for c in rows[0] if c):
+        lines = []
+        for row in rows:
+            cells = [c for c in row if c]
+            pair = len(cells) == 2 and _is_label(cells[0]) and not _is_label(cells[1])
+            lines.append(f"{cells[0]}: {cells[1]}" if pair else "; ".join(cells))
+        return lines
     header = rows[0]
     lines = []
     for row in rows[1:]:

@@ -159,6 +159,19 @@ def test_table_rows_as_text() -> None:
     assert table_rows_as_text(html) == ["Plan: X; Price: 9"]
 
 
+def test_a_layout_table_of_terms_reads_term_by_term_with_its_line_breaks() -> None:
+    # `man -Thtml` lays a list out as a table: an empty indent cell, the term, its text.
+    html = (
+        "<table><tr><td/><td>success</td><td/><td>No error occurred and the<br/>requested "
+        "entry is returned.</td></tr><tr><td/><td>notfound</td><td/><td>The entry was not<br/>"
+        "found. The default action is<br/>continue.</td></tr></table>"
+    )
+    assert table_rows_as_text(html) == [
+        "success: No error occurred and the requested entry is returned.",
+        "notfound: The entry was not found. The default action is continue.",
+    ]
+
+
 def test_unsupported_and_mismatched_files(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedFileError, match="unsupported file type"):
         load_document(write(tmp_path / "a.xyz", "hello"))
