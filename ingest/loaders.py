@@ -308,7 +308,23 @@ def _partition(path: Path) -> list[Any]:
         kwargs.update(strategy="fast", infer_table_structure=False)
     if suffix in (".xlsx", ".csv", ".html", ".htm"):
         kwargs["infer_table_structure"] = True
+    if suffix == ".eml":
+        kwargs["paragraph_grouper"] = _email_paragraphs
     return _partitioner(suffix)(**kwargs)
+
+
+# The marks a reply or a forward puts before each quoted line: "> ", "> > ", ">>".
+_QUOTE_MARKS = re.compile(r"(?m)^[ \t]*(?:>[ \t]?)+")
+
+
+def _email_paragraphs(text: str) -> str:
+    """A plain-text e-mail body as paragraphs: mail is wrapped at about 72 characters, and
+    unstructured, which took each line of a body with few blank lines for a paragraph, cut
+    its sentences at every line end and called some lines headings. Quoted lines lose their
+    marks first, so a forwarded README reads as text."""
+    from unstructured.cleaners.core import group_broken_paragraphs
+
+    return str(group_broken_paragraphs(_QUOTE_MARKS.sub("", text)))
 
 
 def _ocr_elements(pages: list[OcrPage]) -> list[Any]:

@@ -264,3 +264,32 @@ def test_a_bold_term_read_as_a_title_is_an_entry_not_a_section() -> None:
     entry = elements[texts.index("-k --keep: Keep (don't delete) input files during compression.")]
     assert entry.headings == ("DESCRIPTION",)
     assert elements[-1].headings == ("Examples",)  # a real section stays one
+
+
+def test_a_wrapped_plain_text_email_reads_in_paragraphs_with_its_quotes_unmarked(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "forward.eml"
+    path.write_text(
+        "From: Dana <dana@example.org>\nTo: ops@example.org\nSubject: Fwd: tmux README\n"
+        "Date: Tue, 14 May 2024 09:42:17 +0200\nMIME-Version: 1.0\n"
+        "Content-Type: text/plain; charset=utf-8\n\n"
+        "Hi all,\n\n"
+        "Following up on yesterday's stand-up: we agreed to standardise on tmux\n"
+        "rather than screen on the jump hosts. Marco asked where the upstream\n"
+        "notes are, so below is the README that ships in the Debian package.\n\n"
+        "-------- Forwarded message --------\n"
+        "> Welcome to tmux!\n>\n"
+        "> tmux is a terminal multiplexer: it enables a number of terminals to be\n"
+        "> created, accessed, and controlled from a single screen.\n"
+    )
+    lines = _texts(path).splitlines()
+    assert (
+        "Following up on yesterday's stand-up: we agreed to standardise on tmux rather than "
+        "screen on the jump hosts. Marco asked where the upstream notes are, so below is the "
+        "README that ships in the Debian package." in lines
+    )
+    assert (
+        "tmux is a terminal multiplexer: it enables a number of terminals to be created, "
+        "accessed, and controlled from a single screen." in lines
+    )
