@@ -7,6 +7,7 @@ import html
 import importlib.util
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -409,7 +410,42 @@ def _elements(raw: list[Any]) -> list[Element]:
                 elements.append(Element(clean_text(row), "TableRow", page, headings))
             continue
         elements.append(Element(text, category, page, headings))
-    return _terms_with_their_definitions(elements)
+    return _lines_rejoined(_terms_with_their_definitions(elements))
+
+
+# Where a sentence may end: an element ending otherwise goes on in the next one.
+_SENTENCE_END = (".", "!", "?", ":", ";", ")")
+_NARRATIVE = ("NarrativeText", "UncategorizedText", "ListItem")
+
+
+def _lines_rejoined(elements: list[Element]) -> list[Element]:
+    """A sentence a PDF's layout cut into lines, whole again: unstructured's fast PDF path
+    reads some PDFs line by line, each line an element ("A VPN session is disconnected ...,
+    after 12" / "hours, after which you must log in again with MFA."), and a sentence cut
+    there was quoted cut. An element that ends without a sentence's end goes on in the next
+    when that one opens in lower case on the same page under the same heading, says enough
+    to be no term of a list ("rss") and is no running header (a line the document repeats)."""
+    repeated = Counter(e.text for e in elements)
+    joined: list[Element] = []
+    for element in elements:
+        before = joined[-1] if joined else None
+        words = element.text.split()
+        if (
+            before is not None
+            and before.category in _NARRATIVE
+            and element.category in _NARRATIVE[:2]
+            and not before.text.endswith(_SENTENCE_END)
+            and repeated[before.text] == 1
+            and element.text[:1].islower()
+            and (len(words) >= 3 or element.text.endswith(_SENTENCE_END))
+            and (before.page, before.headings) == (element.page, element.headings)
+        ):
+            # The line break lets clean_text mend a word broken there ("imple-" / "mentation").
+            text = clean_text(f"{before.text}\n{element.text}")
+            joined[-1] = Element(text, before.category, before.page, before.headings)
+            continue
+        joined.append(element)
+    return joined
 
 
 # A definition list's term as unstructured reads it ("dialout", then the list item "Full and

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,3 +294,32 @@ def test_a_wrapped_plain_text_email_reads_in_paragraphs_with_its_quotes_unmarked
         "tmux is a terminal multiplexer: it enables a number of terminals to be created, "
         "accessed, and controlled from a single screen." in lines
     )
+
+
+def test_a_sentence_a_pdf_cut_into_lines_is_whole_again() -> None:
+    """unstructured's fast PDF path reads some PDFs line by line."""
+    from unstructured.documents.elements import ListItem, NarrativeText, Title
+
+    from ingest.loaders import _elements
+
+    def on_page(element: Any, page: int = 2) -> Any:
+        element.metadata.page_number = page
+        return element
+
+    raw = [
+        on_page(Title("Remote access")),
+        on_page(ListItem("A VPN session is disconnected after 30 minutes and, at most, after 12")),
+        on_page(NarrativeText("hours, after which you must log in again with MFA.")),
+        on_page(NarrativeText("Kestrel Telecom - IT Security Policy")),  # a running header
+        on_page(NarrativeText("Kestrel Telecom - IT Security Policy"), 3),
+        on_page(NarrativeText("are kept in the vault managed by the security team."), 3),
+        on_page(NarrativeText("Limits are set per item and are imple-"), 3),
+        on_page(NarrativeText("mented by the kernel."), 3),
+    ]
+    texts = [e.text for e in _elements(raw)]
+    assert (
+        "A VPN session is disconnected after 30 minutes and, at most, after 12 hours, "
+        "after which you must log in again with MFA." in texts
+    )
+    assert "are kept in the vault managed by the security team." in texts
+    assert "Limits are set per item and are implemented by the kernel." in texts
