@@ -511,10 +511,15 @@ def is_fragment(sentence: str) -> bool:
     return core.endswith(":") and len(words) <= 6
 
 
+# A section's number before its heading: "5.3 ", "2.1.4. " (not a list's "1." or "2)").
+_SECTION_NUMBER = re.compile(r"^\d+\.\d+(?:\.\d+)*\.?\s+")
+
+
 def is_heading(span: str) -> bool:
     """A source line that is a heading, not a sentence: six words or fewer, no end punctuation,
-    no number and no "label: value" ("Changes and maintenance windows")."""
-    text = span.strip()
+    no number and no "label: value" ("Changes and maintenance windows"), after the section
+    number it may open with ("5.3 Lost or stolen devices")."""
+    text = _SECTION_NUMBER.sub("", span.strip())
     return (
         len(text.split()) <= 6
         and not text.endswith((".", "!", "?", ":", ";", ")", '"'))

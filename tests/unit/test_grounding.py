@@ -16,6 +16,7 @@ from retriever.grounding import (
     focus,
     identifiers,
     is_fragment,
+    is_heading,
     is_title,
     key_term_coverage,
     key_terms,
@@ -424,6 +425,13 @@ def test_a_heading_backs_nothing_and_is_never_quoted() -> None:
     assert [s.span.text for s in extract_answer(question, source)] == [
         "The network is frozen from 15 December to 6 January."
     ]
+    # A numbered section's heading too; a numbered list's step is no heading.
+    numbered = ["5.3 Lost or stolen devices\nReport a lost laptop within 1 hour."]
+    asked = "How quickly must a lost or stolen device be reported?"
+    assert [s.span.text for s in extract_answer(asked, numbered)] == [
+        "Report a lost laptop within 1 hour."
+    ]
+    assert is_heading("2.1.4 Passwords") and not is_heading("1. Call the duty manager")
 
 
 def test_one_key_term_of_many_is_not_enough() -> None:
