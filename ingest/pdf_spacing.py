@@ -88,7 +88,7 @@ def respaced(text: str, page: _Page, start: int) -> tuple[str, int]:
             out.append(char)
         elif out and not out[-1].isspace() and page.spaced[index]:
             out.append(char)
-        elif out and "\n" in char and not out[-1].isspace():
+        elif out and char == "\n" and not out[-1].isspace():
             out.append(char)  # a line break pdftotext joined stays: layout, not a word gap
     return "".join(out).rstrip(), at + len(letters)
 

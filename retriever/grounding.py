@@ -189,6 +189,7 @@ _OPENS_WITH_QUESTION_WORD = re.compile(
 _QUESTION_SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
+@functools.lru_cache(maxsize=1024)  # asked of every candidate sentence (`holds_kind`)
 def asking_clause(question: str) -> str:
     """The part of a question that asks: from its question word on when a clause setting the
     scene comes first ("Before maintenance on a core router, how long do I wait?" -> "how long
@@ -459,13 +460,15 @@ def content_words(text: str) -> set[str]:
 def passage_words(text: str) -> set[str]:
     """`content_words` of a passage, and each two words written apart that a question may
     write as one ("name servers" holds "nameserver", "file system" "filesystem")."""
-    words = [w for w in _WORD.findall(text.lower()) if w.isalpha()]
+    words = _WORD.findall(text.lower())
+    content = {_stem(w) for w in words if w not in STOPWORDS}  # = content_words(text)
+    lettered = [w for w in words if w.isalpha()]
     joined = {
         _stem(a + b)
-        for a, b in pairwise(words)
+        for a, b in pairwise(lettered)
         if a not in STOPWORDS and b not in STOPWORDS and len(a) > 2 and len(b) > 2
     }
-    return content_words(text) | joined
+    return content | joined
 
 
 def numbers(text: str) -> set[str]:
@@ -724,7 +727,8 @@ def rank_sentences(
     # sentence is more often an aside: "It may be split".)
     leaning = needs_number(question) or code is not None
     candidates = []
-    about: list[set[str]] = []
+    bags: list[set[str]] = []  # each candidate's own words
+    about: list[set[str]] = []  # and what it is about (its bag, and more: see above)
     for n, source in enumerate(sources, start=1):
         before: Span | None = None
         entry: set[str] = set()  # the term of the entry the sentence is in ("hash_alg: ...")
@@ -742,7 +746,9 @@ def rank_sentences(
                 and not is_title(span.text)
             ):
                 candidates.append((n, span))
-                words = passage_words(span.text)
+                own = passage_words(span.text)
+                bags.append(own)
+                words = own
                 elliptic = kind == "number" and len(span.text.split()) <= _ELLIPTIC_WORDS
                 if (
                     ((leaning and leans_back(span.text)) or elliptic)
@@ -755,7 +761,6 @@ def rank_sentences(
     if not candidates:
         return []
     frequency: Counter[str] = Counter()
-    bags = [passage_words(span.text) for _, span in candidates]
     for bag in bags:
         frequency.update(bag)
     total = len(candidates)
@@ -1189,19 +1194,19 @@ def key_term_coverage(
     if not terms:
         return 1.0
     weight_of = weights(list(terms.values()))
-    held: list[tuple[str, set[str]]] = []
+    held: list[set[str]] = []  # the terms each passage holds
     for passage in passages:
         words = passage_words(passage)
         found = terms.keys() & (words | identifiers(passage))
         found |= {t for t in terms.keys() - found if _variant_in(t, words)}
-        held.append((passage, found))
-    anywhere = set().union(*(found for _, found in held))
+        held.append(found)
+    anywhere = set().union(*held)
     weight = {
         t: weight_of[w] * (WORDING_WEIGHT if w in wording and t not in anywhere else 1.0)
         for t, w in terms.items()
     }
     total = sum(weight.values()) or 1.0
-    return max((sum(weight[t] for t in found) / total for _, found in held), default=0.0)
+    return max((sum(weight[t] for t in found) / total for found in held), default=0.0)
 
 
 # How alike a question's word and a passage's must be to count as one misspelt ("tobaggan",
